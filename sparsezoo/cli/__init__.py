@@ -1,0 +1,68 @@
+"""The ``sparsezoo`` command: a thin layer that parses, calls library functions and prints.
+
+Each sub-command is a module of this package with ``HELP``, ``add_arguments(parser)`` and ``run(args)``;
+they import heavy libraries (torch, timm, …) only inside ``run``, so ``sparsezoo --help`` stays fast.
+Errors a user can cause end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from sparsezoo import __version__
+
+COMMANDS = {
+    "finetune": "sparsezoo.cli.finetune",
+    "demo": "sparsezoo.cli.demo",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (``sparsezoo finetune: error: …``), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="sparsezoo", description="Sparse features in deep networks: fine-tune, analyze, share.")
+    parser.add_argument("--version", action="version", version=f"sparsezoo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for name, path in COMMANDS.items():
+        mod = import_module(path)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.__doc__)
+        mod.add_arguments(p)
+        p.set_defaults(run=mod.run)
+    return parser
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    for name in ("sparsezoo", "analysis"):
+        lg = logging.getLogger(name)
+        lg.setLevel(level)
+        lg.addHandler(handler)
+        lg.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.errors import AnalysisError
+    from sparsezoo.errors import SparsezooError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except (SparsezooError, AnalysisError) as e:
+        print(f"sparsezoo {args.command}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"sparsezoo {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,196 @@
+"""Sparsity-regularized fine-tuning of a timm model.
+
+Flags build a recipe (see ``--print-recipe``); ``--recipe`` starts from a file or a built-in recipe and
+flags override it. The recipe is saved in the output folder, so ``--recipe OUT/recipe.yaml`` reproduces a
+run and ``--resume`` continues one.
+
+examples:
+  sparsezoo finetune resnet50 --l1 1e-4 --data digits --img-size 64 --epochs 3 --out runs/r50-l1
+  sparsezoo finetune resnet18 --no-pretrained --img-size 32 --data digits --l1 1e-3
+  sparsezoo finetune --recipe runs/r50-l1/recipe.yaml --out runs/r50-l1-again
+  sparsezoo finetune --resume --out runs/r50-l1
+  torchrun --nproc_per_node=2 -m sparsezoo finetune resnet18 --data digits --out runs/ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sparsezoo.errors import RecipeError
+
+HELP = "fine-tune a timm model with sparsity penalties on its features"
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def fraction(text: str) -> float:
+    v = nonneg_float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("model", nargs="?", help="timm name (resnet50, resnet50.a1_in1k), hf-hub:org/name, or a folder")
+    p.add_argument("--recipe", help="recipe YAML file or built-in recipe name to start from")
+    p.add_argument("--out", help="run folder (default: runs/<model>-<penalties>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--print-recipe", action="store_true", help="print the resulting recipe and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("model")
+    g.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
+                   help="random initialization")
+    g.add_argument("--weights", help="FILE.safetensors, or 'offline' for weights shipped in an installed package")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="digits | image folder | saved dataset folder | Hub dataset id")
+    g.add_argument("--image-column")
+    g.add_argument("--label-column")
+    g.add_argument("--val-split", help="validation split name (default: detected, else 20%% held out)")
+    g.add_argument("--img-size", type=positive_int)
+    g.add_argument("--augment", choices=["auto", "none", "light", "standard"])
+    g.add_argument("--workers", type=int, help="data loader worker processes")
+    g = p.add_argument_group("sparsity")
+    g.add_argument("--l1", type=nonneg_float, help="λ of the l1 penalty (per-position l1, averaged over sites)")
+    g.add_argument("--hoyer", type=nonneg_float, help="λ of the Hoyer-square penalty")
+    g.add_argument("--target-zero-frac", type=fraction,
+                   help="adapt λ (of --l1, or of --hoyer) until the mean zero_frac reaches this value")
+    g.add_argument("--warmup-epochs", type=nonneg_float, help="epochs with λ = 0 before the ramp")
+    g.add_argument("--ramp-epochs", type=nonneg_float, help="epochs over which λ rises to its value")
+    g.add_argument("--sites", nargs="+", metavar="REGEX", help="penalize/measure only matching activation sites")
+    g.add_argument("--exclude-sites", nargs="+", metavar="REGEX")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"])
+    g.add_argument("--lr", type=nonneg_float)
+    g.add_argument("--weight-decay", type=nonneg_float)
+    g.add_argument("--grad-clip", type=nonneg_float)
+    g.add_argument("--grad-accum", type=positive_int)
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap each epoch (smoke runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set optim.warmup_epochs=0.5 (repeatable)")
+
+
+def _set_penalty(d: dict, kind: str, lam: float) -> dict:
+    for pen in d["penalties"]:
+        if pen["kind"] == kind:
+            pen["lam"] = lam
+            return pen
+    from sparsezoo.recipe import PenaltySpec
+    import dataclasses
+
+    pen = dataclasses.asdict(PenaltySpec(kind=kind, lam=lam))
+    d["penalties"].append(pen)
+    return pen
+
+
+def recipe_from_args(args: argparse.Namespace):
+    """The recipe these flags describe (validated)."""
+    from sparsezoo.recipe import Recipe, load_recipe, set_value
+
+    saved = Path(args.out) / "recipe.yaml" if args.out else None
+    if args.recipe:
+        d = load_recipe(args.recipe).to_dict()
+    elif args.resume and saved is not None and saved.is_file() and not args.model:
+        d = load_recipe(str(saved)).to_dict()
+    else:
+        d = Recipe().to_dict()
+    if args.model:
+        d["model"]["name"] = args.model
+    if not d["model"]["name"]:
+        raise RecipeError("no model given: name one (e.g. resnet50) or pass --recipe")
+    for key, value in (("pretrained", args.pretrained), ("weights", args.weights)):
+        if value is not None:
+            d["model"][key] = value
+    for key, value in (("source", args.data), ("image_column", args.image_column), ("label_column", args.label_column),
+                       ("val_split", args.val_split), ("img_size", args.img_size), ("augment", args.augment),
+                       ("num_workers", args.workers)):
+        if value is not None:
+            d["data"][key] = value
+    if args.l1 is not None:
+        _set_penalty(d, "l1", args.l1)
+    if args.hoyer is not None:
+        _set_penalty(d, "hoyer_square", args.hoyer)
+    if args.target_zero_frac is not None:
+        kind = "l1" if args.l1 is not None or args.hoyer is None else "hoyer_square"
+        pen = next((p for p in d["penalties"] if p["kind"] == kind), None) or _set_penalty(d, kind, 1e-5)
+        if pen["lam"] == 0:
+            pen["lam"] = 1e-5
+        pen["target_zero_frac"] = args.target_zero_frac
+    for pen in d["penalties"]:
+        if args.warmup_epochs is not None:
+            pen["schedule"]["warmup_epochs"] = args.warmup_epochs
+        if args.ramp_epochs is not None:
+            pen["schedule"]["ramp_epochs"] = args.ramp_epochs
+    if args.sites is not None:
+        d["sites"]["include"] = args.sites
+    if args.exclude_sites is not None:
+        d["sites"]["exclude"] = args.exclude_sites
+    for key, value in (("name", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
+                       ("grad_clip", args.grad_clip), ("grad_accum", args.grad_accum)):
+        if value is not None:
+            d["optim"][key] = value
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
+                       ("precision", args.precision), ("compile", args.compile),
+                       ("max_steps_per_epoch", args.max_steps_per_epoch)):
+        if value is not None:
+            d["train"][key] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RecipeError(f"--set expects KEY=VALUE, got {item!r}")
+        set_value(d, key.strip(), value)
+    return Recipe.from_dict(d)
+
+
+def format_history(history: list[dict]) -> str:
+    rows = ["epoch  top1    val_loss  zero_frac(mean sites)  l0/position(mean sites)  task_loss  penalty"]
+    for r in history:
+        v, t = r["val"], r["train"]
+        pen = ", ".join(f"{k} {x:.4g}" for k, x in t["penalty"].items()) or "-"
+        rows.append(f"{r['epoch']:>5}  {v['top1']:.4f}  {v['loss']:8.4f}  {v['sparsity']['zero_frac_mean_sites']:21.4f}"
+                    f"  {v['sparsity']['l0_per_position_mean_sites']:23.1f}  {t['task_loss']:9.4f}  {pen}")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if args.print_recipe:
+        sys.stdout.write(recipe.to_yaml())
+        return 0
+    from sparsezoo.train import finetune
+
+    out = Path(args.out) if args.out else Path("runs") / recipe.tag()
+    progress = sys.stderr.isatty() and not args.no_progress
+    result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(format_history(result.history))
+        print(f"run folder: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
+    return 0

@@ -1,0 +1,316 @@
+"""Image classification data: ``digits``, a local folder, or a Hugging Face dataset; and its transforms.
+
+Sources (``DataSpec.source``):
+
+- ``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), as RGB images
+  that the transforms upscale to the model's input size. Works offline.
+- a local folder: a dataset saved with ``datasets.save_to_disk``, or images in one sub-folder per class,
+  optionally under ``train/`` and ``val/`` (or ``validation/``, ``test/``) split folders.
+- a Hub dataset id (``org/name``): loaded with ``datasets.load_dataset``; the image column (an ``Image``
+  feature) and label column (a ``ClassLabel``, or ``label``/``labels``/…) are detected unless given.
+
+Without a validation split, ``val_fraction`` of the training split is held out, stratified by class and
+fixed by ``split_seed``. Transforms come from the model's timm data config (mean, std, interpolation,
+crop); ``augment`` picks the training augmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sparsezoo.errors import DataError
+from sparsezoo.recipe import DataSpec
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+VAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category")
+IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo")
+
+
+class ImageList:
+    """A map-style dataset of ``(PIL RGB image, class index)`` pairs over a loader function."""
+
+    def __init__(self, load: Any, labels: Sequence[int], indices: Sequence[int] | None = None):
+        self._load = load  # index -> PIL image
+        self.labels = list(labels)
+        self.indices = list(range(len(self.labels))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j = self.indices[i]
+        return self._load(j), self.labels[j]
+
+    def subset(self, idx: Sequence[int]) -> "ImageList":
+        return ImageList(self._load, self.labels, [self.indices[i] for i in idx])
+
+    def targets(self) -> list[int]:
+        return [self.labels[j] for j in self.indices]
+
+
+@dataclass
+class ImageData:
+    train: ImageList
+    val: ImageList
+    label_names: list[str]
+    description: str
+    default_augment: str = "standard"
+    eval_crop_pct: float | None = None
+
+
+# ------------------------------------------------------------------------------------------ splits
+
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic stratified split: per class, a seeded permutation; ``val_fraction`` of it to val."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(val_fraction * len(idx)))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        val += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return sorted(train), sorted(val)
+
+
+def _cap(ds: ImageList, n: int | None, seed: int) -> ImageList:
+    if n is None or n >= len(ds):
+        return ds
+    keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return ds.subset(keep.tolist())
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def _digits(spec: DataSpec) -> ImageData:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pixels = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 gray levels -> 0..255
+
+    def load(i: int):
+        return Image.fromarray(pixels[i], mode="L").convert("RGB")
+
+    full = ImageList(load, d.target.tolist())
+    tr, va = stratified_split(full.labels, spec.val_fraction, spec.split_seed)
+    return ImageData(full.subset(tr), full.subset(va), [str(i) for i in range(10)],
+                     "scikit-learn digits (8x8, upscaled)", default_augment="light", eval_crop_pct=1.0)
+
+
+def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = classes or found
+    paths, labels = [], []
+    for ci, c in enumerate(classes):
+        d = root / c
+        if not d.is_dir():
+            continue
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                paths.append(p)
+                labels.append(ci)
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise DataError(f"{root} has class folders missing from the training split: {', '.join(extra[:5])}")
+    return paths, labels, classes
+
+
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def _image_folder(root: Path, spec: DataSpec) -> ImageData:
+    if spec.image_column or spec.label_column:
+        raise DataError("--image-column/--label-column apply to Hugging Face datasets, not to an image folder")
+    split_dirs = {p.name: p for p in root.iterdir() if p.is_dir()}
+    train_dir = split_dirs.get(spec.train_split)
+    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in split_dirs), None)
+    if train_dir is not None and val_name is not None and val_name not in split_dirs:
+        raise DataError(f"validation folder {root / val_name} not found")
+    if train_dir is not None and val_name is not None:
+        paths, labels, classes = _scan(train_dir)
+        vpaths, vlabels, _ = _scan(split_dirs[val_name], classes)
+        load_t, load_v = (lambda i, P=paths: _open_image(P[i])), (lambda i, P=vpaths: _open_image(P[i]))
+        train, val = ImageList(load_t, labels), ImageList(load_v, vlabels)
+    else:
+        base = train_dir or root
+        paths, labels, classes = _scan(base)
+        full = ImageList(lambda i: _open_image(paths[i]), labels)
+        tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
+        train, val = full.subset(tr), full.subset(va)
+    if len(train) == 0:
+        raise DataError(f"no images found in {root} (expected one sub-folder of images per class)")
+    if len(classes) < 2:
+        raise DataError(f"{root} has {len(classes)} class folder(s); classification needs at least 2")
+    return ImageData(train, val, classes, f"image folder {root}")
+
+
+def _hf_columns(features: dict, image_column: str | None, label_column: str | None) -> tuple[str, str]:
+    from datasets import ClassLabel, Image
+
+    cols = list(features)
+    for given, what in ((image_column, "image"), (label_column, "label")):
+        if given is not None and given not in features:
+            raise DataError(f"{what} column {given!r} is not in the dataset (columns: {', '.join(cols)})")
+    img = image_column or next((c for c in cols if isinstance(features[c], Image)), None) or next(
+        (c for c in cols if c.lower() in IMAGE_COLUMN_NAMES), None)
+    lab = label_column or next((c for c in cols if isinstance(features[c], ClassLabel)), None) or next(
+        (c for c in cols if c.lower() in LABEL_COLUMN_NAMES), None)
+    if img is None or lab is None:
+        missing = "an image" if img is None else "a label"
+        raise DataError(f"cannot find {missing} column (columns: {', '.join(cols)}); pass --image-column/--label-column")
+    return img, lab
+
+
+def _hf_image(value: Any, where: str):
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        import io
+
+        src = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        return Image.open(src).convert("RGB")
+    raise DataError(f"{where} is not an image (got {type(value).__name__})")
+
+
+def _hf_dataset(spec: DataSpec, dsd: Any, description: str) -> ImageData:
+    from datasets import ClassLabel, DatasetDict
+
+    if not isinstance(dsd, DatasetDict):
+        dsd = DatasetDict({spec.train_split: dsd})
+    if spec.train_split not in dsd:
+        raise DataError(f"split {spec.train_split!r} not in {description} (splits: {', '.join(dsd)})")
+    train_ds = dsd[spec.train_split]
+    img_col, lab_col = _hf_columns(train_ds.features, spec.image_column, spec.label_column)
+    feat = train_ds.features[lab_col]
+    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in dsd and n != spec.train_split), None)
+    if spec.val_split and spec.val_split not in dsd:
+        raise DataError(f"split {spec.val_split!r} not in {description} (splits: {', '.join(dsd)})")
+    if isinstance(feat, ClassLabel):
+        names = list(feat.names)
+
+        def to_index(v: Any) -> int:
+            return int(v)
+    else:
+        values = sorted(set(train_ds[lab_col]), key=str)
+        if len(values) > 10_000 or any(isinstance(v, (float, list, dict)) for v in values[:100]):
+            raise DataError(f"column {lab_col!r} does not look like class labels (e.g. {values[:3]})")
+        lookup = {v: i for i, v in enumerate(values)}
+        names = [str(v) for v in values]
+
+        def to_index(v: Any) -> int:
+            if v not in lookup:
+                raise DataError(f"label {v!r} of the validation split does not occur in the training split")
+            return lookup[v]
+
+    def make(ds: Any, split: str) -> ImageList:
+        labels = [to_index(v) for v in ds[lab_col]]
+        col = ds.select_columns([img_col])
+        return ImageList(lambda i: _hf_image(col[i][img_col], f"{split}[{i}].{img_col}"), labels)
+
+    train = make(train_ds, spec.train_split)
+    if val_name:
+        val = make(dsd[val_name], val_name)
+    else:
+        tr, va = stratified_split(train.labels, spec.val_fraction, spec.split_seed)
+        train, val = train.subset(tr), train.subset(va)
+    return ImageData(train, val, names, description)
+
+
+def load_image_data(spec: DataSpec) -> ImageData:
+    """Resolve ``spec.source`` to train/val datasets of ``(PIL image, label)`` with label names.
+
+    Raises:
+        DataError: missing folder, no images, unknown column or split, dataset not loadable.
+    """
+    src = spec.source
+    if src == "digits":
+        if spec.image_column or spec.label_column:
+            raise DataError("--image-column/--label-column apply to Hugging Face datasets, not to digits")
+        data = _digits(spec)
+    else:
+        path = Path(src).expanduser()
+        if path.is_dir():
+            if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+                from datasets import load_from_disk
+
+                data = _hf_dataset(spec, load_from_disk(str(path)), f"saved dataset {path}")
+            else:
+                data = _image_folder(path, spec)
+        elif src.startswith((".", "/", "~")) or src.count("/") > 1 or path.exists():
+            raise DataError(f"data folder {path} not found")
+        else:
+            import datasets
+
+            try:
+                dsd = datasets.load_dataset(src, spec.config)
+            except Exception as e:  # offline, unknown id, gated, …: one line for the user
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DataError(f"cannot load dataset {src!r} (not a local folder; from the Hub: {msg})") from None
+            data = _hf_dataset(spec, dsd, f"dataset {src}")
+    data.train = _cap(data.train, spec.max_train_samples, spec.split_seed)
+    data.val = _cap(data.val, spec.max_val_samples, spec.split_seed)
+    if len(data.val) == 0:
+        raise DataError(f"the validation split of {data.description} is empty")
+    return data
+
+
+# ------------------------------------------------------------------------------------------ transforms
+
+
+def build_transforms(model: Any, spec: DataSpec, data: ImageData) -> tuple[Any, Any, dict]:
+    """Train and eval transforms from the model's timm data config; returns them and the config used."""
+    from timm.data import create_transform, resolve_model_data_config
+
+    cfg = dict(resolve_model_data_config(model))
+    if spec.img_size:
+        cfg["input_size"] = (3, spec.img_size, spec.img_size)
+    if data.eval_crop_pct is not None:
+        cfg["crop_pct"] = data.eval_crop_pct
+    eval_tf = create_transform(**cfg, is_training=False)
+    augment = data.default_augment if spec.augment == "auto" else spec.augment
+    common = dict(input_size=cfg["input_size"], interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"])
+    if augment == "none":
+        train_tf = eval_tf
+    elif augment == "light":  # small crops and no flips: safe for digits, text, medical images
+        train_tf = create_transform(**common, is_training=True, scale=(0.8, 1.0), ratio=(0.9, 1.1), hflip=0.0,
+                                    color_jitter=0.0)
+    else:  # timm's ImageNet default: random-resized crop (0.08-1), flip, colour jitter 0.4
+        train_tf = create_transform(**common, is_training=True)
+    return train_tf, eval_tf, cfg
+
+
+class Transformed:
+    """Apply ``transform`` to the image of each ``(image, label)`` pair."""
+
+    def __init__(self, base: ImageList, transform: Any):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        img, label = self.base[i]
+        return self.transform(img), label

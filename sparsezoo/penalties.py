@@ -1,0 +1,176 @@
+"""Sparsity penalties on feature sites, computed inside the forward pass by forward hooks.
+
+Normalization (DESIGN §5), chosen so that one λ means the same across architectures: for each site the
+penalty's per-position value is averaged over batch and positions, then averaged over sites::
+
+    penalty = Σ_kinds λ_kind · (1/S) Σ_sites w_site · mean_{b,pos} f_kind(a[b, :, pos])
+
+with ``f_l1(x) = ‖x‖₁`` and ``f_hoyer_square(x) = ‖x‖₁² / ‖x‖₂²`` (scale-invariant, so a BatchNorm after
+the site cannot cheat it; an all-zero code counts 0). ``S`` is the number of site outputs in the forward
+pass and ``w_site`` the per-site weight (default 1).
+
+Add the penalty to any training loop in two lines::
+
+    with SparsityPenalty(model, l1=1e-4) as reg:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y) + reg.penalty()
+            loss.backward(); opt.step(); opt.zero_grad()
+
+Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and only the kinds whose
+λ is currently > 0, so λ = 0 costs nothing and leaves training exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from analysis.sites import Site, disable_inplace, find_sites
+
+PenaltyFn = Callable[[Tensor, int, bool], Tensor]
+PENALTIES: dict[str, PenaltyFn] = {}
+_EPS = 1e-12
+
+
+def register_penalty(name: str) -> Callable[[PenaltyFn], PenaltyFn]:
+    """Register ``fn(a, channel_dim, nonnegative) -> scalar`` (mean over positions) under ``name``."""
+
+    def deco(fn: PenaltyFn) -> PenaltyFn:
+        PENALTIES[name] = fn
+        return fn
+
+    return deco
+
+
+@register_penalty("l1")
+def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool) -> Tensor:
+    """mean over (batch, positions) of ``‖a[b, :, pos]‖₁`` = ``Σ|a| · C / numel``; units of ``a``."""
+    total = a.sum(dtype=torch.float32) if nonnegative else a.abs().sum(dtype=torch.float32)
+    return total * (a.shape[channel_dim] / a.numel())
+
+
+@register_penalty("hoyer_square")
+def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool) -> Tensor:
+    """mean over (batch, positions) of ``‖x‖₁² / ‖x‖₂²`` per code vector x; in [1, C] (0 if x = 0)."""
+    a = a.float()
+    l1 = (a if nonnegative else a.abs()).sum(dim=channel_dim)
+    l2sq = a.square().sum(dim=channel_dim)
+    return (l1.square() / (l2sq + _EPS)).mean()
+
+
+class SparsityPenalty:
+    """Attach sparsity penalties to the feature sites of any ``nn.Module``.
+
+    Args:
+        model: the module to regularize (its activation modules are the default sites).
+        l1, hoyer_square: λ for each built-in kind (0 = off). ``lams`` gives λ by kind name instead,
+            including kinds added with :func:`register_penalty`.
+        sites: regex(es) selecting site names, or a list of :class:`~analysis.sites.Site`; default all.
+        exclude: regex(es) removing sites.
+        site_weights: ``{regex: w}``; a site's terms are multiplied by the first matching weight.
+        track_zero_frac: also count exact zeros at the sites (for a target-sparsity controller).
+        inplace_off: turn off ``inplace`` on the site modules (required; see DESIGN §5).
+
+    Call :meth:`penalty` once per forward pass; λ can be changed at any time with :meth:`set_lam`.
+    """
+
+    def __init__(self, model: nn.Module, l1: float = 0.0, hoyer_square: float = 0.0, *,
+                 lams: Mapping[str, float] | None = None, sites: str | Iterable[str] | list[Site] | None = None,
+                 exclude: str | Iterable[str] | None = None, site_weights: Mapping[str, float] | None = None,
+                 track_zero_frac: bool = False, inplace_off: bool = True):
+        self.model = model
+        self.lams: dict[str, float] = dict(lams) if lams is not None else {"l1": l1, "hoyer_square": hoyer_square}
+        for k, v in self.lams.items():
+            if k not in PENALTIES:
+                raise ValueError(f"unknown penalty kind {k!r} (known: {', '.join(PENALTIES)})")
+            self.set_lam(k, v)
+        if isinstance(sites, list) and sites and isinstance(sites[0], Site):
+            self.sites = sites
+        else:
+            self.sites = find_sites(model, include=sites, exclude=exclude)
+        weights = [(re.compile(p), float(w)) for p, w in (site_weights or {}).items()]
+        self.weights = {s.name: next((w for p, w in weights if p.search(s.name)), 1.0) for s in self.sites}
+        if inplace_off:
+            disable_inplace(self.sites)
+        self.track_zero_frac = track_zero_frac
+        self.last_terms: dict[str, Tensor] = {}
+        self._acc: dict[str, list[Tensor]] = {}
+        self._count = 0
+        self._zeros: dict[str, list[Tensor]] = {}
+        self._handles: list = []
+
+    # -------------------------------------------------------------------------------- λ
+    def set_lam(self, kind: str, lam: float) -> None:
+        if lam < 0:
+            raise ValueError(f"λ for {kind!r} must be >= 0, got {lam}")
+        self.lams[kind] = float(lam)
+
+    # -------------------------------------------------------------------------------- hooks
+    def _hook(self, site: Site) -> Callable:
+        w = self.weights[site.name]
+
+        def hook(module: nn.Module, args, out) -> None:
+            if not torch.is_grad_enabled() or not isinstance(out, Tensor):
+                return
+            cd = site.channel_dim(out.dim())
+            self._count += 1
+            for kind, lam in self.lams.items():
+                if lam > 0 and w > 0:
+                    term = PENALTIES[kind](out, cd, site.nonnegative)
+                    self._acc.setdefault(kind, []).append(term * w if w != 1.0 else term)
+            if self.track_zero_frac:
+                z = (out.detach() == 0).sum(dtype=torch.float32) / out.numel()
+                self._zeros.setdefault(site.name, []).append(z)
+
+        return hook
+
+    def _reset(self, *_):
+        self._acc.clear()
+        self._count = 0
+
+    def attach(self) -> "SparsityPenalty":
+        if not self._handles:
+            self._handles.append(self.model.register_forward_pre_hook(self._reset))
+            self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> "SparsityPenalty":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    # -------------------------------------------------------------------------------- results
+    def penalty(self) -> Tensor:
+        """λ-weighted penalty of the latest forward pass (a 0-d tensor; 0 when every λ is 0).
+
+        Per-kind unweighted values go to :attr:`last_terms` (detached) for logging.
+        """
+        total = None
+        self.last_terms = {}
+        for kind, terms in self._acc.items():
+            mean = torch.stack(terms).sum() / self._count
+            self.last_terms[kind] = mean.detach()
+            weighted = self.lams[kind] * mean
+            total = weighted if total is None else total + weighted
+        self._reset()
+        if total is None:
+            p = next(self.model.parameters(), None)
+            return torch.zeros((), device=p.device if p is not None else "cpu")
+        return total
+
+    def pop_zero_frac(self) -> Tensor | None:
+        """Mean over sites of the fraction of exact zeros since the last call (0-d tensor, no host sync)."""
+        if not self._zeros:
+            return None
+        per_site = [torch.stack(v).mean() for v in self._zeros.values()]
+        self._zeros.clear()
+        return torch.stack(per_site).mean()

@@ -1,0 +1,367 @@
+"""The fine-tuning loop: :func:`finetune` runs a recipe and writes a run folder.
+
+Built on ``accelerate``: the same code runs on one CPU, one GPU, or several processes launched with
+``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU). On CUDA it uses bf16 autocast and channels_last.
+Only the main process writes; evaluation shards the validation set over all processes and all-reduces
+exact sums, so its numbers cover the whole set once.
+
+Determinism: every epoch reseeds all RNGs from (seed, epoch, rank) and draws its shuffle from
+(seed, epoch); learning rate and λ are pure functions of the step. A run resumed from the checkpoint of
+epoch k therefore ends with the same weights as an uninterrupted one (exactly, on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sparsezoo.checkpoint import (
+    clear_outputs,
+    load_checkpoint,
+    prepare_output,
+    save_checkpoint,
+    save_model_files,
+)
+from sparsezoo.errors import DataError
+from sparsezoo.io import atomic_write_json, atomic_write_text
+from sparsezoo.recipe import Recipe
+from sparsezoo.schedules import TargetController, lam_at, lr_at
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out: Path
+    history: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+
+def seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**31
+
+
+def _dist_reduce(t, op: str):
+    """All-reduce a tensor across processes (identity when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
+
+
+def build_optimizer(model, o):
+    """AdamW or SGD; no weight decay on biases and normalization parameters (1-D tensors)."""
+    import torch
+
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0)
+    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+
+
+def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int):
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, drop_last=drop_last,
+                      num_workers=workers, generator=g, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def train_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:
+    """This process's share of epoch ``epoch``'s shuffle (equal length on every process)."""
+    import torch
+
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch))).tolist()
+    per = math.ceil(n / world)
+    perm += perm[: per * world - n]  # pad like DistributedSampler so every process has as many batches
+    return perm[rank::world]
+
+
+def evaluate(model, loader, sites, stages: dict[str, str], device, autocast, channels_last: bool) -> dict:
+    """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes)."""
+    import torch
+    import torch.nn.functional as F
+
+    from analysis.sparsity import SparsityMeter, summarize
+
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    with SparsityMeter(model, sites) as meter, torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(-1) == y).sum()
+            count += y.numel()
+    loss_sum, correct, count = (_dist_reduce(t, "sum") for t in (loss_sum, correct, count))
+    meter.reduce_(_dist_reduce)
+    per_site = meter.results()
+    model.train(was_training)
+    n = int(count)
+    return {
+        "samples": n,
+        "top1": int(correct) / n,
+        "loss": float(loss_sum) / n,
+        "sparsity": summarize(per_site, stages),
+        "sparsity_per_site": per_site,
+    }
+
+
+def _environment(acc, precision: str) -> dict:
+    import timm
+    import torch
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+            "device": str(acc.device), "processes": acc.num_processes, "precision": precision}
+
+
+def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = False,
+             on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Fine-tune ``recipe.model`` on ``recipe.data`` with the recipe's sparsity penalties.
+
+    Args:
+        recipe: a validated :class:`~sparsezoo.recipe.Recipe`.
+        out: run folder (see :mod:`sparsezoo.checkpoint` for its layout).
+        resume: continue from the newest checkpoint in ``out``.
+        force: overwrite an existing run in ``out``.
+        progress: show tqdm progress bars (main process only).
+        on_epoch: called with each epoch's record (after its checkpoint is written).
+
+    Returns:
+        The run folder, the per-epoch history and the final metrics.
+
+    Raises:
+        SparsezooError subclasses for bad input (see :mod:`sparsezoo.errors`); nothing is written then.
+    """
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from analysis.sites import find_sites, site_stages
+    from sparsezoo.data import Transformed, build_transforms, load_image_data
+    from sparsezoo.models import create_model
+    from sparsezoo.penalties import SparsityPenalty
+
+    out = Path(out)
+    t_cfg, o_cfg = recipe.train, recipe.optim
+    cuda = torch.cuda.is_available()
+    precision = "bf16" if t_cfg.precision == "bf16" or (t_cfg.precision == "auto" and cuda) else "no"
+    acc = Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=o_cfg.grad_accum)
+    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+
+    ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
+    seed_all(t_cfg.seed)
+    data = load_image_data(recipe.data)
+    if len(data.val) < world:
+        raise DataError(f"validation set has {len(data.val)} samples, fewer than the {world} processes")
+    model = create_model(recipe.model, num_classes=len(data.label_names), img_size=recipe.data.img_size)
+    train_tf, eval_tf, data_cfg = build_transforms(model, recipe.data, data)
+    sites = find_sites(model, recipe.sites.include or None, recipe.sites.exclude or None)
+    stages = site_stages(model, [s.name for s in sites])
+    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
+               for p in recipe.penalties if p.target_zero_frac is not None}
+    reg = SparsityPenalty(model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=sites,
+                          site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
+
+    acc.wait_for_everyone()  # every process has validated its input; now the main one may write
+    if main:
+        if force:
+            clear_outputs(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
+
+    channels_last = t_cfg.channels_last if t_cfg.channels_last is not None else cuda
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(acc.device)
+    optimizer = build_optimizer(model, o_cfg)
+
+    train_ds, val_ds = Transformed(data.train, train_tf), Transformed(data.val, eval_tf)
+    per_rank = math.ceil(len(train_ds) / world)
+    batches = per_rank // t_cfg.batch_size
+    if t_cfg.max_steps_per_epoch:
+        batches = min(batches, t_cfg.max_steps_per_epoch * o_cfg.grad_accum)
+    batches -= batches % o_cfg.grad_accum  # every epoch ends on an optimizer step
+    if batches == 0:
+        raise DataError(f"{per_rank} training samples per process is less than one step "
+                        f"(batch_size {t_cfg.batch_size} x grad_accum {o_cfg.grad_accum})")
+    steps_per_epoch = batches // o_cfg.grad_accum
+    total_steps = steps_per_epoch * t_cfg.epochs
+    warmup_steps = round(o_cfg.warmup_epochs * steps_per_epoch)
+
+    target_every = min((p.target_every for p in recipe.penalties if p.kind in targets), default=0)
+    history: list[dict] = []
+    start_epoch, opt_step = 0, 0
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        start_epoch, opt_step, history = state["epoch"], state["opt_step"], state["history"]
+        for kind, st in state.get("targets", {}).items():
+            targets[kind].load_state_dict(st)
+        log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, start_epoch, opt_step)
+
+    model, optimizer = acc.prepare(model, optimizer)
+    raw_model = acc.unwrap_model(model)
+    fwd_model = torch.compile(model) if t_cfg.compile else model
+    eval_loader = _loader(val_ds, list(range(rank, len(val_ds), world)), t_cfg.eval_batch_size or t_cfg.batch_size,
+                          recipe.data.num_workers, False, 0)
+    log_path = out / "train_log.jsonl"
+    env = _environment(acc, precision)
+    reg.attach()
+    t_run = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, t_cfg.epochs):
+            seed_all(_epoch_seed(t_cfg.seed, epoch, rank))
+            idx = train_indices(len(train_ds), epoch, t_cfg.seed, rank, world)[: batches * t_cfg.batch_size]
+            loader = _loader(train_ds, idx, t_cfg.batch_size, recipe.data.num_workers, True,
+                             _epoch_seed(t_cfg.seed, epoch, rank))
+            model.train()
+            bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and main),
+                       leave=False, dynamic_ncols=True)
+            sums = {"task": torch.zeros((), device=acc.device)}
+            window = {"task": torch.zeros((), device=acc.device)}
+            n_win, t_win, t_epoch, seen = 0, time.perf_counter(), time.perf_counter(), 0
+            for i, (x, y) in enumerate(loader):
+                x, y = x.to(acc.device, non_blocking=True), y.to(acc.device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                pos = epoch + i / batches
+                for p in recipe.penalties:
+                    base = targets[p.kind].lam if p.kind in targets else p.lam
+                    reg.set_lam(p.kind, lam_at(base, pos, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
+                                               p.schedule.shape))
+                lr = lr_at(opt_step, total_steps, o_cfg.lr, warmup_steps, o_cfg.schedule, o_cfg.min_lr_ratio)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                with acc.accumulate(model):
+                    logits = fwd_model(x)
+                    task = F.cross_entropy(logits.float(), y)
+                    penalty = reg.penalty()
+                    acc.backward(task + penalty)
+                    if acc.sync_gradients and o_cfg.grad_clip:
+                        acc.clip_grad_norm_(model.parameters(), o_cfg.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for k, v in [("task", task.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
+                    sums[k] = sums.get(k, 0) + v
+                    window[k] = window.get(k, 0) + v
+                n_win += 1
+                seen += x.shape[0] * world
+                if acc.sync_gradients:
+                    opt_step += 1
+                    zf = reg.pop_zero_frac() if targets and opt_step % target_every == 0 else None
+                    if zf is not None:
+                        zf = float(_dist_reduce(zf, "sum")) / world  # one host sync per controller update
+                        for p in recipe.penalties:
+                            if p.kind in targets and pos >= p.schedule.warmup_epochs:
+                                targets[p.kind].update(zf)
+                bar.update(1)
+                if n_win == t_cfg.log_every or i == batches - 1:
+                    vals = {k: float(v) / n_win for k, v in window.items()}  # one host sync per window
+                    rate = n_win * x.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
+                    rec = {"event": "step", "epoch": epoch + 1, "step": opt_step, "lr": lr,
+                           "task_loss": vals.pop("task"), "penalty": {k[4:]: v for k, v in vals.items()},
+                           "lam": dict(reg.lams), "img_per_s": rate}
+                    if main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps(rec) + "\n")
+                    bar.set_postfix(loss=f"{rec['task_loss']:.3f}",
+                                    pen=",".join(f"{v:.3g}" for v in rec["penalty"].values()) or "-",
+                                    ips=f"{rate:.0f}")
+                    window = {k: torch.zeros((), device=acc.device) for k in window}
+                    n_win, t_win = 0, time.perf_counter()
+            bar.close()
+            train_time = time.perf_counter() - t_epoch
+            val = evaluate(raw_model, eval_loader, sites, stages, acc.device, acc.autocast, channels_last)
+            record = {
+                "epoch": epoch + 1,
+                "step": opt_step,
+                "train": {"task_loss": float(sums.pop("task")) / batches,
+                          "penalty": {k[4:]: float(v) / batches for k, v in sums.items()},
+                          "lam": dict(reg.lams), "lr": lr, "seconds": train_time, "img_per_s": seen / train_time},
+                "val": val,
+            }
+            history.append(record)
+            if main:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"event": "epoch", **{k: v for k, v in record.items() if k != "val"},
+                                        "val": {k: v for k, v in val.items() if k != "sparsity_per_site"}}) + "\n")
+                save_checkpoint(out, epoch + 1, raw_model, optimizer, {
+                    "opt_step": opt_step, "history": history, "recipe_hash": recipe.hash(),
+                    "targets": {k: c.state_dict() for k, c in targets.items()}}, t_cfg.keep_checkpoints)
+                atomic_write_json(out / "metrics.json", _metrics(recipe, history, env, done=False))
+            log.info("epoch %d/%d: top1 %.4f, val loss %.4f, zero_frac %.4f (mean over %d sites), %.1fs",
+                     epoch + 1, t_cfg.epochs, val["top1"], val["loss"], val["sparsity"]["zero_frac_mean_sites"],
+                     val["sparsity"]["sites"], train_time)
+            if on_epoch is not None:
+                on_epoch(record)
+            acc.wait_for_everyone()
+    finally:
+        reg.detach()
+
+    final = _metrics(recipe, history, env, done=True)
+    final["wall_seconds_this_session"] = time.perf_counter() - t_run
+    if main:
+        save_model_files(out, raw_model, data.label_names, data_cfg,
+                         {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
+        atomic_write_json(out / "metrics.json", final)
+    acc.wait_for_everyone()
+    return RunResult(out, history, final["final"])
+
+
+def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict:
+    from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL
+
+    last = history[-1]["val"] if history else {}
+    return {
+        "complete": done,
+        "recipe_hash": recipe.hash(),
+        "environment": env,
+        "final": {k: last[k] for k in ("top1", "loss", "sparsity") if k in last},
+        "history": history,
+        "definitions": {
+            "top1": "fraction of validation samples whose arg-max logit is the label",
+            "loss": "mean cross-entropy on the validation set (nats)",
+            "zero_frac": "fraction of activation entries exactly 0 at a site",
+            "zero_frac_mean_sites": "zero_frac averaged over sites, each site weighted equally",
+            "zero_frac_all_entries": "fraction of all activation entries (all sites) exactly 0",
+            "zero_frac_per_stage": "zero_frac averaged over the sites of each stage (rN = output stride N)",
+            "l0_per_position": "non-zero channels per code vector (b, h, w) or (b, t)",
+            "near_zero_frac": f"fraction with |a| <= tau (abs tau={DEFAULT_TAU_ABS:g}; rel tau={DEFAULT_TAU_REL:g}"
+                              " x per-position max |a|)",
+            "hoyer_mean": "mean over non-empty code vectors of (sqrt(n) - l1/l2)/(sqrt(n) - 1)",
+            "penalty.l1": "mean over sites of mean over (batch, positions) of ||a[b,:,pos]||_1",
+            "penalty.hoyer_square": "mean over sites of mean over (batch, positions) of ||a||_1^2/||a||_2^2",
+        },
+    }
