@@ -13,8 +13,8 @@ on ``[B, H, W, C]``; a site whose parent holds a ``Linear`` and no convolution i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from torch import nn
 
@@ -125,7 +125,7 @@ def find_sites(model: nn.Module, include: Patterns = None, exclude: Patterns = N
     inc, exc = _compile(include, "include"), _compile(exclude, "exclude")
     parents = {}
     for name, mod in model.named_modules():
-        for child_name, child in mod.named_children():
+        for child_name in dict(mod.named_children()):
             parents[f"{name}.{child_name}" if name else child_name] = mod
     candidates = [(n, m) for n, m in model.named_modules() if n and is_activation(m)]
     sites = [

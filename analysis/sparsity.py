@@ -30,8 +30,8 @@ dataset-level result does not depend on how the data was batched.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -272,7 +272,7 @@ class SparsityMeter:
 
         return hook
 
-    def attach(self) -> "SparsityMeter":
+    def attach(self) -> SparsityMeter:
         self._handles.append(self.model.register_forward_pre_hook(lambda m, a: self._calls.clear()))
         self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
         return self
@@ -282,7 +282,7 @@ class SparsityMeter:
             h.remove()
         self._handles.clear()
 
-    def __enter__(self) -> "SparsityMeter":
+    def __enter__(self) -> SparsityMeter:
         return self.attach()
 
     def __exit__(self, *exc) -> None:

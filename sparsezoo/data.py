@@ -17,9 +17,10 @@ crop); ``augment`` picks the training augmentation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class ImageList:
         j = self.indices[i]
         return self._load(j), self.labels[j]
 
-    def subset(self, idx: Sequence[int]) -> "ImageList":
+    def subset(self, idx: Sequence[int]) -> ImageList:
         return ImageList(self._load, self.labels, [self.indices[i] for i in idx])
 
     def targets(self) -> list[int]:

@@ -8,8 +8,8 @@ accuracy against feature sparsity (mean ``zero_frac`` over sites, and per stage)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sparsezoo.errors import OutputExistsError
 from sparsezoo.io import atomic_write_json, atomic_write_text

@@ -96,6 +96,7 @@ def _ensure_hub_available(name: str, pretrained: bool = True) -> None:
     For ``hf-hub:`` names the config always comes from the Hub; the weights only when ``pretrained``.
     """
     from timm.models import get_pretrained_cfg
+
     from sparsezoo import offline_weights
 
     if name.startswith("hf-hub:"):

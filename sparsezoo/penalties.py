@@ -23,7 +23,7 @@ Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and 
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -32,20 +32,25 @@ from analysis.sites import Site, disable_inplace, find_sites
 
 PenaltyFn = Callable[[Tensor, int, bool], Tensor]
 PENALTIES: dict[str, PenaltyFn] = {}
+# kinds whose backward saves no activation when the site is non-negative (the l1 of a ReLU output is a
+# plain sum): such sites may keep timm's in-place activations, which saves a copy per site and step
+INPLACE_SAFE_ON_NONNEGATIVE: set[str] = set()
 _EPS = 1e-12
 
 
-def register_penalty(name: str) -> Callable[[PenaltyFn], PenaltyFn]:
+def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Callable[[PenaltyFn], PenaltyFn]:
     """Register ``fn(a, channel_dim, nonnegative) -> scalar`` (mean over positions) under ``name``."""
 
     def deco(fn: PenaltyFn) -> PenaltyFn:
         PENALTIES[name] = fn
+        if inplace_safe_on_nonnegative:
+            INPLACE_SAFE_ON_NONNEGATIVE.add(name)
         return fn
 
     return deco
 
 
-@register_penalty("l1")
+@register_penalty("l1", inplace_safe_on_nonnegative=True)
 def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool) -> Tensor:
     """mean over (batch, positions) of ``‖a[b, :, pos]‖₁`` = ``Σ|a| · C / numel``; units of ``a``."""
     total = a.sum(dtype=torch.float32) if nonnegative else a.abs().sum(dtype=torch.float32)
@@ -66,13 +71,15 @@ class SparsityPenalty:
 
     Args:
         model: the module to regularize (its activation modules are the default sites).
-        l1, hoyer_square: λ for each built-in kind (0 = off). ``lams`` gives λ by kind name instead,
-            including kinds added with :func:`register_penalty`.
+        l1, hoyer_square: λ for each built-in kind (0 = not configured). ``lams`` gives λ by kind name
+            instead (including kinds added with :func:`register_penalty`); use it with λ = 0 for a kind whose
+            λ a schedule will raise later through :meth:`set_lam`.
         sites: regex(es) selecting site names, or a list of :class:`~analysis.sites.Site`; default all.
         exclude: regex(es) removing sites.
         site_weights: ``{regex: w}``; a site's terms are multiplied by the first matching weight.
         track_zero_frac: also count exact zeros at the sites (for a target-sparsity controller).
-        inplace_off: turn off ``inplace`` on the site modules (required; see DESIGN §5).
+        inplace_off: turn off ``inplace`` on the site modules whose penalty needs their output in backward
+            (every site except non-negative ones under l1 alone; required, see DESIGN §5).
 
     Call :meth:`penalty` once per forward pass; λ can be changed at any time with :meth:`set_lam`.
     """
@@ -82,10 +89,13 @@ class SparsityPenalty:
                  exclude: str | Iterable[str] | None = None, site_weights: Mapping[str, float] | None = None,
                  track_zero_frac: bool = False, inplace_off: bool = True):
         self.model = model
-        self.lams: dict[str, float] = dict(lams) if lams is not None else {"l1": l1, "hoyer_square": hoyer_square}
-        for k, v in self.lams.items():
+        if lams is None:  # keyword form: only the kinds given a λ > 0
+            lams = {k: v for k, v in (("l1", l1), ("hoyer_square", hoyer_square)) if v != 0}
+        self.lams: dict[str, float] = {}
+        for k, v in lams.items():
             if k not in PENALTIES:
                 raise ValueError(f"unknown penalty kind {k!r} (known: {', '.join(PENALTIES)})")
+            self.lams[k] = 0.0
             self.set_lam(k, v)
         if isinstance(sites, list) and sites and isinstance(sites[0], Site):
             self.sites = sites
@@ -93,8 +103,9 @@ class SparsityPenalty:
             self.sites = find_sites(model, include=sites, exclude=exclude)
         weights = [(re.compile(p), float(w)) for p, w in (site_weights or {}).items()]
         self.weights = {s.name: next((w for p, w in weights if p.search(s.name)), 1.0) for s in self.sites}
-        if inplace_off:
-            disable_inplace(self.sites)
+        # in-place activations break autograd for penalties that save the site's output (DESIGN §5)
+        needs_copy = [s for s in self.sites if not (s.nonnegative and set(self.lams) <= INPLACE_SAFE_ON_NONNEGATIVE)]
+        self.inplace_disabled = disable_inplace(needs_copy) if inplace_off else []
         self.track_zero_frac = track_zero_frac
         self.last_terms: dict[str, Tensor] = {}
         self._acc: dict[str, list[Tensor]] = {}
@@ -104,6 +115,9 @@ class SparsityPenalty:
 
     # -------------------------------------------------------------------------------- λ
     def set_lam(self, kind: str, lam: float) -> None:
+        """Change λ of a configured kind (e.g. from a schedule); kinds are fixed at construction."""
+        if kind not in self.lams:
+            raise ValueError(f"penalty kind {kind!r} is not configured here (configured: {', '.join(self.lams)})")
         if lam < 0:
             raise ValueError(f"λ for {kind!r} must be >= 0, got {lam}")
         self.lams[kind] = float(lam)
@@ -131,7 +145,7 @@ class SparsityPenalty:
         self._acc.clear()
         self._count = 0
 
-    def attach(self) -> "SparsityPenalty":
+    def attach(self) -> SparsityPenalty:
         if not self._handles:
             self._handles.append(self.model.register_forward_pre_hook(self._reset))
             self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
@@ -142,7 +156,7 @@ class SparsityPenalty:
             h.remove()
         self._handles.clear()
 
-    def __enter__(self) -> "SparsityPenalty":
+    def __enter__(self) -> SparsityPenalty:
         return self.attach()
 
     def __exit__(self, *exc) -> None:

@@ -160,7 +160,7 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Recipe":
+    def from_dict(cls, data: Any) -> Recipe:
         recipe = _build(cls, data, "recipe")
         validate(recipe)
         return recipe

@@ -18,9 +18,9 @@ import math
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sparsezoo.checkpoint import (
     clear_outputs,
@@ -66,6 +66,32 @@ def _dist_reduce(t, op: str):
     t = t.clone()
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_buffers(model) -> None:
+    """Copy the main process's buffers (BatchNorm running statistics) to all processes.
+
+    DDP broadcasts buffers at the start of each training forward, so after the last step every process
+    holds running statistics of its own last batch; evaluation and checkpoints need one model.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
+
+def params_in_sync(model) -> bool:
+    """Whether every process holds the same parameters and buffers (fingerprints compared exactly)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return True
+    tensors = list(model.state_dict().values())
+    fp = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors]).flatten()
+    hi, lo = _dist_reduce(fp, "max"), -_dist_reduce(-fp, "max")
+    return bool(torch.equal(hi, lo))
 
 
 def build_optimizer(model, o):
@@ -303,6 +329,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
                     n_win, t_win = 0, time.perf_counter()
             bar.close()
             train_time = time.perf_counter() - t_epoch
+            broadcast_buffers(raw_model)
             val = evaluate(raw_model, eval_loader, sites, stages, acc.device, acc.autocast, channels_last)
             record = {
                 "epoch": epoch + 1,
@@ -332,6 +359,10 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
 
     final = _metrics(recipe, history, env, done=True)
     final["wall_seconds_this_session"] = time.perf_counter() - t_run
+    if world > 1:
+        final["environment"]["params_in_sync"] = in_sync = params_in_sync(raw_model)
+        if not in_sync:
+            log.error("parameters differ between the %d processes at the end of training", world)
     if main:
         save_model_files(out, raw_model, data.label_names, data_cfg,
                          {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})

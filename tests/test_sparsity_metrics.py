@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from analysis.sites import find_sites
-from analysis.sparsity import SparsityMeter, SparsityStats, gini, hoyer, l0_per_position, near_zero_frac, summarize, \
-    zero_frac
+from analysis.sparsity import (
+    SparsityMeter,
+    SparsityStats,
+    gini,
+    hoyer,
+    l0_per_position,
+    near_zero_frac,
+    summarize,
+    zero_frac,
+)
 
 
 def test_hoyer_known_answers():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from importlib import import_module
 
@@ -22,6 +23,12 @@ COMMANDS = {
 
 class Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line (``sparsezoo finetune: error: …``), exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse takes "-1e-4" for an option; read it as a (negative) number, so that
+        # "--l1 -1e-4" is reported as "must be >= 0" rather than "expected one argument"
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -48,7 +55,7 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     for name in ("sparsezoo", "analysis"):
         lg = logging.getLogger(name)
         lg.setLevel(level)
-        lg.addHandler(handler)
+        lg.handlers = [handler]  # replace, so repeated main() calls in one process do not stack handlers
         lg.propagate = False
 
 

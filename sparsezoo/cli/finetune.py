@@ -101,8 +101,9 @@ def _set_penalty(d: dict, kind: str, lam: float) -> dict:
         if pen["kind"] == kind:
             pen["lam"] = lam
             return pen
-    from sparsezoo.recipe import PenaltySpec
     import dataclasses
+
+    from sparsezoo.recipe import PenaltySpec
 
     pen = dataclasses.asdict(PenaltySpec(kind=kind, lam=lam))
     d["penalties"].append(pen)

@@ -1,0 +1,166 @@
+"""Training-step cost of the sparsity penalty, against a plain baseline in the same process.
+
+For each model, two copies with the same weights train side by side, steps interleaved (A B B A …):
+the plain timm model (in-place activations, no hooks) and the same model with ``SparsityPenalty`` attached.
+Reported per model: median step time of each over ``--steps`` steps, their ratio, and memory:
+
+- CUDA: ``torch.cuda.max_memory_allocated`` during a step (peak-memory ratio);
+- CPU: bytes of the tensors autograd saves for backward (deduplicated by storage), which is what the penalty
+  could add to a step's peak; plus the resident estimate params + grads + optimizer state + saved tensors.
+
+Targets (issue 2): step-time ratio <= 1.05 and peak-memory ratio <= 1.10.
+
+    python benchmarks/bench_penalty.py                      # CPU: mobilenetv2_100 and resnet18, 64x64, batch 32
+    python benchmarks/bench_penalty.py --preset gpu         # CUDA: resnet50 224x224 bf16 channels_last, batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from sparsezoo.penalties import SparsityPenalty
+
+PRESETS = {
+    "cpu": [dict(model="mobilenetv2_100", img=64, batch=32), dict(model="resnet18", img=64, batch=32)],
+    "gpu": [dict(model="resnet50", img=224, batch=64), dict(model="mobilenetv2_100", img=224, batch=128)],
+}
+
+
+def saved_bytes(step) -> int:
+    """Bytes autograd saves for backward during ``step()``'s forward, each storage counted once."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        try:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
+
+
+def make_step(model, reg, opt, x, y, cuda: bool):
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(model(x).float(), y)
+            if reg is not None:
+                loss = loss + reg.penalty()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_model(name: str, img: int, batch: int, steps: int, warmup: int, device: str, lam: float, kind: str) -> dict:
+    cuda = device == "cuda"
+    torch.manual_seed(0)
+    base = timm.create_model(name, num_classes=10).to(device)
+    if cuda:
+        base = base.to(memory_format=torch.channels_last)
+    plain, pen = base, copy.deepcopy(base)
+    reg = SparsityPenalty(pen, lams={kind: lam}).attach()
+    x = torch.randn(batch, 3, img, img, device=device)
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    opts = [torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for m in (plain, pen)]
+    runs = {"plain": make_step(plain, None, opts[0], x, y, cuda), "penalty": make_step(pen, reg, opts[1], x, y, cuda)}
+    times: dict[str, list[float]] = {"plain": [], "penalty": []}
+    for i in range(warmup + steps):
+        order = ("plain", "penalty") if i % 2 == 0 else ("penalty", "plain")
+        for k in order:
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            runs[k]()
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    res = {"model": name, "img_size": img, "batch": batch, "penalty": kind, "lam": lam, "sites": len(reg.sites),
+           "steps": steps, "median_step_s": med, "step_time_ratio": med["penalty"] / med["plain"],
+           "iqr_step_s": {k: statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0] for k, v in times.items()}}
+    if cuda:
+        peak = {}
+        for k in ("plain", "penalty"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            runs[k]()
+            torch.cuda.synchronize()
+            peak[k] = torch.cuda.max_memory_allocated()
+        res["peak_memory_bytes"] = peak
+        res["peak_memory_ratio"] = peak["penalty"] / peak["plain"]
+    else:
+        saved = {k: saved_bytes(runs[k]) for k in ("plain", "penalty")}
+        fixed = sum(p.numel() * p.element_size() for p in plain.parameters()) * 3  # params, grads, momentum
+        res["saved_for_backward_bytes"] = saved
+        res["saved_for_backward_ratio"] = saved["penalty"] / saved["plain"]
+        res["peak_memory_ratio_estimate"] = (fixed + saved["penalty"]) / (fixed + saved["plain"])
+    reg.detach()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: gpu if CUDA is available")
+    p.add_argument("--models", nargs="+", help="override the preset's models (same image size and batch)")
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--lam", type=float, default=1e-4)
+    p.add_argument("--kinds", nargs="+", default=["l1"], help="penalty kinds to time (l1, hoyer_square)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/penalty-<preset>.json)")
+    a = p.parse_args(argv)
+    preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if preset == "gpu" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--preset gpu needs CUDA")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    configs = PRESETS[preset]
+    if a.models:
+        configs = [dict(configs[0], model=m) for m in a.models]
+    results = []
+    for cfg in configs:
+        for kind in a.kinds:
+            r = bench_model(cfg["model"], cfg["img"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind)
+            results.append(r)
+            mem = r.get("peak_memory_ratio", r.get("peak_memory_ratio_estimate"))
+            print(f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "
+                  f"penalty {r['median_step_s']['penalty'] * 1e3:7.1f} ms  ratio {r['step_time_ratio']:.3f}  "
+                  f"memory ratio {mem:.3f}", file=sys.stderr)
+    doc = {
+        "benchmark": "penalty_step_overhead",
+        "preset": preset,
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
+        "targets": {"step_time_ratio": 1.05, "peak_memory_ratio": 1.10},
+        "results": results,
+    }
+    out = Path(a.out or Path(__file__).parent / "results" / f"penalty-{preset}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(out)
+    print(json.dumps({r["model"] + "/" + r["penalty"]: round(r["step_time_ratio"], 3) for r in results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

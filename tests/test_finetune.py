@@ -1,0 +1,117 @@
+"""End-to-end fine-tuning on a real timm model and the digits data: outputs, loading, resume, λ."""
+
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from sparsezoo.checkpoint import RUN_FILES, latest_checkpoint
+from sparsezoo.recipe import load_recipe
+from sparsezoo.train import finetune
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted 2-epoch run with an l1 penalty (shared by several tests)."""
+    from sparsezoo.recipe import Recipe
+
+    recipe = Recipe.from_dict({
+        "model": {"name": "test_resnet", "pretrained": False},
+        "data": {"source": "digits", "img_size": 32, "max_train_samples": 256, "max_val_samples": 96},
+        "penalties": [{"kind": "l1", "lam": 0.05, "schedule": {"warmup_epochs": 0.5, "ramp_epochs": 0.5}}],
+        "optim": {"lr": 2e-3},
+        "train": {"epochs": 2, "batch_size": 32, "seed": 0, "log_every": 4, "keep_checkpoints": 2},
+    })
+    out = tmp_path_factory.mktemp("runs") / "ref"
+    result = finetune(recipe, out)
+    return recipe, out, result
+
+
+def test_run_writes_every_output(reference_run):
+    recipe, out, result = reference_run
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
+    assert load_recipe(str(out / "recipe.yaml")) == recipe
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and metrics["recipe_hash"] == recipe.hash()
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    val = metrics["final"]
+    assert 0 <= val["top1"] <= 1 and val["loss"] > 0
+    assert metrics["history"][-1]["val"]["samples"] == 96
+    sp = val["sparsity"]
+    assert 0 < sp["zero_frac_mean_sites"] < 1 and sp["sites"] == 12
+    assert set(sp["zero_frac_per_stage"]) == {"r2", "r4", "r8", "r16", "r32"}
+    assert "zero_frac" in metrics["definitions"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if r["event"] == "step"]
+    assert steps and all({"task_loss", "penalty", "lam", "lr", "img_per_s"} <= set(r) for r in steps)
+    assert steps[0]["lam"]["l1"] == 0.0 and steps[-1]["lam"]["l1"] == pytest.approx(0.05)  # warm-up, ramp
+    assert steps[-1]["penalty"]["l1"] > 0
+    assert [r["epoch"] for r in log if r["event"] == "epoch"] == [1, 2]
+
+
+def test_run_folder_loads_with_plain_timm(reference_run):
+    _, out, _ = reference_run
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert model.num_classes == 10
+    assert model.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
+    assert model.pretrained_cfg["input_size"] == [3, 32, 32] or tuple(model.pretrained_cfg["input_size"]) == (3, 32, 32)
+    saved = load_file(str(out / "model.safetensors"))
+    last_ckpt = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]) and torch.equal(v, last_ckpt[k]), k
+    cfg = timm.data.resolve_model_data_config(model)
+    assert cfg["input_size"] == (3, 32, 32) and cfg["crop_pct"] == 1.0
+
+
+def test_interrupted_run_resumes_to_the_same_weights(reference_run, tmp_path):
+    recipe, ref_out, _ = reference_run
+    out = tmp_path / "run"
+
+    class Interrupt(Exception):
+        pass
+
+    def die_after_first_epoch(record):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        finetune(recipe, out, on_epoch=die_after_first_epoch)
+    assert latest_checkpoint(out).name == "epoch-0001" and not (out / "model.safetensors").exists()
+    result = finetune(recipe, out, resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    ref, got = load_file(str(ref_out / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    ref_m = json.loads((ref_out / "metrics.json").read_text())
+    got_m = json.loads((out / "metrics.json").read_text())
+    assert got_m["final"]["top1"] == ref_m["final"]["top1"]
+    assert got_m["final"]["sparsity"] == ref_m["final"]["sparsity"]
+
+
+def test_zero_lambda_in_the_trainer_equals_no_penalty(small_recipe, tmp_path):
+    a = finetune(small_recipe(train__epochs=1), tmp_path / "a")
+    b = finetune(small_recipe(train__epochs=1, penalties=[{"kind": "l1", "lam": 0.0}]), tmp_path / "b")
+    wa, wb = load_file(str(a.out / "model.safetensors")), load_file(str(b.out / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.final["top1"] == b.final["top1"]
+
+
+def test_l1_and_hoyer_penalties_raise_feature_sparsity(small_recipe, tmp_path):
+    # 16 AdamW steps move each weight by about lr per step, so the effect needs a high lr in so short a run
+    dense = finetune(small_recipe(optim__lr=1e-2), tmp_path / "dense")
+    l1 = finetune(small_recipe(optim__lr=1e-2, penalties=[{"kind": "l1", "lam": 0.3}]), tmp_path / "l1")
+    hoyer = finetune(small_recipe(optim__lr=1e-2, penalties=[{"kind": "hoyer_square", "lam": 0.5}]), tmp_path / "h")
+    z = lambda r: r.final["sparsity"]["zero_frac_mean_sites"]  # noqa: E731
+    assert z(l1) > z(dense) + 0.03
+    assert z(hoyer) > z(dense) + 0.03
+
+
+def test_target_mode_adapts_lambda(small_recipe, tmp_path):
+    recipe = small_recipe(penalties=[{"kind": "l1", "lam": 1e-3, "target_zero_frac": 0.95, "target_every": 2}])
+    finetune(recipe, tmp_path / "t")
+    lams = [json.loads(line)["lam"]["l1"] for line in (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "step"]
+    assert lams[-1] > lams[0] * 2  # zero_frac starts far below 0.95, so λ must grow
