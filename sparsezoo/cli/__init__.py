@@ -18,6 +18,10 @@ from sparsezoo import __version__
 COMMANDS = {
     "finetune": "sparsezoo.cli.finetune",
     "demo": "sparsezoo.cli.demo",
+    "push": "sparsezoo.cli.push",
+    "pull": "sparsezoo.cli.pull",
+    "list": "sparsezoo.cli.list_models",
+    "card": "sparsezoo.cli.card",
 }
 
 

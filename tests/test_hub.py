@@ -1,0 +1,345 @@
+"""The zoo on the Hub, end to end: the real ``huggingface_hub`` client over HTTP against a local Hub server.
+
+The client reads HF_ENDPOINT / HF_HOME / HF_HUB_OFFLINE when it is imported, so every Hub operation runs in a
+fresh process (``python -m sparsezoo …`` or a small script) pointed at :class:`support.hub_server.HubServer`
+on 127.0.0.1. Publisher and consumer use separate HF_HOME folders, so pulls really download.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+from support.hub_server import HubServer
+from support.runs import SENTENCES, make_cnn_run, make_minilm_run
+
+from sparsezoo.hub import upload_files
+
+TOKENS = {"hf_alice": ("alice", ["myorg"]), "hf_bob": ("bob", [])}
+CNN, MINI = "myorg/cnn-l1", "myorg/minilm-l1"
+
+
+def run_cli(hub, home, *argv, token="hf_alice", offline=False, endpoint=None):
+    env = {**os.environ, **hub.env(home, token=token, offline=offline)}
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
+    r = subprocess.run([sys.executable, "-m", "sparsezoo", *map(str, argv)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, r.stdout, r.stderr
+
+
+def dead_endpoint() -> str:
+    """A local URL where nothing listens (the Hub "down")."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer(TOKENS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"cnn": make_cnn_run(root / "cnn-l1"), "mini": make_minilm_run(root / "minilm-l1")}
+
+
+@pytest.fixture(scope="module")
+def published(hub, runs, tmp_path_factory):
+    """Both runs pushed by alice with the CLI; also a repo without the sparsezoo tag and one of another author."""
+    home = tmp_path_factory.mktemp("publisher")
+    out = {}
+    for key, repo in (("cnn", CNN), ("mini", MINI)):
+        out[key] = run_cli(hub, home, "push", runs[key], "--repo", repo)
+        assert out[key][0] == 0, out[key]
+    hub.add_repo("myorg/not-in-the-zoo", {"README.md": b"---\ntags: [timm]\n---\n", "config.json": b"{}"})
+    code, _, err = run_cli(hub, home, "push", runs["cnn"], "--repo", "bob/cnn-copy", token="hf_bob")
+    assert code == 0, err
+    return out
+
+
+def test_push_uploads_the_allowlist_in_one_commit_naming_the_recipe(hub, runs, published):
+    from sparsezoo.recipe import load_recipe
+
+    for key, repo in (("cnn", runs["cnn"]), ("mini", runs["mini"])):
+        repo_id = CNN if key == "cnn" else MINI
+        stored = hub.files(repo_id)
+        local = upload_files(repo)
+        assert set(stored) == set(local) | {"README.md", ".gitattributes"}
+        assert all(stored[name] == path.read_bytes() for name, path in local.items())
+        recipe = load_recipe(str(repo / "recipe.yaml"))
+        title = hub.commits(repo_id)[0].title
+        assert recipe.hash() in title and recipe.tag() in title
+        assert len(hub.commits(repo_id)) == 2  # the repo's initial commit and the push
+    assert {"model.safetensors", "config.json", "recipe.yaml", "metrics.json"} <= set(hub.files(CNN))
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(hub.files(MINI))
+    for skipped in ("train_log.jsonl", "notes.txt", "checkpoints/epoch-0001/model.safetensors"):
+        assert skipped not in hub.files(CNN)
+    assert "pushed 4 files + README.md to created myorg/cnn-l1@main" in published["cnn"][1]
+
+
+def test_pull_round_trips_every_file_bit_for_bit(hub, runs, published, tmp_path):
+    for key, repo_id in (("cnn", CNN), ("mini", MINI)):
+        out = tmp_path / key
+        code, stdout, err = run_cli(hub, tmp_path / "home", "pull", repo_id, "--out", out)
+        assert code == 0, err
+        assert stdout.strip() == str(out)
+        pulled = {p.name: p.read_bytes() for p in out.iterdir()}
+        expected = {name: p.read_bytes() for name, p in upload_files(runs[key]).items()}
+        expected["README.md"] = hub.files(repo_id)["README.md"]
+        assert pulled == expected
+    code, _, err = run_cli(hub, tmp_path / "home", "pull", CNN, "--out", tmp_path / "cnn")
+    assert code == 2 and "exists; pass --force" in err
+    assert run_cli(hub, tmp_path / "home", "pull", MINI, "--out", tmp_path / "cnn", "--force")[0] == 0
+    assert (tmp_path / "cnn" / "tokenizer.json").is_file() and not (tmp_path / "cnn" / "notes.txt").exists()
+
+
+LOAD_SCRIPT = """
+import json, sys
+sys.modules["sparsezoo"] = None  # first with plain timm and transformers: sparsezoo cannot even be imported
+import timm, torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+cnn_id, mini_id, cnn_ref, mini_ref, out = sys.argv[1], sys.argv[2], load_file(sys.argv[3]), load_file(sys.argv[4]), sys.argv[5]
+sentences = json.loads(sys.argv[6])
+res = {}
+with torch.no_grad():
+    res["plain_cnn"] = timm.create_model("hf-hub:" + cnn_id, pretrained=True).eval()(cnn_ref["x"])
+    tok = AutoTokenizer.from_pretrained(mini_id)
+    model = AutoModelForSequenceClassification.from_pretrained(mini_id).eval()
+    batch = tok(sentences, padding=True, return_tensors="pt")
+    res["plain_ids"], res["plain_mini"] = batch["input_ids"], model(**batch).logits
+    del sys.modules["sparsezoo"]
+    import sparsezoo
+    cnn, mini = sparsezoo.load(cnn_id), sparsezoo.load("hf-hub:" + mini_id)
+    res["zoo_cnn"] = cnn.model(cnn_ref["x"])
+    res["zoo_mini"] = mini.model(**mini.processor(sentences, padding=True, return_tensors="pt")).logits
+save_file(res, out)
+info = {k: {"library": z.library, "recipe_hash": z.recipe.hash(), "metrics": z.metrics, "training": z.model.training,
+            "commit": z.commit} for k, z in (("cnn", cnn), ("mini", mini))}
+print(json.dumps(info))
+"""
+
+
+def test_pushed_checkpoints_load_with_plain_timm_transformers_and_sparsezoo(hub, runs, published, tmp_path):
+    """Same outputs as before the push, from plain timm / transformers (no sparsezoo) and from sparsezoo.load."""
+    refs = {k: runs[k].parent / f"{runs[k].name}.reference.safetensors" for k in runs}
+    env = {**os.environ, **hub.env(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, CNN, MINI, refs["cnn"], refs["mini"],
+                        tmp_path / "out.safetensors", json.dumps(SENTENCES)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got, cnn_ref, mini_ref = load_file(tmp_path / "out.safetensors"), load_file(refs["cnn"]), load_file(refs["mini"])
+    for prefix in ("plain", "zoo"):
+        assert torch.equal(got[f"{prefix}_cnn"], cnn_ref["y"])
+        assert torch.equal(got[f"{prefix}_mini"], mini_ref["y"])
+    assert torch.equal(got["plain_ids"], mini_ref["input_ids"])
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("cnn", "mini"):
+        metrics = json.loads((runs[key] / "metrics.json").read_text())
+        assert info[key]["recipe_hash"] == metrics["recipe_hash"] and info[key]["metrics"] == metrics
+        assert info[key]["training"] is False
+        assert info[key]["commit"] == hub.commits(CNN if key == "cnn" else MINI)[0].oid
+    assert info["cnn"]["library"] == "timm" and info["mini"]["library"] == "transformers"
+    resolved = [path for method, path, _ in hub.requests if "/resolve/" in path]
+    assert not any(path.endswith((".bin", ".pth", ".py", ".pkl")) for path in resolved)
+
+
+def test_card_front_matter_parses_and_its_sparsity_block_matches_metrics(hub, runs, published, tmp_path):
+    for key, repo_id, library in (("cnn", CNN, "timm"), ("mini", MINI, "transformers")):
+        (tmp_path / f"{key}.md").write_bytes(hub.files(repo_id)["README.md"])
+        card = ModelCard.load(tmp_path / f"{key}.md")
+        metrics = json.loads((runs[key] / "metrics.json").read_text())
+        final, data = metrics["final"], card.data
+        assert data.library_name == library
+        assert {"sparsezoo", "sparse-features"} <= set(data.tags)
+        assert data.license and data.model_name == repo_id.split("/")[1]
+        accuracy = [r for r in data.eval_results if r.metric_type == "accuracy"]
+        assert len(accuracy) == 1 and accuracy[0].metric_value == final["top1"]
+        block = data.sparsity
+        assert block["recipe_hash"] == metrics["recipe_hash"]
+        assert block["sites"] == final["sparsity"]["sites"]
+        for name, m in block["model_wide"].items():
+            assert m["value"] == final["sparsity"][name]
+            assert isinstance(m["definition"], str) and isinstance(m["threshold"], float)
+        assert block["per_stage"]["zero_frac"]["values"] == final["sparsity"]["zero_frac_per_stage"]
+        text = card.text
+        assert f'"{repo_id}"' in text and f'sparsezoo.load("{repo_id}")' in text
+        assert f"sparsezoo finetune --recipe {repo_id.split('/')[1]}/recipe.yaml" in text
+        assert "does not make this model faster" in text
+    cnn = ModelCard.load(tmp_path / "cnn.md")
+    assert 'timm.create_model("hf-hub:myorg/cnn-l1", pretrained=True)' in cnn.text
+    assert set(cnn.data.sparsity["model_wide"]) >= {"zero_frac_mean_sites", "zero_frac_all_entries",
+                                                    "l0_per_position_mean_sites"}
+    mini = ModelCard.load(tmp_path / "mini.md")
+    assert mini.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "AutoModelForSequenceClassification.from_pretrained" in mini.text
+    near = mini.data.sparsity["model_wide"]["near_zero_frac(abs,tau=0.01)_mean_sites"]
+    assert near["definition"] == "near_zero_frac(abs)" and near["threshold"] == 0.01
+    assert "reviews.csv" in mini.text  # the recipe's data is not in the repo, and the card says so
+
+
+def test_list_finds_the_pushed_repos_and_not_others(hub, published, tmp_path):
+    code, out, err = run_cli(hub, tmp_path, "list", "--author", "myorg", "--json")
+    assert code == 0, err
+    entries = {e["repo_id"]: e for e in json.loads(out)}
+    assert set(entries) == {CNN, MINI}
+    assert entries[MINI]["top1"] == 0.85 and entries[MINI]["library"] == "transformers"
+    assert 0 < entries[CNN]["sparsity"] < 1 and entries[CNN]["recipe_hash"]
+    code, out, _ = run_cli(hub, tmp_path, "list")
+    assert code == 0 and "bob/cnn-copy" in out and CNN in out and "not-in-the-zoo" not in out
+    assert out.splitlines()[0].split() == ["repo", "library", "top1", "zero_frac", "dense", "base", "model"]
+
+
+def test_pull_works_again_offline_and_with_the_hub_down(hub, published, tmp_path):
+    home = tmp_path / "home"
+    code, first, err = run_cli(hub, home, "pull", CNN)
+    assert code == 0, err
+    served = len(hub.requests)
+    code, again, err = run_cli(hub, home, "pull", CNN, offline=True)
+    assert code == 0, err
+    assert again == first and len(hub.requests) == served  # nothing asked of the Hub
+    code, down, err = run_cli(hub, home, "pull", CNN, endpoint=dead_endpoint())
+    assert code == 0 and down == first, err
+
+
+def test_a_tampered_weight_file_is_refused(hub, runs, published, tmp_path):
+    # served by the Hub with bytes that are not the ones it lists the sha256 of
+    assert run_cli(hub, tmp_path / "pub", "push", runs["cnn"], "--repo", "myorg/tampered")[0] == 0
+    hub.tamper("myorg/tampered", "model.safetensors")
+    code, _, err = run_cli(hub, tmp_path / "home", "pull", "myorg/tampered")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "model.safetensors of myorg/tampered" in err and "does not match the hash the Hub lists" in err
+    assert not list((tmp_path / "home").rglob("model.safetensors"))  # not kept in the cache
+    # modified in the local cache after a good download
+    code, snapshot, err = run_cli(hub, tmp_path / "home", "pull", CNN)
+    assert code == 0, err
+    weights = os.path.realpath(os.path.join(snapshot.strip(), "model.safetensors"))
+    os.chmod(weights, 0o644)
+    with open(weights, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    code, _, err = run_cli(hub, tmp_path / "home", "pull", CNN, offline=True)
+    assert code == 2 and "does not match the hash" in err
+
+
+def test_push_again_refreshes_nothing_and_revisions_keep_models_apart(hub, runs, published, tmp_path):
+    home = tmp_path / "pub"
+    code, out, _ = run_cli(hub, home, "push", runs["cnn"], "--repo", CNN)
+    assert code == 0 and "already holds this run" in out and len(hub.commits(CNN)) == 2
+    code, out, err = run_cli(hub, home, "push", runs["mini"], "--repo", CNN, "--revision", "minilm")
+    assert code == 0 and "new branch myorg/cnn-l1@minilm" in out, err
+    assert "tokenizer.json" in hub.files(CNN, "minilm") and "tokenizer.json" not in hub.files(CNN)
+    hub.tag(CNN, "v1")
+    for revision, model_key in (("minilm", "model_type"), ("v1", "architecture")):
+        code, out, err = run_cli(hub, tmp_path / "home", "pull", CNN, "--revision", revision)
+        assert code == 0, err
+        assert model_key in json.loads((tmp_path / "home" / out.strip() / "config.json").read_text())
+    assert run_cli(hub, home, "push", runs["cnn"], "--repo", "myorg/private", "--private")[0] == 0
+    assert hub.state.repos["myorg/private"].private and not hub.state.repos[CNN].private
+    # --force replaces another model, deleting the files the new run does not have
+    assert run_cli(hub, home, "push", runs["mini"], "--repo", "myorg/scratch")[0] == 0
+    code, out, err = run_cli(hub, home, "push", runs["cnn"], "--repo", "myorg/scratch", "--force")
+    assert code == 0 and "deleted" in out, err
+    assert set(hub.files("myorg/scratch")) == set(upload_files(runs["cnn"])) | {"README.md", ".gitattributes"}
+
+
+DRIVER = """
+import contextlib, io, json, os, sys
+from sparsezoo.cli import main
+results = {}
+for name, argv, token in json.loads(sys.argv[1]):
+    os.environ["HF_TOKEN"] = token or ""  # read at each call, unlike HF_ENDPOINT and HF_HUB_OFFLINE
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+    results[name] = [code, out.getvalue(), err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def error_results(hub, runs, published, tmp_path_factory):
+    """name → (exit code, stdout, stderr, expected message) of a CLI call that must fail.
+
+    The calls share an environment (endpoint, offline mode) run in one process through ``sparsezoo.cli.main``,
+    the function ``python -m sparsezoo`` exits with.
+    """
+    tmp = tmp_path_factory.mktemp("errors")
+    incomplete = tmp / "incomplete"
+    shutil.copytree(runs["cnn"], incomplete, ignore=shutil.ignore_patterns("checkpoints"))
+    (incomplete / "metrics.json").unlink()
+    hub.add_repo("myorg/pickled", {"config.json": b'{"architecture": "test_resnet"}', "pytorch_model.bin": b"\x80\x04."})
+    hub.tag(CNN, "v0")
+    hub.add_repo("myorg/secret", {"config.json": b"{}"}, private=True)
+    cnn, mini, alice = str(runs["cnn"]), str(runs["mini"]), "hf_alice"
+    cases = {  # name: (environment, argv, token, message)
+        "missing repo": ("online", ["pull", "myorg/missing"], alice, "repository myorg/missing not found"),
+        "revision not found": ("online", ["pull", CNN, "--revision", "v9"], alice, "myorg/cnn-l1 has no revision 'v9'"),
+        "no token for push": ("online", ["push", cnn, "--repo", "myorg/x"], None, "no Hugging Face token"),
+        "invalid token": ("online", ["push", cnn, "--repo", "myorg/x"], "hf_wrong", "rejected the token"),
+        "no permission": ("online", ["push", cnn, "--repo", "myorg/x"], "hf_bob", "may not write to myorg/x"),
+        "other content": ("online", ["push", mini, "--repo", CNN], alice, "already holds another model"),
+        "push to a tag": ("online", ["push", cnn, "--repo", CNN, "--revision", "v0"], alice, "'v0' is a tag"),
+        "private repo": ("online", ["pull", "myorg/secret"], "hf_bob", "repository myorg/secret not found"),
+        "pickle only": ("online", ["pull", "myorg/pickled"], alice, "has no safetensors weights"),
+        "not a repo id": ("online", ["pull", "resnet50"], alice, "'resnet50' is not a Hub repo id"),
+        "incomplete run": ("online", ["push", str(incomplete), "--repo", "myorg/x"], alice, "has no metrics.json"),
+        "hub down": ("down", ["pull", CNN], alice, "cannot reach the Hub at"),
+        "push, hub down": ("down", ["push", cnn, "--repo", "myorg/x"], alice, "cannot reach the Hub"),
+        "list, hub down": ("down", ["list"], alice, "cannot reach the Hub"),
+        "offline, not cached": ("offline", ["pull", CNN], alice, "HF_HUB_OFFLINE=1 and myorg/cnn-l1 is not"),
+    }
+    before = {repo: hub.commits(repo)[0].oid for repo in hub.state.repos}
+    results = {}
+    for where in ("online", "down", "offline"):
+        env = {**os.environ, **hub.env(tmp / where, offline=where == "offline")}
+        if where == "down":
+            env["HF_ENDPOINT"] = dead_endpoint()
+        batch = [(name, argv, token) for name, (w, argv, token, _) in cases.items() if w == where]
+        r = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(batch)], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-3000:]
+        results.update({name: (*res, cases[name][3]) for name, res in json.loads(r.stdout).items()})
+    assert {repo: hub.commits(repo)[0].oid for repo in hub.state.repos} == before  # nothing created or changed
+    return results
+
+
+ERRORS = ["missing repo", "revision not found", "hub down", "offline, not cached", "no token for push", "invalid token",
+          "no permission", "other content", "push, hub down", "list, hub down", "pickle only", "not a repo id",
+          "incomplete run", "push to a tag", "private repo"]
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_errors_give_one_line_and_exit_code_2(error_results, name):
+    code, out, err, message = error_results[name]
+    assert code == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_errors_of_the_command_itself_exit_2(hub, published, tmp_path):
+    """The same through ``python -m sparsezoo``: the process's exit status."""
+    code, out, err = run_cli(hub, tmp_path, "pull", "myorg/missing")
+    assert code == 2 and err.strip() == f"sparsezoo pull: error: repository myorg/missing not found on {hub.url} " \
+        "(if it is private, use a token that can read it)"
+
+
+def test_pull_never_fetches_pickles(hub, error_results):
+    assert error_results["pickle only"][0] == 2
+    assert any(path.endswith("myorg/pickled/resolve/" + hub.commits("myorg/pickled")[0].oid + "/config.json")
+               for _, path, _ in hub.requests)
+    assert not any(path.endswith("pytorch_model.bin") for _, path, _ in hub.requests)
