@@ -6,9 +6,15 @@ imported on first use so that ``import analysis`` stays cheap.
 
 from importlib import import_module
 
-__all__ = ["SparsityMeter", "SparsityStats", "find_sites", "site_stages", "summarize"]
+__all__ = ["analyze", "coherence", "convergence", "measure", "theory_margins", "SparsityMeter", "SparsityStats",
+           "find_sites", "site_stages", "summarize"]
 
 _LAZY = {
+    "analyze": "analysis.analyze",
+    "measure": "analysis.analyze",
+    "coherence": "analysis.coherence",
+    "convergence": "analysis.convergence",
+    "theory_margins": "analysis.margins",
     "SparsityMeter": "analysis.sparsity",
     "SparsityStats": "analysis.sparsity",
     "summarize": "analysis.sparsity",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from analysis.collect import SiteCollector
 from analysis.errors import AnalysisError
 from analysis.sites import Site
 
@@ -95,27 +96,105 @@ def gini(x: Tensor, dim: int = -1) -> Tensor:
 # ----------------------------------------------------------------------------------------------------
 # Streaming accumulation.
 
+HOYER_BINS = 20  # histogram of per-position Hoyer values on [0, 1]
+GINI_BINS = 50  # histogram of per-position Gini values on [0, 1]
+GINI_EVERY = 32  # Gini on 1 code vector in 32, chosen by (sample index, position): see gini_selection
+
+
+def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) -> Tensor:
+    """Which code vectors enter the Gini statistics: ``[B, S]`` bool.
+
+    A code vector at (sample i, position p) is selected when a multiplicative hash of (i, p) is 0 mod ``every``.
+    The choice depends only on the sample's index in the data and the position, never on batching, so the
+    subsampled Gini statistics do not change with batch size; it spreads over samples and positions.
+    """
+    p = torch.arange(positions, device=sample_idx.device, dtype=torch.int64)
+    h = (sample_idx.to(torch.int64)[:, None] * 2654435761 + p[None, :] * 40503 + 12345) % 4294967296
+    return (h >> 7) % every == 0
+
+
+def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
+    """All sort-free statistics of codes ``x`` laid out ``[B, C, S]`` in one function (fused when compiled)."""
+    c = x.shape[1]
+    mag = x.abs()
+    nz = mag > 0
+    l0 = nz.sum(1)
+    peak = mag.amax(1, keepdim=True)
+    l1 = mag.sum(1, dtype=torch.float32)
+    l2 = x.float().square().sum(1).sqrt()
+    nonempty = l0 > 0
+    sqrt_c = math.sqrt(c)
+    h = (sqrt_c - l1 / l2.clamp_min(1e-30)) / max(sqrt_c - 1, 1e-30)
+    h = torch.where(nonempty, h, torch.full_like(h, -1.0))  # empty codes fall outside the histogram
+    return (
+        l0.sum(dtype=torch.int64),
+        (mag <= tau_abs).sum(dtype=torch.int64),
+        (mag <= tau_rel * peak).sum(dtype=torch.int64),
+        (~nonempty).sum(dtype=torch.int64),
+        l0.amax().to(torch.int64),
+        torch.where(nonempty, h, torch.zeros_like(h)).sum(dtype=torch.float64),
+        l1.sum(dtype=torch.float64),
+        nz.sum((0, 2), dtype=torch.int64),
+        torch.histc(h, bins=HOYER_BINS, min=0.0, max=1.0),
+    )
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _fused_reductions(x: Tensor, tau_abs: float, tau_rel: float):
+    """:func:`_reductions` through ``torch.compile`` (one compilation serves all shapes); eager if unavailable."""
+    fn = _COMPILED.get("fn")
+    if fn is None:
+        fn = _COMPILED["fn"] = torch.compile(_reductions, dynamic=True)
+    try:
+        return fn(x, tau_abs, tau_rel)
+    except Exception as e:  # no C++ toolchain, unsupported backend…: same numbers, slower
+        import logging
+
+        logging.getLogger(__name__).warning("compiled sparsity statistics unavailable (%s); using eager",
+                                            str(e).splitlines()[0][:200])
+        _COMPILED["fn"] = _reductions
+        return _reductions(x, tau_abs, tau_rel)
+
+
+def code_view(a: Tensor, channel_dim: int, mask: Tensor | None = None) -> Tensor:
+    """``a`` as ``[B, C, S]`` codes (a view when possible); masked positions are dropped (B becomes 1)."""
+    if mask is not None:
+        return a.movedim(channel_dim, -1)[mask.to(torch.bool)].T.unsqueeze(0)
+    cd = channel_dim % a.dim()
+    if cd == 1:
+        return a.reshape(a.shape[0], a.shape[1], -1)
+    if cd == a.dim() - 1:
+        return a.reshape(a.shape[0], -1, a.shape[-1]).transpose(1, 2)
+    return a.movedim(cd, 1).reshape(a.shape[0], a.shape[cd], -1)
+
 
 @dataclass
 class SparsityStats:
     """Exact running sums for one site; ``update`` per batch, ``result`` at the end.
 
-    Memory is O(C) whatever the number of samples. All state lives in :attr:`state` (tensors on the
-    activations' device, no host sync per batch) so that distributed evaluation can all-reduce it.
+    Memory is O(C) whatever the number of samples (histograms have fixed bins). All state lives in
+    :attr:`state` (tensors on the activations' device, no host sync per batch) so that distributed
+    evaluation can all-reduce it. ``fused`` computes the sort-free statistics in one ``torch.compile``d
+    function (same numbers; about 2–5× less overhead on CPU, one compilation of ~15 s per process).
     """
 
     tau_abs: float = DEFAULT_TAU_ABS
     tau_rel: float = DEFAULT_TAU_REL
+    fused: bool = False
+    gini_every: int = GINI_EVERY
     state: dict[str, Tensor] = field(default_factory=dict)
 
     # name -> reduction op used when merging partial results
     REDUCE_OPS = {
         "entries": "sum", "zeros": "sum", "near_abs": "sum", "near_rel": "sum", "positions": "sum",
         "empty": "sum", "l0_max": "max", "hoyer_sum": "sum", "l1_sum": "sum", "fire": "sum",
+        "hoyer_hist": "sum", "gini_sum": "sum", "gini_count": "sum", "gini_hist": "sum",
     }
 
     @torch.no_grad()
-    def update(self, a: Tensor, channel_dim: int, mask: Tensor | None = None) -> None:
+    def update(self, a: Tensor, channel_dim: int, mask: Tensor | None = None, sample_idx: Tensor | None = None) -> None:
         """Add one batch of activations.
 
         Args:
@@ -123,44 +202,48 @@ class SparsityStats:
             channel_dim: axis of the channels.
             mask: optional bool tensor with the shape of ``a`` minus the channel axis; positions where it
                 is False (padding) are left out of every statistic.
+            sample_idx: index in the dataset of each sample of the batch (``[B]``); selects the Gini
+                subsample (default ``0…B-1``: pass it when feeding several batches).
         """
         if a.dim() < 2:
             raise AnalysisError(f"expected activations with a batch and a channel axis, got shape {tuple(a.shape)}")
+        b = a.shape[0]
+        if sample_idx is None:
+            sample_idx = torch.arange(b, device=a.device)
+        x = code_view(a, channel_dim)  # [B, C, S]
+        sel = gini_selection(sample_idx, x.shape[2], self.gini_every)
         if mask is not None:
-            a = a.movedim(channel_dim, -1)[mask.to(torch.bool)]
-            channel_dim = -1
-        c = a.shape[channel_dim]
-        mag = a.abs()
-        nz = mag > 0
-        l0 = nz.sum(dim=channel_dim)
-        peak = mag.amax(dim=channel_dim, keepdim=True)
-        l1 = mag.sum(dim=channel_dim, dtype=torch.float32)
-        l2 = a.float().square().sum(dim=channel_dim).sqrt()
-        nonempty = l0 > 0
-        if c > 1:
-            h = (math.sqrt(c) - l1 / l2.clamp_min(1e-30)) / (math.sqrt(c) - 1)
-            hoyer_sum = torch.where(nonempty, h, torch.zeros_like(h)).sum(dtype=torch.float64)
-        else:
-            hoyer_sum = torch.zeros((), dtype=torch.float64, device=a.device)
-        reduce_dims = [d for d in range(a.dim()) if d != channel_dim % a.dim()]
+            m = mask.to(torch.bool).reshape(b, -1)
+            sel = sel & m
+            x = code_view(a, channel_dim, mask)
+        red = (_fused_reductions if self.fused else _reductions)(x, self.tau_abs, self.tau_rel)
+        nnz, near_abs, near_rel, empty, l0_max, hoyer_sum, l1_sum, fire, hoyer_hist = red
+        picked = code_view(a, channel_dim).transpose(1, 2)[sel]  # [n, C] selected code vectors
+        g = gini(picked) if picked.numel() else picked.new_zeros(0)
+        g = g[~g.isnan()]
+        entries = x.numel()
         batch = {
-            "entries": torch.tensor(a.numel(), dtype=torch.int64, device=a.device),
-            "zeros": a.numel() - l0.sum(dtype=torch.int64),
-            "near_abs": (mag <= self.tau_abs).sum(dtype=torch.int64),
-            "near_rel": (mag <= self.tau_rel * peak).sum(dtype=torch.int64),
-            "positions": torch.tensor(l0.numel(), dtype=torch.int64, device=a.device),
-            "empty": (~nonempty).sum(dtype=torch.int64),
-            "l0_max": l0.max().to(torch.int64) if l0.numel() else torch.zeros((), dtype=torch.int64, device=a.device),
+            "entries": torch.tensor(entries, dtype=torch.int64, device=a.device),
+            "zeros": entries - nnz,
+            "near_abs": near_abs,
+            "near_rel": near_rel,
+            "positions": torch.tensor(x.shape[0] * x.shape[2], dtype=torch.int64, device=a.device),
+            "empty": empty,
+            "l0_max": l0_max,
             "hoyer_sum": hoyer_sum,
-            "l1_sum": l1.sum(dtype=torch.float64),
-            "fire": nz.sum(dim=reduce_dims, dtype=torch.int64) if reduce_dims else nz.to(torch.int64),
+            "l1_sum": l1_sum,
+            "fire": fire,
+            "hoyer_hist": hoyer_hist.round().to(torch.int64),
+            "gini_sum": g.sum(dtype=torch.float64),
+            "gini_count": torch.tensor(g.numel(), dtype=torch.int64, device=a.device),
+            "gini_hist": torch.histc(g.float(), bins=GINI_BINS, min=0.0, max=1.0).round().to(torch.int64),
         }
         if not self.state:
             self.state = batch
             return
         if self.state["fire"].shape != batch["fire"].shape:
             raise AnalysisError(
-                f"site changed its number of channels between batches ({self.state['fire'].numel()} -> {c})"
+                f"site changed its number of channels between batches ({self.state['fire'].numel()} -> {fire.numel()})"
             )
         for k, v in batch.items():
             self.state[k] = torch.maximum(self.state[k], v) if self.REDUCE_OPS[k] == "max" else self.state[k] + v
@@ -194,6 +277,11 @@ class SparsityStats:
             "l0_per_position_max": int(s["l0_max"]),
             "l0_per_position_frac": l0_mean / max(c, 1),
             "hoyer_mean": float(s["hoyer_sum"]) / nonempty if nonempty else float("nan"),
+            "hoyer_hist": {"edges": _edges(HOYER_BINS), "counts": s["hoyer_hist"].tolist()},
+            "gini_mean": float(s["gini_sum"]) / int(s["gini_count"]) if int(s["gini_count"]) else float("nan"),
+            "gini_quantiles": _hist_quantiles(s["gini_hist"], (0.05, 0.25, 0.5, 0.75, 0.95)),
+            "gini_hist": {"edges": _edges(GINI_BINS), "counts": s["gini_hist"].tolist()},
+            "gini_subsample": {"every": self.gini_every, "codes": int(s["gini_count"])},
             "empty_position_frac": int(s["empty"]) / max(positions, 1),
             "l1_per_position_mean": float(s["l1_sum"]) / max(positions, 1),
             "dead_units": int((fire == 0).sum()),
@@ -202,6 +290,28 @@ class SparsityStats:
             "dense_frac": float((density > DENSE_THRESHOLD).sum()) / max(c, 1),
             "log10_firing_density_hist": {"edges": HIST_EDGES, "counts": [int(x) for x in hist.hist]},
         }
+
+
+def _edges(bins: int) -> list[float]:
+    return [i / bins for i in range(bins + 1)]
+
+
+def _hist_quantiles(counts: Tensor, qs: tuple[float, ...]) -> dict[str, float]:
+    """Quantiles from a histogram on [0, 1] (linear within a bin; resolution 1/bins)."""
+    counts = counts.double()
+    total = float(counts.sum())
+    if total == 0:
+        return {f"p{round(q * 100)}": float("nan") for q in qs}
+    cdf = counts.cumsum(0) / total
+    bins = counts.numel()
+    out = {}
+    for q in qs:
+        i = int(torch.searchsorted(cdf, torch.tensor(q, dtype=cdf.dtype)))
+        i = min(i, bins - 1)
+        lo = float(cdf[i - 1]) if i > 0 else 0.0
+        frac = (q - lo) / max(float(cdf[i]) - lo, 1e-12)
+        out[f"p{round(q * 100)}"] = (i + min(max(frac, 0.0), 1.0)) / bins
+    return out
 
 
 def summarize(per_site: dict[str, dict], stages: dict[str, str] | None = None) -> dict:
@@ -232,7 +342,7 @@ def summarize(per_site: dict[str, dict], stages: dict[str, str] | None = None) -
     return out
 
 
-class SparsityMeter:
+class SparsityMeter(SiteCollector):
     """Records :class:`SparsityStats` for every site during forward passes of ``model``.
 
     A module that runs several times per forward (a reused ``ReLU``) gets one entry per call:
@@ -246,47 +356,16 @@ class SparsityMeter:
     """
 
     def __init__(self, model: nn.Module, sites: Iterable[Site], tau_abs: float = DEFAULT_TAU_ABS,
-                 tau_rel: float = DEFAULT_TAU_REL):
-        self.model = model
-        self.sites = list(sites)
-        self.tau_abs, self.tau_rel = tau_abs, tau_rel
+                 tau_rel: float = DEFAULT_TAU_REL, fused: bool = False, gini_every: int = GINI_EVERY):
+        super().__init__(model, sites)
+        self.tau_abs, self.tau_rel, self.fused, self.gini_every = tau_abs, tau_rel, fused, gini_every
         self.stats: dict[str, SparsityStats] = {}
-        self.position_mask: Tensor | None = None  # set per batch to exclude padded positions
-        self._calls: dict[str, int] = {}
-        self._handles: list = []
 
-    def _hook(self, site: Site):
-        def hook(module, args, out):
-            if not isinstance(out, Tensor):
-                return
-            k = self._calls.get(site.name, 0)
-            self._calls[site.name] = k + 1
-            key = site.name if k == 0 else f"{site.name}@{k}"
-            st = self.stats.get(key)
-            if st is None:
-                st = self.stats[key] = SparsityStats(self.tau_abs, self.tau_rel)
-            mask = self.position_mask
-            if mask is not None and tuple(mask.shape) != tuple(out.shape[:-1]):
-                mask = None  # mask applies to token sites [B, T, C] only
-            st.update(out.detach(), site.channel_dim(out.dim()), mask)
-
-        return hook
-
-    def attach(self) -> SparsityMeter:
-        self._handles.append(self.model.register_forward_pre_hook(lambda m, a: self._calls.clear()))
-        self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> SparsityMeter:
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def observe(self, key: str, site: Site, out: Tensor) -> None:
+        st = self.stats.get(key)
+        if st is None:
+            st = self.stats[key] = SparsityStats(self.tau_abs, self.tau_rel, self.fused, self.gini_every)
+        st.update(out, site.channel_dim(out.dim()), self.mask_for(out), self.sample_idx)
 
     def reduce_(self, fn: Callable[[Tensor, str], Tensor]) -> None:
         """Merge the partial states of all processes (see :meth:`SparsityStats.reduce_`)."""

@@ -18,6 +18,7 @@ from sparsezoo import __version__
 COMMANDS = {
     "finetune": "sparsezoo.cli.finetune",
     "demo": "sparsezoo.cli.demo",
+    "analyze": "sparsezoo.cli.analyze",
     "push": "sparsezoo.cli.push",
     "pull": "sparsezoo.cli.pull",
     "list": "sparsezoo.cli.list_models",
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from sparsezoo.errors import SparsezooError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for reports: the command that made them
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.run(args) or 0)

@@ -1,0 +1,127 @@
+"""The analysis entry points: :func:`measure` (sparsity), :func:`analyze` (everything, one pass over data).
+
+Both work on any ``nn.Module`` and a data loader yielding tensors, ``(input, label)`` pairs or dicts of
+keyword inputs, and return plain, JSON-ready dicts. Dictionary coherence needs no data
+(:func:`analysis.coherence.coherence`); convergence alone is :func:`analysis.convergence.convergence`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+
+from torch import nn
+
+from analysis.collect import run_pass, to_device
+from analysis.sites import Site, find_sites, site_stages
+from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY, SparsityMeter, summarize
+
+SiteSpec = str | Sequence[str] | Sequence[Site] | None
+
+
+def resolve_sites(model: nn.Module, sites: SiteSpec) -> list[Site]:
+    """Sites from regex(es) over activation names, an explicit list of :class:`Site`, or None (all)."""
+    if sites and not isinstance(sites, str) and isinstance(next(iter(sites)), Site):
+        return list(sites)
+    return find_sites(model, include=sites or None)
+
+
+def _stages(model: nn.Module, keys: Iterable[str]) -> dict[str, str]:
+    names = list(dict.fromkeys(k.split("@")[0] for k in keys))
+    return site_stages(model, names)
+
+
+def measure(model: nn.Module, loader, sites: SiteSpec = None, *, max_samples: int | None = None, fused: bool = True,
+            tau_abs: float = DEFAULT_TAU_ABS, tau_rel: float = DEFAULT_TAU_REL, gini_every: int = GINI_EVERY,
+            device=None, progress: bool = False) -> dict:
+    """Feature sparsity of ``model`` at ``sites`` over ``loader`` (see :mod:`analysis.sparsity`).
+
+    Returns ``{"samples", "per_site": {site: {...}}, "summary": {...}, "stages": {site: stage}}``.
+
+    Example:
+        >>> res = analysis.measure(model, loader, sites=r"layer4")
+        >>> res["summary"]["zero_frac_mean_sites"]
+    """
+    meter = SparsityMeter(model, resolve_sites(model, sites), tau_abs, tau_rel, fused, gini_every)
+    n = run_pass(model, loader, [meter], device=device, max_samples=max_samples, progress=progress, desc="sparsity")
+    per_site = meter.results()
+    stages = _stages(model, per_site)
+    return {"samples": n, "per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
+
+
+def model_info(model: nn.Module) -> dict:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hf = getattr(getattr(model, "config", None), "to_dict", None)
+    return {
+        "class": type(model).__name__,
+        "architecture": cfg.get("architecture") or (hf()["model_type"] if hf else None),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_samples: int | None = 512, cka: bool = True,
+            ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True, device=None,
+            progress: bool = False) -> dict:
+    """Every analysis of ``model``: coherence (weights), and with ``loader`` sparsity, theory margins,
+    layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
+    agreement on the first ``ista_samples`` of them. Plain data; timings in ``timing`` (seconds)."""
+    from analysis.coherence import coherence
+    from analysis.convergence import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
+    from analysis.margins import StripeCollector, theory_margins
+
+    timing = {}
+    t = time.perf_counter()
+    coh = coherence(model, progress=progress)
+    timing["coherence_s"] = time.perf_counter() - t
+    out: dict = {"model": model_info(model), "coherence": coh, "timing": timing}
+    if loader is None:
+        return out
+    site_list = resolve_sites(model, sites)
+    meter = SparsityMeter(model, site_list, fused=fused)
+    stripes = StripeCollector(model)
+    collectors = [meter, stripes]
+    rel = RelChangeCollector(model, find_blocks(model))
+    collectors.append(rel)
+    cka_c = CKACollector(model, site_list) if cka else None
+    if cka_c is not None:
+        collectors.append(cka_c)
+    t = time.perf_counter()
+    n = run_pass(model, loader, collectors, device=device, max_samples=max_samples, progress=progress, desc="analyzing")
+    timing["data_pass_s"] = time.perf_counter() - t
+    per_site = meter.results()
+    stages = _stages(model, per_site)
+    out["samples"] = n
+    out["sparsity"] = {"per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
+    out["margins"] = theory_margins(stripes.results(), coh)
+    out["convergence"] = {"relative_change": rel.result(), "cka": cka_c.result() if cka_c else None, "ista": None}
+    if ista:
+        t = time.perf_counter()
+        dev = device or next((p.device for p in model.parameters()), "cpu")
+        x = first_batch(loader)
+        x = {k: v[:ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:ista_samples]
+        out["convergence"]["ista"] = ista_agreement(model, to_device(x, dev), site_list, ista_steps, coh)
+        timing["ista_s"] = time.perf_counter() - t
+    return out
+
+
+def headline(result: dict) -> dict:
+    """The few numbers a summary shows (NaN-free: missing values are None)."""
+    coh = list(result.get("coherence", {}).values())
+    mus = [c["local"]["mu"] for c in coh]
+    out = {"layers": len(coh), "mu_local_mean": sum(mus) / len(mus) if mus else None,
+           "mu_shift_max": max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None)}
+    if "sparsity" in result:
+        s = result["sparsity"]["summary"]
+        out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",
+                                      "l0_per_position_frac_mean_sites", "dead_units", "dense_units")})
+        per = result["sparsity"]["per_site"].values()
+        hoyers = [v["hoyer_mean"] for v in per if not math.isnan(v["hoyer_mean"])]
+        out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None
+    if "margins" in result:
+        m = result["margins"].values()
+        out["layers_inside_theorem"] = sum(1 for v in m if v["margin"] > 0)
+        out["layers_measured"] = len(result["margins"])
+        factors = sorted(v["factor"] for v in m if math.isfinite(v["factor"]))
+        out["median_factor_outside"] = factors[len(factors) // 2] if factors else None
+    return out

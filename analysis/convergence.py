@@ -1,0 +1,355 @@
+"""Layerwise convergence: do successive layers refine a representation the way a pursuit refines a code?
+
+Three measurements (DESIGN §4):
+
+``relative change``
+    ``‖F_{l+1} − F_l‖ / ‖F_l‖`` between consecutive *blocks* with outputs of equal shape (residual stages),
+    aggregated over the data as ``sqrt(Σ‖F_{l+1} − F_l‖² / Σ‖F_l‖²)``. Blocks are the innermost numbered
+    sub-modules that hold parameters (``layer1.0``, ``blocks.2.1``, ``encoder.layer.3``, …).
+``linear CKA``
+    between every pair of sites: ``CKA = mean_b HSIC₁(K_b, L_b) / sqrt(mean_b HSIC₁(K_b, K_b) · mean_b HSIC₁(L_b, L_b))``
+    with ``K_b = X_b X_bᵀ`` the linear Gram matrix of minibatch b (features flattened per sample) and HSIC₁ the
+    unbiased estimator of Song et al. (2012) (minibatch CKA of Nguyen et al., 2021). ∈ [0, 1]; 1 for
+    representations equal up to an orthogonal transform and isotropic scaling. Minibatches need ≥ 4 samples.
+``ISTA agreement``
+    for a conv/linear layer followed (through an optional BatchNorm, folded) by an activation φ, with A the
+    layer's linear map (D = Aᵀ the dictionary), b its bias and η = 1/‖A‖², the layer-scale non-negative ISTA
+    ``Γ¹ = φ(A x + b)``, ``Γ^{k+1} = φ(Γ^k − η A Aᵀ Γ^k + A x + b)`` (for ReLU exactly ISTA on
+    ``min_{Γ≥0} ½‖x − DΓ‖² − ⟨b, Γ⟩`` rescaled by 1/η, so step 1 is the layer itself). Reported for k = 1…K:
+    relative error ``‖Γ^k − y‖/‖y‖`` and support Jaccard against the layer's actual output y, the step sizes
+    ``d_k = ‖Γ^{k+1} − Γ^k‖/‖Γ^1‖`` and the geometric rate ρ̂ fitted to them (log-linear least squares), next to
+    the theory's ``(2s − 1)μ`` with s the mean non-zeros per position of y and μ the layer's shift-aware
+    coherence ("vacuous" when ≥ 1).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from analysis.collect import SiteCollector, call_model, split_batch, to_device
+from analysis.errors import AnalysisError
+from analysis.sites import Site, find_sites
+
+# ------------------------------------------------------------------------------------------------ CKA
+
+
+def hsic_unbiased_matrix(grams: Tensor) -> Tensor:
+    """Unbiased HSIC₁ between every pair of ``[S, n, n]`` Gram matrices (n ≥ 4): ``[S, S]``."""
+    s, n, _ = grams.shape
+    if n < 4:
+        raise AnalysisError(f"the unbiased HSIC needs at least 4 samples per batch, got {n}")
+    k = grams.double().clone()
+    k.diagonal(dim1=1, dim2=2).zero_()
+    flat = k.reshape(s, -1)
+    sums = flat.sum(1)
+    rows = k.sum(2)  # K̃ 1
+    trace = flat @ flat.T  # tr(K̃ L̃) for symmetric matrices
+    return (trace + torch.outer(sums, sums) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * rows @ rows.T) / (n * (n - 3))
+
+
+def linear_cka(x: Tensor, y: Tensor) -> float:
+    """Linear CKA of two representations ``[n, d1]``, ``[n, d2]`` of the same n samples (unbiased HSIC)."""
+    feats = [x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double()]
+    h = hsic_unbiased_matrix(torch.stack([f @ f.T for f in feats]))
+    return float(h[0, 1] / (h[0, 0] * h[1, 1]).clamp_min(1e-300).sqrt())
+
+
+class CKACollector(SiteCollector):
+    """Accumulates minibatch HSIC between all pairs of sites (batches of fewer than 4 samples are skipped)."""
+
+    def __init__(self, model: nn.Module, sites: Iterable[Site]):
+        super().__init__(model, sites)
+        self.grams: dict[str, Tensor] = {}
+        self.hsic: Tensor | None = None
+        self.keys: list[str] = []
+        self.batches = 0
+
+    def observe(self, key: str, site: Site, out: Tensor) -> None:
+        mask = self.mask_for(out)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1)
+        f = out.reshape(out.shape[0], -1).float()
+        self.grams[key] = f @ f.T
+
+    def _start_batch(self, module, args, kwargs):
+        self._flush()
+        super()._start_batch(module, args, kwargs)
+
+    def _flush(self) -> None:
+        if not self.grams:
+            return
+        if not self.keys:
+            self.keys = list(self.grams)
+        grams, self.grams = self.grams, {}
+        if len(grams) != len(self.keys) or next(iter(grams.values())).shape[0] < 4:
+            return
+        h = hsic_unbiased_matrix(torch.stack([grams[k] for k in self.keys]))
+        self.hsic = h if self.hsic is None else self.hsic + h
+        self.batches += 1
+
+    def detach(self) -> None:
+        self._flush()
+        super().detach()
+
+    def result(self) -> dict:
+        if self.hsic is None:
+            return {"sites": self.keys, "matrix": [], "batches": 0}
+        d = self.hsic.diagonal().clamp_min(1e-300)
+        cka = (self.hsic / (d[:, None] * d[None, :]).sqrt()).clamp(-1, 1)
+        return {"sites": self.keys, "matrix": cka.tolist(), "batches": self.batches}
+
+
+# ------------------------------------------------------------------------------------------------ relative change
+
+
+def find_blocks(model: nn.Module, include: str | None = None) -> list[Site]:
+    """The innermost numbered sub-modules with parameters (residual blocks, transformer layers), as sites.
+
+    ``include`` (a regex, ``re.search``) replaces the rule.
+    """
+    mods = dict(model.named_modules())
+    numbered = [n for n, m in mods.items() if n and n.rsplit(".", 1)[-1].isdigit() and any(True for _ in m.children())
+                and any(True for _ in m.parameters())]
+    if include is not None:
+        pat = re.compile(include)
+        names = [n for n in mods if n and pat.search(n)]
+    else:
+        names = [n for n in numbered if not any(o != n and o.startswith(n + ".") for o in numbered)]
+    return [Site(n, mods[n]) for n in names]
+
+
+class RelChangeCollector(SiteCollector):
+    """Σ‖F_{l+1} − F_l‖² and Σ‖F_l‖² for consecutive blocks whose outputs have equal shapes."""
+
+    def __init__(self, model: nn.Module, blocks: Iterable[Site]):
+        super().__init__(model, blocks)
+        self._prev: tuple[str, Tensor] | None = None
+        self.sums: dict[tuple[str, str], list[Tensor]] = {}
+
+    def _start_batch(self, module, args, kwargs):
+        self._prev = None
+        super()._start_batch(module, args, kwargs)
+
+    def observe(self, key: str, site: Site, out: Tensor) -> None:
+        if self._prev is not None and self._prev[1].shape == out.shape:
+            prev_key, prev = self._prev
+            acc = self.sums.setdefault((prev_key, key), [torch.zeros((), dtype=torch.float64, device=out.device)] * 2)
+            acc[0] = acc[0] + (out.double() - prev.double()).square().sum()
+            acc[1] = acc[1] + prev.double().square().sum()
+        self._prev = (key, out)
+
+    def result(self) -> list[dict]:
+        return [{"from": a, "to": b, "relative_change": float((d / p.clamp_min(1e-300)).sqrt())}
+                for (a, b), (d, p) in self.sums.items()]
+
+
+# ------------------------------------------------------------------------------------------------ ISTA agreement
+
+
+def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
+    w = layer.weight.detach().float()
+    b = layer.bias.detach().float() if layer.bias is not None else torch.zeros(w.shape[0], device=w.device)
+    if bn is None:
+        return w, b
+    scale = bn.weight.detach().float() / (bn.running_var.detach().float() + bn.eps).sqrt()
+    return w * scale.view(-1, *([1] * (w.dim() - 1))), bn.bias.detach().float() + (b - bn.running_mean.float()) * scale
+
+
+class _Operator:
+    """A = the layer's linear map (no bias) and its adjoint, for one input shape."""
+
+    def __init__(self, layer: nn.Module, weight: Tensor, in_shape: torch.Size):
+        self.layer, self.w, self.in_shape = layer, weight, in_shape
+
+    def fwd(self, x: Tensor) -> Tensor:
+        m = self.layer
+        if isinstance(m, nn.Linear):
+            return F.linear(x, self.w)
+        conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
+        return conv(x, self.w, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+
+    def adj(self, y: Tensor) -> Tensor:
+        m = self.layer
+        if isinstance(m, nn.Linear):
+            return F.linear(y, self.w.T)
+        conv_t = F.conv_transpose1d if isinstance(m, nn.Conv1d) else F.conv_transpose2d
+        out = conv_t(y, self.w, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+        # conv_transpose can be short of the input size by stride - 1: pad to the input shape
+        pads = []
+        for d in range(out.dim() - 1, 1, -1):
+            pads += [0, self.in_shape[d] - out.shape[d]]
+        return F.pad(out, pads) if any(pads) else out
+
+    def norm_sq(self, iters: int = 50, rtol: float = 1e-3) -> float:
+        """‖A‖² (largest eigenvalue of AᵀA) by power iteration on one sample's input shape.
+
+        Stops when the estimate changes by less than ``rtol``; the estimate approaches ‖A‖² from below,
+        so η = 1/estimate can exceed 1/‖A‖² by about ``rtol`` (harmless for ISTA's step bound 2/‖A‖²).
+        """
+        g = torch.Generator(device="cpu").manual_seed(0)
+        v = torch.randn((1, *self.in_shape[1:]), generator=g).to(self.w.device)
+        lam = 0.0
+        for _ in range(iters):
+            v = v / v.norm().clamp_min(1e-30)
+            u = self.adj(self.fwd(v))
+            new = float((u * v).sum())
+            done = abs(new - lam) <= rtol * abs(new)
+            lam, v = new, u
+            if done:
+                break
+        return max(lam, 1e-12)
+
+
+def layer_triples(model: nn.Module, sites: Iterable[Site]) -> list[tuple[str, nn.Module, nn.Module | None, Site]]:
+    """(name, conv/linear, BatchNorm or None, activation site) in module order: candidate pursuit layers."""
+    site_by_module = {id(s.module): s for s in sites}
+    seq = [(n, m) for n, m in model.named_modules() if n and (not any(True for _ in m.children())
+                                                             or isinstance(m, nn.modules.batchnorm._BatchNorm))]
+    out = []
+    for i, (n, m) in enumerate(seq):
+        if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        j, bn = i + 1, None
+        if j < len(seq) and isinstance(seq[j][1], nn.modules.batchnorm._BatchNorm):
+            bn = seq[j][1]
+            j += 1
+            act = getattr(bn, "act", None)  # timm BatchNormAct2d owns its activation
+            if act is not None and id(act) in site_by_module:
+                out.append((n, m, bn, site_by_module[id(act)]))
+                continue
+        while j < len(seq) and isinstance(seq[j][1], (nn.Dropout, nn.Identity)):
+            j += 1
+        if j < len(seq) and id(seq[j][1]) in site_by_module:
+            out.append((n, m, bn, site_by_module[id(seq[j][1])]))
+    return out
+
+
+def layer_ista(fwd, adj, drive: Tensor, phi, eta: float, steps: int):
+    """Iterates ``Γ¹ … Γ^steps`` of layer-scale ISTA: ``Γ¹ = φ(drive)``, ``Γ^{k+1} = φ(Γ^k − η A Aᵀ Γ^k + drive)``.
+
+    ``fwd`` is A (input → code space), ``adj`` its adjoint Aᵀ (the dictionary D), ``drive = A x + b``.
+    With φ = ReLU the iterates multiplied by η are non-negative ISTA with step η on
+    ``min_{Γ≥0} ½‖x − AᵀΓ‖² − ⟨b, Γ⟩`` (an l1 penalty of weight −b on each unit).
+    """
+    g = phi(drive.clone())
+    yield g
+    for _ in range(steps - 1):
+        g = phi(g - eta * fwd(adj(g)) + drive)
+        yield g
+
+
+def _fit_rate(d: list[float]) -> dict:
+    """Least-squares fit of log d_k = a + k·log ρ over the decaying steps (d_k > 1e-7·d_1)."""
+    pts = [(k, math.log(v)) for k, v in enumerate(d, start=1) if v > 1e-7 * max(d[0], 1e-30) and v > 0]
+    if len(pts) < 3:
+        return {"rho": None, "r2": None, "points": len(pts)}
+    ks = torch.tensor([p[0] for p in pts], dtype=torch.float64)
+    ys = torch.tensor([p[1] for p in pts], dtype=torch.float64)
+    km, ym = ks.mean(), ys.mean()
+    slope = float(((ks - km) * (ys - ym)).sum() / ((ks - km) ** 2).sum())
+    pred = ym + slope * (ks - km)
+    ss_tot = float(((ys - ym) ** 2).sum())
+    r2 = 1 - float(((ys - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    return {"rho": math.exp(slope), "r2": r2, "points": len(pts)}
+
+
+@torch.no_grad()
+def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None, steps: int = 16,
+                   coherences: dict[str, dict] | None = None, tol: float = 1e-3) -> dict[str, dict]:
+    """ISTA agreement of every conv/linear → (BatchNorm) → activation layer on one batch of ``inputs``.
+
+    Layers whose activation input is not exactly the (folded) layer output (e.g. a residual add before the
+    activation) are reported as skipped, with the reason.
+    """
+    sites = list(sites) if sites is not None else find_sites(model)
+    triples = layer_triples(model, sites)
+    captured: dict[str, dict] = {}
+    handles = []
+    for name, layer, _, site in triples:
+        handles.append(layer.register_forward_pre_hook(
+            lambda m, a, n=name: captured.setdefault(n, {}).__setitem__("x", a[0].detach())))
+        handles.append(site.module.register_forward_hook(
+            lambda m, a, o, n=name: captured.setdefault(n, {}).__setitem__("y", o.detach())))
+    was_training = model.training
+    model.eval()
+    try:
+        call_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out = {}
+    for name, layer, bn, site in triples:
+        cap = captured.get(name, {})
+        if "x" not in cap or "y" not in cap:
+            continue
+        x, y = cap["x"].float(), cap["y"].float()
+        w, b = _fold(layer, bn)
+        op = _Operator(layer, w, x.shape)
+        bias = b.view(1, -1, *([1] * (y.dim() - 2))) if not isinstance(layer, nn.Linear) else b
+        drive = op.fwd(x) + bias
+        if drive.shape != y.shape:
+            out[name] = {"skipped": f"activation output {tuple(y.shape)} is not the layer output {tuple(drive.shape)}"}
+            continue
+        phi = site.module
+        g = phi(drive.clone())
+        ynorm = float(y.norm()) or 1e-30
+        first_err = float((g - y).norm()) / ynorm
+        if first_err > tol:
+            out[name] = {"skipped": f"activation input is not this layer's output (relative gap {first_err:.2g}; "
+                                    "e.g. a residual add)", "activation": site.name}
+            continue
+        eta = 1.0 / op.norm_sq()
+        rel_err, jacc, step = [], [], []
+        supp_y = y != 0
+        prev = None
+        for gk in layer_ista(op.fwd, op.adj, drive, phi, eta, steps):
+            rel_err.append(float((gk - y).norm()) / ynorm)
+            s = gk != 0
+            union = int((s | supp_y).sum())
+            jacc.append(int((s & supp_y).sum()) / union if union else 1.0)
+            if prev is not None:
+                step.append(float((gk - prev).norm()) / max(float(g.norm()), 1e-30))
+            prev = gk
+        fit = _fit_rate(step) if step else {"rho": None, "r2": None, "points": 0}
+        cd = 1 if y.dim() >= 3 and not isinstance(layer, nn.Linear) else -1
+        s_code = float((y != 0).sum(cd).float().mean())
+        coh = (coherences or {}).get(name, {})
+        mu = coh.get("mu_shift") if coh.get("mu_shift") is not None else (coh.get("local") or {}).get("mu")
+        theory = (2 * s_code - 1) * mu if mu is not None else None
+        out[name] = {
+            "activation": site.name, "steps": steps, "eta": eta, "relative_error": rel_err, "support_jaccard": jacc,
+            "step_size": step, "rho_hat": fit["rho"], "rho_fit_r2": fit["r2"], "s_code_mean": s_code, "mu": mu,
+            "theory_rate": theory, "theory_vacuous": theory is None or theory >= 1,
+        }
+    return out
+
+
+def first_batch(loader) -> object:
+    """The model inputs of the first batch of ``loader``."""
+    for batch in loader:
+        return split_batch(batch)[0]
+    raise AnalysisError("the data loader is empty")
+
+
+def convergence(model: nn.Module, loader, sites: Iterable[Site] | None = None, blocks: Iterable[Site] | None = None,
+                max_samples: int | None = 256, ista_samples: int = 16, ista_steps: int = 16,
+                coherences: dict[str, dict] | None = None, progress: bool = False) -> dict:
+    """Relative change between blocks, CKA between sites, and ISTA agreement per layer (plain data)."""
+    from analysis.collect import run_pass
+
+    sites = list(sites) if sites is not None else find_sites(model)
+    blocks = list(blocks) if blocks is not None else find_blocks(model)
+    rel, cka = RelChangeCollector(model, blocks), CKACollector(model, sites)
+    run_pass(model, loader, [rel, cka], max_samples=max_samples, progress=progress, desc="convergence")
+    device = next((p.device for p in model.parameters()), "cpu")
+    x = first_batch(loader)
+    x = {k: v[:ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:ista_samples]
+    return {"relative_change": rel.result(), "cka": cka.result(),
+            "ista": ista_agreement(model, to_device(x, device), sites, ista_steps, coherences)}

@@ -1,0 +1,364 @@
+"""Reports: ``report.json`` data and a self-contained ``report.html`` (inline CSS, plots as embedded PNG).
+
+:func:`build_report` assembles the analysis of one model (or two, for a comparison) with the metric
+definitions, the command line and the deltas; :func:`render_html` turns it into one HTML file that needs no
+network and no JavaScript. Plots use matplotlib's Agg backend (no display).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import math
+from typing import Any
+
+from analysis.analyze import headline
+from analysis.definitions import DEFINITIONS
+
+REPORT_VERSION = 1
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN and ±inf become None (strict JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    return obj
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def compare(base: dict, other: dict) -> dict:
+    """Differences ``other − base`` for the numbers both analyses have (sites and layers in common)."""
+    out: dict = {"headline": {}}
+    ha, hb = headline(base), headline(other)
+    for k in ha:
+        if isinstance(ha[k], (int, float)) and isinstance(hb.get(k), (int, float)):
+            out["headline"][k] = hb[k] - ha[k]
+    if "sparsity" in base and "sparsity" in other:
+        pa, pb = base["sparsity"]["per_site"], other["sparsity"]["per_site"]
+        out["sparsity_per_site"] = {
+            s: {k: _delta(pa[s].get(k), pb[s].get(k)) for k in ("zero_frac", "l0_per_position_mean", "hoyer_mean",
+                                                                "gini_mean", "dead_units")}
+            for s in pa if s in pb}
+        za, zb = base["sparsity"]["summary"].get("zero_frac_per_stage", {}), other["sparsity"]["summary"].get(
+            "zero_frac_per_stage", {})
+        out["zero_frac_per_stage"] = {k: zb[k] - za[k] for k in za if k in zb}
+    ca, cb = base.get("coherence", {}), other.get("coherence", {})
+    out["coherence"] = {n: {"mu": cb[n]["local"]["mu"] - ca[n]["local"]["mu"],
+                            "mu_shift": _delta(ca[n].get("mu_shift"), cb[n].get("mu_shift"))} for n in ca if n in cb}
+    if "margins" in base and "margins" in other:
+        ma, mb = base["margins"], other["margins"]
+        out["margins"] = {n: {"stripe_max": mb[n]["stripe_max"] - ma[n]["stripe_max"],
+                              "margin": mb[n]["margin"] - ma[n]["margin"]} for n in ma if n in mb}
+    return out
+
+
+def build_report(models: list[tuple[str, str, dict]], command: str) -> dict:
+    """``models``: (label, source, analysis result) for one model, or two (base first) for a comparison."""
+    rep = {
+        "sparsezoo_report": REPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "definitions": DEFINITIONS,
+        "models": [{"label": label, "source": src, "headline": headline(res), "analysis": res}
+                   for label, src, res in models],
+    }
+    if len(models) == 2:
+        rep["deltas"] = compare(models[0][2], models[1][2])
+    return clean(rep)
+
+
+# ---------------------------------------------------------------------------------------------- plotting
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fig_per_site(models: list[dict]) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for m in models:
+        per = m["analysis"]["sparsity"]["per_site"]
+        names = list(per)
+        for ax, key, title in zip(axes, ("zero_frac", "hoyer_mean", "l0_per_position_frac"),
+                                  ("zero_frac", "Hoyer (mean)", "l0 / C (mean)"), strict=True):
+            ax.plot(range(len(names)), [per[n][key] if per[n][key] is not None else float("nan") for n in names],
+                    marker=".", label=m["label"])
+            ax.set_title(title)
+            ax.set_xlabel("site (forward order)")
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def _fig_density(m: dict) -> str:
+    plt = _plt()
+    per = m["analysis"]["sparsity"]["per_site"]
+    names = list(per)
+    rows = []
+    for n in names:
+        c = per[n]["log10_firing_density_hist"]["counts"]
+        tot = sum(c) or 1
+        rows.append([v / tot for v in c])
+    edges = per[names[0]]["log10_firing_density_hist"]["edges"]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.16 * len(names))))
+    im = ax.imshow(rows, aspect="auto", cmap="magma", extent=(edges[0], edges[-1], len(names) - 0.5, -0.5))
+    ax.set_xlabel("log10 firing density (live channels)")
+    ax.set_ylabel("site")
+    ax.set_title(f"{m['label']}: fraction of channels per density bin")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    return _png(fig)
+
+
+def _fig_coherence(models: list[dict]) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    for m in models:
+        coh = m["analysis"]["coherence"]
+        names = list(coh)
+        axes[0].plot([coh[n]["local"]["mu"] for n in names], marker=".", label=f"{m['label']} local μ")
+        axes[0].plot([coh[n]["mu_shift"] if coh[n]["mu_shift"] is not None else float("nan") for n in names],
+                     marker="x", linestyle=":", label=f"{m['label']} shift-aware μ")
+        for n in names:
+            babel = coh[n]["local"]["babel"]
+            axes[1].plot(range(1, len(babel) + 1), babel, alpha=0.35, linewidth=0.8,
+                         color="C0" if m is models[0] else "C1")
+    axes[0].set_title("mutual coherence per layer")
+    axes[0].set_xlabel("layer (module order)")
+    axes[0].legend(fontsize=8)
+    axes[1].set_title("Babel curves μ₁(k), one line per layer")
+    axes[1].set_xlabel("k")
+    return _png(fig)
+
+
+def _fig_margins(models: list[dict]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for i, m in enumerate(models):
+        mg = m["analysis"]["margins"]
+        names = list(mg)
+        ax.plot([mg[n]["stripe_max"] for n in names], marker=".", color=f"C{i}", label=f"{m['label']} max stripe sparsity")
+        ax.plot([mg[n]["s_star"] for n in names], linestyle="--", color=f"C{i}", label=f"{m['label']} s* = ½(1+1/μ)")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (module order)")
+    ax.set_ylabel("non-zeros")
+    ax.legend(fontsize=8)
+    ax.set_title("theory margin: the theorem applies where the solid line is below the dashed one")
+    return _png(fig)
+
+
+def _fig_cka(m: dict) -> str:
+    plt = _plt()
+    cka = m["analysis"]["convergence"]["cka"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.6))
+    im = ax.imshow(cka["matrix"], vmin=0, vmax=1, cmap="viridis")
+    ax.set_title(f"{m['label']}: linear CKA between sites ({cka['batches']} minibatches)")
+    ax.set_xlabel("site")
+    ax.set_ylabel("site")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _fig_ista(models: list[dict]) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for i, m in enumerate(models):
+        for v in (m["analysis"]["convergence"].get("ista") or {}).values():
+            if "skipped" in v:
+                continue
+            k = range(1, len(v["relative_error"]) + 1)
+            axes[0].plot(k, v["relative_error"], color=f"C{i}", alpha=0.35, linewidth=0.8)
+            axes[1].plot(k, v["support_jaccard"], color=f"C{i}", alpha=0.35, linewidth=0.8)
+            if v["step_size"]:
+                axes[2].semilogy(range(1, len(v["step_size"]) + 1), [max(s, 1e-12) for s in v["step_size"]],
+                                 color=f"C{i}", alpha=0.35, linewidth=0.8)
+        axes[0].plot([], [], color=f"C{i}", label=m["label"])
+    axes[0].set_title("‖Γᵏ − y‖/‖y‖ vs ISTA steps k")
+    axes[1].set_title("support Jaccard with y")
+    axes[2].set_title("step size ‖Γᵏ⁺¹ − Γᵏ‖/‖Γ¹‖ (log)")
+    for ax in axes:
+        ax.set_xlabel("k")
+    axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def _fig_relchange(models: list[dict]) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for m in models:
+        rc = m["analysis"]["convergence"]["relative_change"]
+        ax.plot([r["relative_change"] for r in rc], marker="o", label=m["label"])
+    ax.set_xlabel("consecutive equal-shape block pair")
+    ax.set_ylabel("‖F_{l+1} − F_l‖ / ‖F_l‖")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------- HTML
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return "×".join(_fmt(x) for x in v)
+    return html.escape(str(v))
+
+
+def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _side(models: list[dict], make) -> str:
+    """One panel per model, side by side."""
+    cells = "".join(f'<div class="col"><h4>{html.escape(m["label"])}</h4>{make(m)}</div>' for m in models)
+    return f'<div class="row">{cells}</div>'
+
+
+def _sparsity_table(m: dict) -> str:
+    a = m["analysis"]["sparsity"]
+    per, stages = a["per_site"], a["stages"]
+    tau_keys = [k for k in next(iter(per.values())) if k.startswith("near_zero_frac")]
+    rows = [[n, stages.get(n.split("@")[0], ""), v["channels"], v["zero_frac"], *[v[k] for k in tau_keys],
+             v["l0_per_position_mean"], v["l0_per_position_max"], v["hoyer_mean"], v["gini_mean"], v["dead_units"],
+             v["dense_units"]] for n, v in per.items()]
+    return _table(["site", "stage", "C", "zero_frac", *tau_keys, "l0 mean", "l0 max", "Hoyer", "Gini", "dead", "dense"],
+                  rows, "wide")
+
+
+def _coherence_table(m: dict) -> str:
+    coh = m["analysis"]["coherence"]
+    rows = []
+    for n, c in coh.items():
+        th = c.get("threshold") or {}
+        rows.append([n, c["kind"], c["shape"], c["groups"], c["local"]["mu"], c["mu_shift"], c["mu_over_welch"],
+                     c["local"]["gram_mean"], c["local"]["gram_p99"], c["s_star_local"], c["s_star_shift"],
+                     (th.get("quantiles") or {}).get("p50"), th.get("positive_frac")])
+    return _table(["layer", "kind", "shape", "groups", "μ local", "μ shift", "μ/Welch", "|Gram| mean", "|Gram| p99",
+                   "s* local", "s* shift", "threshold p50", "threshold > 0"], rows, "wide")
+
+
+def _margins_table(m: dict) -> str:
+    mg = m["analysis"]["margins"]
+    rows = [[n, v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
+             v["verdict"]] for n, v in mg.items()]
+    return _table(["layer", "s*", "stripe max", "stripe mean", "stripe p95", "window capacity", "margin", "verdict"],
+                  rows, "wide")
+
+
+def _ista_table(m: dict) -> str:
+    rows = []
+    for n, v in (m["analysis"]["convergence"].get("ista") or {}).items():
+        if "skipped" in v:
+            rows.append([n, "—", "—", "—", "—", "—", "—", "skipped: " + v["skipped"]])
+        else:
+            rows.append([n, v["activation"], v["relative_error"][1] if len(v["relative_error"]) > 1 else None,
+                         v["support_jaccard"][-1], v["rho_hat"], v["rho_fit_r2"], v["theory_rate"],
+                         "theory vacuous ((2s−1)μ ≥ 1)" if v["theory_vacuous"] else "theory applies"])
+    return _table(["layer", "activation", "rel. error k=2", "Jaccard k=K", "ρ̂", "fit R²", "(2s−1)μ", "note"], rows, "wide")
+
+
+def _summary(m: dict) -> str:
+    h = m["headline"]
+    a = m["analysis"]
+    rows = [[k.replace("_", " "), v] for k, v in h.items()]
+    rows.append(["samples", a.get("samples")])
+    rows.append(["parameters", a["model"]["parameters"]])
+    rows += [[f"time: {k}", v] for k, v in a.get("timing", {}).items()]
+    text = ""
+    if "margins" in a and h.get("layers_measured"):
+        text = (f"<p>{h['layers_inside_theorem']} of {h['layers_measured']} layers have input codes sparse enough for "
+                f"the uniqueness theorem; the median layer is outside its regime by a factor of "
+                f"{_fmt(h['median_factor_outside'])}. Real networks are expected to be far outside it.</p>")
+    return f"<p>source: <code>{html.escape(str(m['source']))}</code></p>{text}" + _table(["quantity", "value"], rows)
+
+
+def _deltas(rep: dict) -> str:
+    d = rep["deltas"]
+    base, other = rep["models"][0]["label"], rep["models"][1]["label"]
+    parts = [f"<p>Deltas are <b>{html.escape(other)}</b> − <b>{html.escape(base)}</b>.</p>",
+             _table(["headline", "delta"], [[k, v] for k, v in d["headline"].items()])]
+    if "zero_frac_per_stage" in d:
+        parts.append(_table(["stage", "Δ zero_frac"], [[k, v] for k, v in d["zero_frac_per_stage"].items()]))
+    if "sparsity_per_site" in d:
+        parts.append(_table(["site", "Δ zero_frac", "Δ l0 mean", "Δ Hoyer", "Δ Gini", "Δ dead"],
+                            [[n, *v.values()] for n, v in d["sparsity_per_site"].items()], "wide"))
+    parts.append(_table(["layer", "Δ μ local", "Δ μ shift"], [[n, v["mu"], v["mu_shift"]]
+                                                            for n, v in d["coherence"].items()], "wide"))
+    if "margins" in d:
+        parts.append(_table(["layer", "Δ stripe max", "Δ margin"], [[n, v["stripe_max"], v["margin"]]
+                                                                 for n, v in d["margins"].items()], "wide"))
+    return "".join(parts)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d1d1f;max-width:1600px}
+h1{font-size:22px}h2{margin-top:34px;border-bottom:1px solid #ddd;padding-bottom:4px}h4{margin:6px 0}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+th{background:#f4f4f6;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
+.wide{display:block;max-height:420px;overflow:auto}.row{display:flex;gap:18px;flex-wrap:wrap}.col{flex:1;min-width:420px}
+img{max-width:100%}code{background:#f4f4f6;padding:1px 4px}nav a{margin-right:12px}dt{font-weight:600}dd{margin:0 0 6px 12px}
+"""
+
+
+def render_html(rep: dict) -> str:
+    """The report as one self-contained HTML page."""
+    models = rep["models"]
+    has_data = all("sparsity" in m["analysis"] for m in models)
+    title = " vs ".join(m["label"] for m in models)
+    sections: list[tuple[str, str, str]] = [("summary", "Summary", _side(models, _summary))]
+    if len(models) == 2:
+        sections.append(("deltas", "Deltas", _deltas(rep)))
+    if has_data:
+        sections.append(("sparsity", "Sparsity per site", _fig_per_site(models) + _side(models, _sparsity_table)))
+        sections.append(("density", "Firing-density histograms", _side(models, _fig_density)))
+    sections.append(("coherence", "Dictionary coherence", _fig_coherence(models) + _side(models, _coherence_table)))
+    if has_data:
+        sections.append(("margins", "Theory margins", _fig_margins(models) + _side(models, _margins_table)))
+        conv = _fig_relchange(models)
+        if all(m["analysis"]["convergence"].get("cka") for m in models):
+            conv += "<h3>CKA between sites</h3>" + _side(models, _fig_cka)
+        if all(m["analysis"]["convergence"].get("ista") for m in models):
+            conv += "<h3>ISTA agreement</h3>" + _fig_ista(models) + _side(models, _ista_table)
+        sections.append(("convergence", "Layerwise convergence", conv))
+    defs = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rep["definitions"].items())
+    sections.append(("definitions", "Definitions", f"<dl>{defs}</dl>"))
+    nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>'
+                   for sid, name, content in sections)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sparsezoo report: "
+            f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>sparsezoo report: {html.escape(title)}</h1>"
+            f"<p>command: <code>{html.escape(rep['command'])}</code> · created {html.escape(rep['created'])}</p>"
+            f"<nav>{nav}</nav>{body}</body></html>\n")

@@ -1,0 +1,123 @@
+"""Analyze a model's features and weights: sparsity, dictionary coherence, theory margins, layerwise
+convergence; writes report.json (every number, with definitions) and a self-contained report.html.
+
+MODEL is a timm name, hf-hub:org/name, or a local folder (a sparsezoo run folder). Samples come from the
+validation split of --data first, then from its training split. With --compare, both models see the same
+images (preprocessed with the first model's data config) and the report shows them side by side with deltas.
+
+examples:
+  sparsezoo analyze mobilenetv2_100 --weights offline --data digits --img-size 64 --samples 256 --out reports/mnv2
+  sparsezoo analyze runs/r50-l1 --data digits --compare resnet50 --out reports/cmp
+  sparsezoo analyze resnet50 --no-pretrained --weights-only --out reports/r50-w
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from sparsezoo.cli.finetune import positive_int
+
+HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("model", help="timm name, hf-hub:org/name, or a folder (e.g. a run folder)")
+    p.add_argument("--weights", help="FILE.safetensors, or 'offline' (weights shipped in an installed package)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialization")
+    p.add_argument("--compare", metavar="MODEL", help="a second model to analyze side by side (e.g. the dense original)")
+    p.add_argument("--compare-weights", help="--weights for the --compare model")
+    p.add_argument("--data", default=None, help="digits | image folder | saved dataset | Hub dataset id")
+    p.add_argument("--image-column")
+    p.add_argument("--label-column")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
+    p.add_argument("--samples", type=positive_int, default=512, help="samples to measure (default 512)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (CKA uses each batch; >= 4)")
+    p.add_argument("--weights-only", action="store_true", help="coherence of the weights only; no data needed")
+    p.add_argument("--sites", nargs="+", metavar="REGEX", help="activation sites to measure (default: all)")
+    p.add_argument("--no-cka", action="store_true", help="skip CKA between sites")
+    p.add_argument("--no-ista", action="store_true", help="skip ISTA agreement")
+    p.add_argument("--ista-steps", type=positive_int, default=16)
+    p.add_argument("--ista-samples", type=positive_int, default=16)
+    p.add_argument("--no-fused", action="store_true", help="eager statistics instead of the compiled fused ones")
+    p.add_argument("--out", help="report folder (default: reports/<model>)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
+
+
+def _loader(model, args):
+    import torch
+    from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+    from sparsezoo.data import Transformed, build_transforms, load_image_data
+    from sparsezoo.recipe import DataSpec
+
+    spec = DataSpec(source=args.data, image_column=args.image_column, label_column=args.label_column,
+                    img_size=args.img_size)
+    data = load_image_data(spec)
+    _, eval_tf, _ = build_transforms(model, spec, data)
+    both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
+    n = min(args.samples, len(both))
+    return DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False,
+                      num_workers=0, pin_memory=torch.cuda.is_available()), n, data.description
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsezoo.errors import DataError, OutputExistsError
+    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text
+
+    out = Path(args.out or Path("reports") / Path(args.model.removeprefix("hf-hub:")).name)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise OutputExistsError(f"output folder {out} exists; pass --force to overwrite it")
+    if not args.weights_only and not args.data:
+        raise DataError("--data is required (or pass --weights-only to analyze the weights alone)")
+    if args.batch_size < 4 and not args.no_cka:
+        raise DataError("--batch-size must be >= 4 for CKA (or pass --no-cka)")
+
+    import torch
+
+    from analysis.analyze import analyze
+    from analysis.report import build_report, render_html
+    from sparsezoo.models import create_model, local_model_dir
+    from sparsezoo.recipe import ModelSpec
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    progress = sys.stderr.isatty()
+    specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
+    def build(name: str, weights: str | None):
+        # --no-pretrained applies to timm architecture names; a folder or Hub repo *is* its weights
+        pretrained = args.pretrained or name.startswith("hf-hub:") or local_model_dir(name) is not None
+        return create_model(ModelSpec(name=name, pretrained=pretrained, weights=weights)).to(device).eval()
+
+    models = [build(n, w) for n, w in specs]
+    loader = None
+    if not args.weights_only:
+        loader, n, desc = _loader(models[0], args)
+    results = []
+    for (name, _), model in zip(specs, models, strict=True):
+        res = analyze(model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
+                      ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
+                      fused=not args.no_fused, device=device, progress=progress)
+        if loader is not None:
+            res["data"] = desc
+        results.append((Path(name).name if Path(name).exists() else name, name, res))
+    command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+    rep = build_report(results, command)
+    page = render_html(rep)
+
+    def fill(tmp: Path) -> None:
+        atomic_write_json(tmp / "report.json", rep)
+        atomic_write_text(tmp / "report.html", page)
+
+    atomic_dir(out, fill)
+    for label, _, res in results:
+        h = rep["models"][[r[0] for r in results].index(label)]["headline"]
+        line = f"{label}: {h['layers']} layers, mean local coherence {h['mu_local_mean']:.3f}"
+        if "zero_frac_mean_sites" in h:
+            line += (f"; {res['samples']} samples, zero_frac {h['zero_frac_mean_sites']:.4f} (mean over {h['sites']} sites)"
+                     f", {h['layers_inside_theorem']}/{h['layers_measured']} layers inside the theorem's regime")
+        print(line)
+    print(f"report: {out / 'report.html'}")
+    return 0
