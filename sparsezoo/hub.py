@@ -518,7 +518,7 @@ class ZooEntry:
 
 
 def list_zoo(author: str | None = None, *, limit: int | None = None, token: str | None = None) -> list[ZooEntry]:
-    """Checkpoints on the Hub tagged ``sparsezoo`` (of ``author`` only, if given), newest card data first.
+    """Checkpoints on the Hub tagged ``sparsezoo`` (of ``author`` only, if given), most recently updated first.
 
     Raises:
         HubUnavailableError, HubAuthError, HubError.
@@ -532,7 +532,8 @@ def list_zoo(author: str | None = None, *, limit: int | None = None, token: str 
         raise HubUnavailableError(f"cannot reach the Hub at {_endpoint()}{offline}; listing the zoo needs the network")
     entries = []
     with _hub_errors(author or "the zoo"):
-        for info in HfApi(token=token).list_models(filter="sparsezoo", author=author, cardData=True, limit=limit):
+        for info in HfApi(token=token).list_models(filter="sparsezoo", author=author, cardData=True, limit=limit,
+                                                  sort="last_modified"):
             card = info.card_data
             sparsity = getattr(card, "sparsity", None) or {}
             headline = (sparsity.get("model_wide") or {}).get("zero_frac_mean_sites") or {}

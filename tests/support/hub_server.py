@@ -10,7 +10,8 @@ and ``create_tag`` use, which is what timm and transformers need to load a model
 ``POST /api/repos/create``                                 409 with ``url`` when the repo exists
 ``POST /api/validate-yaml``                                400 with ``errors`` for unparsable front matter
 ``GET  /api/models``                                       ``filter`` (tags, all must match), ``author``,
-                                                           ``search``, ``cardData``/``full``, ``limit``
+                                                           ``search``, ``sort=lastModified``, ``cardData``/``full``,
+                                                           ``limit``
 ``GET  /api/models/{repo}[/revision/{rev}]``               repo info with siblings, tags, cardData
 ``GET  /api/models/{repo}/refs``                           branches and tags
 ``POST /api/models/{repo}/branch/{name}``                  409 when it exists
@@ -467,7 +468,10 @@ class _Handler(BaseHTTPRequestHandler):
         search = (query.get("search") or [""])[0].lower()
         with_card = "cardData" in query or "full" in query
         out = []
-        for repo in sorted(state.repos.values(), key=lambda r: r.id):
+        repos = sorted(state.repos.values(), key=lambda r: r.id)
+        if (query.get("sort") or [""])[0] == "lastModified":  # newest first, as on the Hub
+            repos.sort(key=lambda r: state.commit_at(r, "main").date, reverse=True)
+        for repo in repos:
             if repo.private and not state.can_write(user, repo.id.split("/")[0]):
                 continue
             if author and repo.id.split("/")[0] != author:
