@@ -126,7 +126,12 @@ def hub():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"cnn": make_cnn_run(root / "cnn-l1"), "mini": make_minilm_run(root / "minilm-l1")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # models this small gain nothing from threads, and lose seconds on a busy machine
+    try:
+        return {"cnn": make_cnn_run(root / "cnn-l1"), "mini": make_minilm_run(root / "minilm-l1")}
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +188,7 @@ LOAD_SCRIPT = """
 import json, sys
 sys.modules["sparsezoo"] = None  # first with plain timm and transformers: sparsezoo cannot even be imported
 import timm, torch
+torch.set_num_threads(1)  # as for the reference outputs
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 cnn_id, mini_id, cnn_ref, mini_ref, out = sys.argv[1], sys.argv[2], load_file(sys.argv[3]), load_file(sys.argv[4]), sys.argv[5]
