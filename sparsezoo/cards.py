@@ -333,9 +333,10 @@ def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = 
              _fmt(_accuracy(base)), _fmt(_accuracy(run.final)))]
     rows += [(key, f"`{m['definition']}`, threshold {m['threshold']:g}: {m['aggregate']}".replace("|", "\\|"),
               _fmt(m.get("dense_baseline")), _fmt(m["value"])) for key, m in block["model_wide"].items()]
-    stages = [(name, f"`{m['definition']}`, threshold {m['threshold']:g}",
+    stages = [(f"`{m['definition']}`, threshold {m['threshold']:g}",
+               "; rN: output stride N" if all(re.fullmatch(r"r\d+|head|other", s) for s in m["values"]) else "",
                [(s, _fmt(m.get("dense_baseline", {}).get(s)), _fmt(v)) for s, v in m["values"].items()])
-              for name, m in block["per_stage"].items()]
+              for m in block["per_stage"].values()]
     penalties = ", ".join(f"{p.kind} (λ = {p.lam:g}" + (f", adapted to reach zero_frac {p.target_zero_frac:g})"
                                                          if p.target_zero_frac else ")")
                           for p in run.recipe.penalties if p.lam > 0) or "no penalty (dense)"
