@@ -75,11 +75,7 @@ class SiteCollector:
         self._seen += b
 
     def _hook(self, site: Site):
-        def hook(module, args, out):
-            if isinstance(out, tuple):
-                out = out[0]
-            if not isinstance(out, Tensor):
-                return
+        def hook(out: Tensor) -> None:
             k = self._calls.get(site.name, 0)
             self._calls[site.name] = k + 1
             self.observe(site.name if k == 0 else f"{site.name}@{k}", site, out.detach())
@@ -96,7 +92,7 @@ class SiteCollector:
     def attach(self) -> SiteCollector:
         if not self._handles:
             self._handles.append(self.model.register_forward_pre_hook(self._start_batch, with_kwargs=True))
-            self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
+            self._handles += [s.hook(self._hook(s)) for s in self.sites]
         return self
 
     def detach(self) -> None:

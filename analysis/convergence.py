@@ -25,7 +25,6 @@ Three measurements (DESIGN §4):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 
 import torch
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from analysis.collect import SiteCollector, call_model, split_batch, to_device
 from analysis.errors import AnalysisError
-from analysis.sites import Site, find_sites
+from analysis.sites import Site, find_blocks, find_sites
 
 # ------------------------------------------------------------------------------------------------ CKA
 
@@ -108,22 +107,6 @@ class CKACollector(SiteCollector):
 # ------------------------------------------------------------------------------------------------ relative change
 
 
-def find_blocks(model: nn.Module, include: str | None = None) -> list[Site]:
-    """The innermost numbered sub-modules with parameters (residual blocks, transformer layers), as sites.
-
-    ``include`` (a regex, ``re.search``) replaces the rule.
-    """
-    mods = dict(model.named_modules())
-    numbered = [n for n, m in mods.items() if n and n.rsplit(".", 1)[-1].isdigit() and any(True for _ in m.children())
-                and any(True for _ in m.parameters())]
-    if include is not None:
-        pat = re.compile(include)
-        names = [n for n in mods if n and pat.search(n)]
-    else:
-        names = [n for n in numbered if not any(o != n and o.startswith(n + ".") for o in numbered)]
-    return [Site(n, mods[n]) for n in names]
-
-
 class RelChangeCollector(SiteCollector):
     """Σ‖F_{l+1} − F_l‖² and Σ‖F_l‖² for consecutive blocks whose outputs have equal shapes."""
 
@@ -137,6 +120,9 @@ class RelChangeCollector(SiteCollector):
         super()._start_batch(module, args, kwargs)
 
     def observe(self, key: str, site: Site, out: Tensor) -> None:
+        mask = self.mask_for(out)
+        if mask is not None:  # padded tokens do not count
+            out = out * mask.unsqueeze(-1)
         if self._prev is not None and self._prev[1].shape == out.shape:
             prev_key, prev = self._prev
             acc = self.sums.setdefault((prev_key, key), [torch.zeros((), dtype=torch.float64, device=out.device)] * 2)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from analysis.errors import SiteSelectionError
 
@@ -32,25 +32,50 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 Patterns = str | Sequence[str] | None
 
 
+SITE_KINDS = ("activation", "block", "attention")
+
+
 @dataclass(frozen=True, eq=False)
 class Site:
     """One feature site.
 
     Attributes:
         name: module path inside the model (``""`` is never a site).
-        module: the module whose forward output is the feature map.
-        channels_last: for 4-D outputs, whether channels are on the last axis (``[B, H, W, C]``).
-        nonnegative: the output is >= 0 by construction (ReLU family).
+        module: the module whose forward output (or input) is the feature map.
+        channels_last: for 4-D outputs, whether channels are on the last axis (``[B, H, W, C]``; attention
+            probabilities ``[B, heads, queries, keys]`` are "codes" over keys, so also last).
+        nonnegative: the output is >= 0 by construction (ReLU family, attention probabilities).
+        kind: ``activation`` (default), ``block`` (a block's output: the residual stream) or ``attention``.
+        output_index: which element of a tuple output is the feature map (1 for HF self-attention's probs).
+        capture: ``output`` (forward hook) or ``input`` (pre-hook: timm attention probs enter ``attn_drop``).
     """
 
     name: str
     module: nn.Module
     channels_last: bool = False
     nonnegative: bool = False
+    kind: str = "activation"
+    output_index: int = 0
+    capture: str = "output"
 
     def channel_dim(self, ndim: int) -> int:
         """Axis of the channels for an output with ``ndim`` dimensions (1 for NCHW, else -1)."""
         return 1 if ndim == 4 and not self.channels_last else -1
+
+    def hook(self, fn):
+        """Call ``fn(tensor)`` with this site's feature map at every forward; returns the hook handle."""
+        idx = self.output_index
+
+        def pick(x):
+            if isinstance(x, (tuple, list)):
+                x = x[idx] if len(x) > idx else None
+            if isinstance(x, Tensor):
+                return fn(x)
+            return None
+
+        if self.capture == "input":
+            return self.module.register_forward_pre_hook(lambda m, args: pick(args[0] if args else None))
+        return self.module.register_forward_hook(lambda m, args, out: pick(out))
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -105,14 +130,52 @@ def _channels_last(parent: nn.Module | None, name: str) -> bool:
     return isinstance(producer, nn.LayerNorm) and "2d" not in type(producer).__name__.lower()
 
 
-def find_sites(model: nn.Module, include: Patterns = None, exclude: Patterns = None) -> list[Site]:
-    """Activation sites of ``model`` in module order, filtered by regexes on their names.
+def find_blocks(model: nn.Module) -> list[Site]:
+    """Block sites: the innermost numbered sub-modules with parameters (``layer1.0``, ``blocks.2.1``,
+    ``encoder.layer.3``), whose outputs are the residual stream."""
+    mods = dict(model.named_modules())
+    numbered = [n for n, m in mods.items() if n and n.rsplit(".", 1)[-1].isdigit() and any(True for _ in m.children())
+                and any(True for _ in m.parameters())]
+    names = [n for n in numbered if not any(o != n and o.startswith(n + ".") for o in numbered)]
+    return [Site(n, mods[n], kind="block") for n in names]
+
+
+def find_attention(model: nn.Module) -> list[Site]:
+    """Attention-probability sites, switching the model to attention that materializes probabilities.
+
+    Hugging Face ``*SelfAttention`` modules return ``(output, probs)`` under eager attention (the model is set
+    to eager); timm ``Attention`` modules pass their probabilities through ``attn_drop`` when ``fused_attn`` is
+    off (it is turned off). Probabilities ``[B, heads, queries, keys]`` are codes over the keys.
+    """
+    sites = []
+    hf = False
+    for n, m in model.named_modules():
+        if type(m).__name__.endswith("SelfAttention") and not hasattr(m, "attn_drop"):
+            sites.append(Site(n, m, channels_last=True, nonnegative=True, kind="attention", output_index=1))
+            hf = True
+        elif hasattr(m, "fused_attn") and isinstance(getattr(m, "attn_drop", None), nn.Module):
+            m.fused_attn = False
+            sites.append(Site(f"{n}.attn_drop", m.attn_drop, channels_last=True, nonnegative=True, kind="attention",
+                              capture="input"))
+    if hf:
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
+        elif hasattr(model, "config"):
+            model.config._attn_implementation = "eager"
+    return sites
+
+
+def find_sites(model: nn.Module, include: Patterns = None, exclude: Patterns = None,
+               kinds: Sequence[str] = ("activation",)) -> list[Site]:
+    """Sites of ``model`` in module order, filtered by regexes on their names.
 
     Args:
         model: any ``nn.Module``.
         include: regex or regexes; a site is kept if any matches its name (``re.search``).
-            ``None`` or empty keeps every activation.
+            ``None`` or empty keeps every site of the requested kinds.
         exclude: regex or regexes; a site is dropped if any matches.
+        kinds: any of ``activation`` (every activation module; the default), ``block`` (block outputs, the
+            residual stream) and ``attention`` (attention probabilities; see :func:`find_attention`).
 
     Raises:
         SiteSelectionError: a pattern is invalid, or the selection is empty.
@@ -123,26 +186,31 @@ def find_sites(model: nn.Module, include: Patterns = None, exclude: Patterns = N
         ['layer4.1.act1', 'layer4.1.act2']
     """
     inc, exc = _compile(include, "include"), _compile(exclude, "exclude")
-    parents = {}
-    for name, mod in model.named_modules():
-        for child_name in dict(mod.named_children()):
-            parents[f"{name}.{child_name}" if name else child_name] = mod
-    candidates = [(n, m) for n, m in model.named_modules() if n and is_activation(m)]
-    sites = [
-        Site(
-            name=n,
-            module=m,
-            channels_last=_channels_last(parents.get(n), n.rsplit(".", 1)[-1]),
-            nonnegative=type(m).__name__.lower() in _NONNEGATIVE,
-        )
-        for n, m in candidates
-        if (not inc or any(p.search(n) for p in inc)) and not any(p.search(n) for p in exc)
-    ]
+    unknown = set(kinds) - set(SITE_KINDS)
+    if unknown:
+        raise SiteSelectionError(f"unknown site kind(s) {sorted(unknown)} (known: {', '.join(SITE_KINDS)})")
+    candidates: list[Site] = []
+    if "activation" in kinds:
+        parents = {}
+        for name, mod in model.named_modules():
+            for child_name in dict(mod.named_children()):
+                parents[f"{name}.{child_name}" if name else child_name] = mod
+        candidates += [Site(name=n, module=m, channels_last=_channels_last(parents.get(n), n.rsplit(".", 1)[-1]),
+                            nonnegative=type(m).__name__.lower() in _NONNEGATIVE)
+                       for n, m in model.named_modules() if n and is_activation(m)]
+    if "block" in kinds:
+        candidates += find_blocks(model)
+    if "attention" in kinds:
+        candidates += find_attention(model)
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    candidates.sort(key=lambda s: order.get(s.name, order.get(s.name.rsplit(".", 1)[0], 0)))
+    sites = [s for s in candidates
+             if (not inc or any(p.search(s.name) for p in inc)) and not any(p.search(s.name) for p in exc)]
     if not sites:
-        examples = ", ".join(n for n, _ in candidates[:4]) or "none"
+        examples = ", ".join(s.name for s in candidates[:4]) or "none"
         raise SiteSelectionError(
             f"no feature site matches include={list(include or [])!r} exclude={list(exclude or [])!r} "
-            f"(the model has {len(candidates)} activation sites, e.g. {examples})"
+            f"(the model has {len(candidates)} {'/'.join(kinds)} sites, e.g. {examples})"
         )
     return sites
 

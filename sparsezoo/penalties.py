@@ -16,6 +16,9 @@ Add the penalty to any training loop in two lines::
             loss = F.cross_entropy(model(x), y) + reg.penalty()
             loss.backward(); opt.step(); opt.zero_grad()
 
+For token models set ``reg.position_mask = attention_mask.bool()`` before each forward: padded positions then
+count for nothing (the mean runs over real tokens only).
+
 Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and only the kinds whose
 λ is currently > 0, so λ = 0 costs nothing and leaves training exactly as it was.
 """
@@ -30,7 +33,7 @@ from torch import Tensor, nn
 
 from analysis.sites import Site, disable_inplace, find_sites
 
-PenaltyFn = Callable[[Tensor, int, bool], Tensor]
+PenaltyFn = Callable[[Tensor, int, bool, "Tensor | None"], Tensor]
 PENALTIES: dict[str, PenaltyFn] = {}
 # kinds whose backward saves no activation when the site is non-negative (the l1 of a ReLU output is a
 # plain sum): such sites may keep timm's in-place activations, which saves a copy per site and step
@@ -39,7 +42,11 @@ _EPS = 1e-12
 
 
 def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Callable[[PenaltyFn], PenaltyFn]:
-    """Register ``fn(a, channel_dim, nonnegative) -> scalar`` (mean over positions) under ``name``."""
+    """Register ``fn(a, channel_dim, nonnegative, mask) -> scalar`` (mean over valid positions) under ``name``.
+
+    ``mask`` is None or a bool tensor over the positions of a token site (``[B, T]`` for ``a`` of shape
+    ``[B, T, C]``); positions where it is False (padding) must not contribute.
+    """
 
     def deco(fn: PenaltyFn) -> PenaltyFn:
         PENALTIES[name] = fn
@@ -50,20 +57,28 @@ def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Ca
     return deco
 
 
+def _masked_mean(per_position: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(per_position.dtype)
+    return (per_position * m).sum() / m.sum().clamp_min(1.0)
+
+
 @register_penalty("l1", inplace_safe_on_nonnegative=True)
-def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool) -> Tensor:
+def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: Tensor | None = None) -> Tensor:
     """mean over (batch, positions) of ``‖a[b, :, pos]‖₁`` = ``Σ|a| · C / numel``; units of ``a``."""
-    total = a.sum(dtype=torch.float32) if nonnegative else a.abs().sum(dtype=torch.float32)
-    return total * (a.shape[channel_dim] / a.numel())
+    mag = a if nonnegative else a.abs()
+    if mask is not None:
+        return _masked_mean(mag.sum(dim=channel_dim, dtype=torch.float32), mask)
+    return mag.sum(dtype=torch.float32) * (a.shape[channel_dim] / a.numel())
 
 
 @register_penalty("hoyer_square")
-def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool) -> Tensor:
+def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: Tensor | None = None) -> Tensor:
     """mean over (batch, positions) of ``‖x‖₁² / ‖x‖₂²`` per code vector x; in [1, C] (0 if x = 0)."""
     a = a.float()
     l1 = (a if nonnegative else a.abs()).sum(dim=channel_dim)
     l2sq = a.square().sum(dim=channel_dim)
-    return (l1.square() / (l2sq + _EPS)).mean()
+    per_position = l1.square() / (l2sq + _EPS)
+    return _masked_mean(per_position, mask) if mask is not None else per_position.mean()
 
 
 class SparsityPenalty:
@@ -107,6 +122,7 @@ class SparsityPenalty:
         needs_copy = [s for s in self.sites if not (s.nonnegative and set(self.lams) <= INPLACE_SAFE_ON_NONNEGATIVE)]
         self.inplace_disabled = disable_inplace(needs_copy) if inplace_off else []
         self.track_zero_frac = track_zero_frac
+        self.position_mask: Tensor | None = None  # [B, T] bool for token models: padding excluded; set per step
         self.last_terms: dict[str, Tensor] = {}
         self._acc: dict[str, list[Tensor]] = {}
         self._count = 0
@@ -126,17 +142,23 @@ class SparsityPenalty:
     def _hook(self, site: Site) -> Callable:
         w = self.weights[site.name]
 
-        def hook(module: nn.Module, args, out) -> None:
-            if not torch.is_grad_enabled() or not isinstance(out, Tensor):
+        def hook(out: Tensor) -> None:
+            if not torch.is_grad_enabled():
                 return
             cd = site.channel_dim(out.dim())
+            m = self.position_mask
+            mask = m if m is not None and out.dim() == 3 and tuple(m.shape) == tuple(out.shape[:2]) else None
             self._count += 1
             for kind, lam in self.lams.items():
                 if lam > 0 and w > 0:
-                    term = PENALTIES[kind](out, cd, site.nonnegative)
+                    term = PENALTIES[kind](out, cd, site.nonnegative, mask)
                     self._acc.setdefault(kind, []).append(term * w if w != 1.0 else term)
             if self.track_zero_frac:
-                z = (out.detach() == 0).sum(dtype=torch.float32) / out.numel()
+                zeros = out.detach() == 0
+                if mask is not None:
+                    z = (zeros & mask[..., None]).sum(dtype=torch.float32) / (mask.sum() * out.shape[-1]).clamp_min(1)
+                else:
+                    z = zeros.sum(dtype=torch.float32) / out.numel()
                 self._zeros.setdefault(site.name, []).append(z)
 
         return hook
@@ -148,7 +170,7 @@ class SparsityPenalty:
     def attach(self) -> SparsityPenalty:
         if not self._handles:
             self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            self._handles += [s.module.register_forward_hook(self._hook(s)) for s in self.sites]
+            self._handles += [s.hook(self._hook(s)) for s in self.sites]
         return self
 
     def detach(self) -> None:

@@ -35,6 +35,8 @@ from sparsezoo.errors import RecipeError
 
 RECIPE_VERSION = 1
 PENALTY_KINDS = ("l1", "hoyer_square")  # keep in sync with sparsezoo.penalties (checked by a test)
+SITE_KINDS = ("activation", "block", "attention")  # analysis.sites.SITE_KINDS (checked by a test)
+ACTIVATION_RE = re.compile(r"^(relu|relu2|gelu|silu|topk:[1-9][0-9]*)$")  # sparsezoo.activations.ACTIVATIONS
 
 
 @dataclass
@@ -47,6 +49,8 @@ class ModelSpec:
     name: str = ""
     pretrained: bool = True
     weights: Optional[str] = None
+    task: Literal["auto", "image-classification", "text-classification"] = "auto"
+    activation: Optional[str] = None
 
 
 @dataclass
@@ -68,16 +72,22 @@ class DataSpec:
     num_workers: int = 0
     max_train_samples: Optional[int] = None
     max_val_samples: Optional[int] = None
+    text_column: Optional[str] = None
+    text_pair_column: Optional[str] = None
+    max_length: int = 128
+    padding: Literal["longest", "max_length"] = "longest"
 
 
 @dataclass
 class SiteSpec:
-    """Feature sites: regexes (``re.search``) over activation module paths; empty ``include`` = all.
-    ``weights`` maps a regex to a multiplier of that site's penalty term (first match wins)."""
+    """Feature sites: regexes (``re.search``) over module paths; empty ``include`` = all sites of ``kinds``
+    (``activation``; opt-in ``attention`` probabilities and ``block`` outputs). ``weights`` maps a regex to a
+    multiplier of that site's penalty term (first match wins)."""
 
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     weights: dict[str, float] = field(default_factory=dict)
+    kinds: list[str] = field(default_factory=lambda: ["activation"])
 
 
 @dataclass
@@ -266,6 +276,11 @@ def validate(r: Recipe) -> None:
     need(0 < r.data.val_fraction < 1, f"recipe.data.val_fraction must be in (0, 1), got {r.data.val_fraction}")
     need(r.data.img_size is None or r.data.img_size >= 8, f"recipe.data.img_size must be >= 8, got {r.data.img_size}")
     need(r.data.num_workers >= 0, "recipe.data.num_workers must be >= 0")
+    need(r.data.max_length >= 2, f"recipe.data.max_length must be >= 2, got {r.data.max_length}")
+    need(r.model.activation is None or bool(ACTIVATION_RE.match(r.model.activation)),
+         f"recipe.model.activation {r.model.activation!r} is unknown (relu, relu2, gelu, silu or topk:K)")
+    need(bool(r.sites.kinds) and set(r.sites.kinds) <= set(SITE_KINDS),
+         f"recipe.sites.kinds must be a non-empty subset of {list(SITE_KINDS)}, got {r.sites.kinds}")
     for k in ("max_train_samples", "max_val_samples"):
         v = getattr(r.data, k)
         need(v is None or v > 0, f"recipe.data.{k} must be positive, got {v}")

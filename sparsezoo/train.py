@@ -27,7 +27,6 @@ from sparsezoo.checkpoint import (
     load_checkpoint,
     prepare_output,
     save_checkpoint,
-    save_model_files,
 )
 from sparsezoo.errors import DataError
 from sparsezoo.io import atomic_write_json, atomic_write_text
@@ -108,13 +107,13 @@ def build_optimizer(model, o):
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
 
 
-def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int):
+def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int, collate=None):
     import torch
     from torch.utils.data import DataLoader, Subset
 
     g = torch.Generator().manual_seed(seed)
     return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=workers, generator=g, persistent_workers=False,
+                      num_workers=workers, generator=g, persistent_workers=False, collate_fn=collate,
                       pin_memory=torch.cuda.is_available())
 
 
@@ -128,8 +127,11 @@ def train_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[
     return perm[rank::world]
 
 
-def evaluate(model, loader, sites, stages: dict[str, str], device, autocast, channels_last: bool) -> dict:
-    """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes)."""
+def evaluate(model, loader, task, sites, stages: dict[str, str], device, autocast, channels_last: bool) -> dict:
+    """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes).
+
+    Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -140,13 +142,12 @@ def evaluate(model, loader, sites, stages: dict[str, str], device, autocast, cha
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    with SparsityMeter(model, sites) as meter, torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+    with SparsityMeter(model, [s for s in sites if s.kind != "attention"]) as meter, torch.no_grad():
+        for batch in loader:
+            inputs, y, mask = task.split(batch, device, channels_last)
+            meter.position_mask = mask.bool() if mask is not None else None
             with autocast():
-                logits = model(x)
+                logits = task.logits(model, inputs)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(-1) == y).sum()
             count += y.numel()
@@ -167,8 +168,10 @@ def evaluate(model, loader, sites, stages: dict[str, str], device, autocast, cha
 def _environment(acc, precision: str) -> dict:
     import timm
     import torch
+    import transformers
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+    return {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(),
             "device": str(acc.device), "processes": acc.num_processes, "precision": precision}
 
 
@@ -195,10 +198,9 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from analysis.sites import find_sites, site_stages
-    from sparsezoo.data import Transformed, build_transforms, load_image_data
-    from sparsezoo.models import create_model
+    from analysis.sites import site_stages
     from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.tasks import build_task
 
     out = Path(out)
     t_cfg, o_cfg = recipe.train, recipe.optim
@@ -209,12 +211,10 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
 
     ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
     seed_all(t_cfg.seed)
-    data = load_image_data(recipe.data)
-    if len(data.val) < world:
-        raise DataError(f"validation set has {len(data.val)} samples, fewer than the {world} processes")
-    model = create_model(recipe.model, num_classes=len(data.label_names), img_size=recipe.data.img_size)
-    train_tf, eval_tf, data_cfg = build_transforms(model, recipe.data, data)
-    sites = find_sites(model, recipe.sites.include or None, recipe.sites.exclude or None)
+    task = build_task(recipe)
+    model, sites = task.model, task.sites
+    if len(task.val_ds) < world:
+        raise DataError(f"validation set has {len(task.val_ds)} samples, fewer than the {world} processes")
     stages = site_stages(model, [s.name for s in sites])
     targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
                for p in recipe.penalties if p.target_zero_frac is not None}
@@ -228,13 +228,13 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
 
-    channels_last = t_cfg.channels_last if t_cfg.channels_last is not None else cuda
+    channels_last = (t_cfg.channels_last if t_cfg.channels_last is not None else cuda) and not task.is_text
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(acc.device)
     optimizer = build_optimizer(model, o_cfg)
 
-    train_ds, val_ds = Transformed(data.train, train_tf), Transformed(data.val, eval_tf)
+    train_ds, val_ds = task.train_ds, task.val_ds
     per_rank = math.ceil(len(train_ds) / world)
     batches = per_rank // t_cfg.batch_size
     if t_cfg.max_steps_per_epoch:
@@ -261,7 +261,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
     raw_model = acc.unwrap_model(model)
     fwd_model = torch.compile(model) if t_cfg.compile else model
     eval_loader = _loader(val_ds, list(range(rank, len(val_ds), world)), t_cfg.eval_batch_size or t_cfg.batch_size,
-                          recipe.data.num_workers, False, 0)
+                          recipe.data.num_workers, False, 0, task.collate)
     log_path = out / "train_log.jsonl"
     env = _environment(acc, precision)
     reg.attach()
@@ -271,17 +271,16 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
             seed_all(_epoch_seed(t_cfg.seed, epoch, rank))
             idx = train_indices(len(train_ds), epoch, t_cfg.seed, rank, world)[: batches * t_cfg.batch_size]
             loader = _loader(train_ds, idx, t_cfg.batch_size, recipe.data.num_workers, True,
-                             _epoch_seed(t_cfg.seed, epoch, rank))
+                             _epoch_seed(t_cfg.seed, epoch, rank), task.collate)
             model.train()
             bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and main),
                        leave=False, dynamic_ncols=True)
             sums = {"task": torch.zeros((), device=acc.device)}
             window = {"task": torch.zeros((), device=acc.device)}
             n_win, t_win, t_epoch, seen = 0, time.perf_counter(), time.perf_counter(), 0
-            for i, (x, y) in enumerate(loader):
-                x, y = x.to(acc.device, non_blocking=True), y.to(acc.device, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+            for i, batch in enumerate(loader):
+                x, y, mask = task.split(batch, acc.device, channels_last)
+                reg.position_mask = mask.bool() if mask is not None else None
                 pos = epoch + i / batches
                 for p in recipe.penalties:
                     base = targets[p.kind].lam if p.kind in targets else p.lam
@@ -291,19 +290,19 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 with acc.accumulate(model):
-                    logits = fwd_model(x)
-                    task = F.cross_entropy(logits.float(), y)
+                    logits = task.logits(fwd_model, x)
+                    task_loss = F.cross_entropy(logits.float(), y)
                     penalty = reg.penalty()
-                    acc.backward(task + penalty)
+                    acc.backward(task_loss + penalty)
                     if acc.sync_gradients and o_cfg.grad_clip:
                         acc.clip_grad_norm_(model.parameters(), o_cfg.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                for k, v in [("task", task.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
+                for k, v in [("task", task_loss.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
                     sums[k] = sums.get(k, 0) + v
                     window[k] = window.get(k, 0) + v
                 n_win += 1
-                seen += x.shape[0] * world
+                seen += y.shape[0] * world
                 if acc.sync_gradients:
                     opt_step += 1
                     zf = reg.pop_zero_frac() if targets and opt_step % target_every == 0 else None
@@ -315,7 +314,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
                 bar.update(1)
                 if n_win == t_cfg.log_every or i == batches - 1:
                     vals = {k: float(v) / n_win for k, v in window.items()}  # one host sync per window
-                    rate = n_win * x.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
+                    rate = n_win * y.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
                     rec = {"event": "step", "epoch": epoch + 1, "step": opt_step, "lr": lr,
                            "task_loss": vals.pop("task"), "penalty": {k[4:]: v for k, v in vals.items()},
                            "lam": dict(reg.lams), "img_per_s": rate}
@@ -330,7 +329,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
             bar.close()
             train_time = time.perf_counter() - t_epoch
             broadcast_buffers(raw_model)
-            val = evaluate(raw_model, eval_loader, sites, stages, acc.device, acc.autocast, channels_last)
+            val = evaluate(raw_model, eval_loader, task, sites, stages, acc.device, acc.autocast, channels_last)
             record = {
                 "epoch": epoch + 1,
                 "step": opt_step,
@@ -364,8 +363,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
         if not in_sync:
             log.error("parameters differ between the %d processes at the end of training", world)
     if main:
-        save_model_files(out, raw_model, data.label_names, data_cfg,
-                         {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
+        task.save(out, raw_model, {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
         atomic_write_json(out / "metrics.json", final)
     acc.wait_for_everyone()
     return RunResult(out, history, final["final"])

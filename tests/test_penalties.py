@@ -45,8 +45,8 @@ def test_hoyer_square_hand_computed():
 def test_penalty_of_a_batch_is_the_mean_over_its_samples(kind):
     torch.manual_seed(0)
     a = torch.randn(6, 5, 4, 4)
-    whole = PENALTIES[kind](a, 1, False)
-    parts = torch.stack([PENALTIES[kind](a[i:i + 1], 1, False) for i in range(6)]).mean()
+    whole = PENALTIES[kind](a, 1, False, None)
+    parts = torch.stack([PENALTIES[kind](a[i:i + 1], 1, False, None) for i in range(6)]).mean()
     assert whole.item() == pytest.approx(parts.item(), rel=1e-5)
 
 
@@ -169,3 +169,16 @@ def test_l1_on_relu_sites_keeps_inplace_and_gives_the_same_gradients():
             (F.cross_entropy(m(x), y) + r.penalty()).backward()
     for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), n
+
+
+@pytest.mark.parametrize("kind", sorted(PENALTIES))
+def test_padded_positions_count_for_nothing(kind):
+    torch.manual_seed(0)
+    a = torch.randn(2, 5, 4)  # [B, T, C]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    garbage = a.clone()
+    garbage[~mask] = 100.0  # whatever the padded positions hold
+    fn = PENALTIES[kind]
+    assert fn(garbage, -1, False, mask).item() == pytest.approx(fn(a, -1, False, mask).item())
+    valid = torch.cat([a[0, :3], a[1, :4]])[None]  # the 7 real tokens as one sequence
+    assert fn(a, -1, False, mask).item() == pytest.approx(fn(valid, -1, False, None).item(), rel=1e-6)

@@ -1,0 +1,164 @@
+"""Text classification data: a Hub dataset id, a local CSV/JSONL file, or a saved dataset folder.
+
+Columns are detected unless given: the text column (``text``, ``sentence``, ``review``, … or the first string
+column), an optional second text column for sentence pairs (``sentence1``/``sentence2``, ``question``/
+``sentence``, ``premise``/``hypothesis``), and the label column (a ``ClassLabel``, or ``label``/``labels``/…).
+Without a validation split, ``val_fraction`` of the training split is held out, stratified, fixed by
+``split_seed``. Batches are tokenized on the fly: truncated to ``max_length`` and padded to the longest
+sequence of the batch (``padding: longest``) or to ``max_length`` (``padding: max_length``); the attention
+mask marks the padding, which every sparsity statistic and penalty leaves out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparsezoo.data import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, stratified_split
+from sparsezoo.errors import DataError
+from sparsezoo.recipe import DataSpec
+
+TEXT_COLUMN_NAMES = ("text", "sentence", "review", "content", "document", "comment", "body", "question")
+PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
+                ("text_a", "text_b"), ("question1", "question2"))
+
+
+@dataclass
+class TextData:
+    train: Any  # datasets.Dataset with columns "text", ("text_pair"), "label"
+    val: Any
+    label_names: list[str]
+    pair: bool
+    description: str
+
+
+def _open(spec: DataSpec):
+    import datasets
+
+    src = spec.source
+    path = Path(src).expanduser()
+    if path.is_file():
+        kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix.lower())
+        if kind is None:
+            raise DataError(f"{path}: text data files must be .csv, .tsv, .json or .jsonl")
+        extra = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        try:
+            return datasets.load_dataset(kind, data_files={"train": str(path)}, **extra), f"file {path}"
+        except Exception as e:  # malformed CSV/JSON
+            raise DataError(f"cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            return datasets.load_from_disk(str(path)), f"saved dataset {path}"
+        raise DataError(f"{path} is a folder but not a saved dataset (use a .csv/.jsonl file or save_to_disk)")
+    if src.startswith((".", "/", "~")) or src.count("/") > 1:
+        raise DataError(f"data file {path} not found")
+    try:
+        return datasets.load_dataset(src, spec.config), f"dataset {src}"
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot load dataset {src!r} (not a local file; from the Hub: {msg})") from None
+
+
+def _columns(features: dict, spec: DataSpec) -> tuple[str, str | None, str]:
+    from datasets import ClassLabel, Value
+
+    cols = list(features)
+    for given, what in ((spec.text_column, "text"), (spec.text_pair_column, "text pair"),
+                        (spec.label_column, "label")):
+        if given is not None and given not in features:
+            raise DataError(f"{what} column {given!r} is not in the dataset (columns: {', '.join(cols)})")
+    lab = spec.label_column or next((c for c in cols if isinstance(features[c], ClassLabel)), None) or next(
+        (c for c in cols if c.lower() in LABEL_COLUMN_NAMES), None)
+    if lab is None:
+        raise DataError(f"cannot find a label column (columns: {', '.join(cols)}); pass --label-column")
+    strings = [c for c in cols if isinstance(features[c], Value) and features[c].dtype in ("string", "large_string")
+               and c != lab]
+    text, pair = spec.text_column, spec.text_pair_column
+    if text is None:
+        found = next(((a, b) for a, b in PAIR_COLUMNS if a in strings and b in strings), None)
+        if found and pair is None:
+            text, pair = found
+        else:
+            text = next((c for c in strings if c.lower() in TEXT_COLUMN_NAMES), strings[0] if strings else None)
+    if text is None:
+        raise DataError(f"cannot find a text column (columns: {', '.join(cols)}); pass --text-column")
+    return text, pair, lab
+
+
+def load_text_data(spec: DataSpec) -> TextData:
+    """Resolve ``spec.source`` to train/val datasets with columns ``text`` (``text_pair``) and ``label``."""
+    from datasets import ClassLabel, DatasetDict
+
+    if spec.source == "digits":
+        raise DataError("digits is an image dataset; text models need a text dataset (.csv/.jsonl or a dataset id)")
+    dsd, description = _open(spec)
+    if not isinstance(dsd, DatasetDict):
+        dsd = DatasetDict({spec.train_split: dsd})
+    if spec.train_split not in dsd:
+        raise DataError(f"split {spec.train_split!r} not in {description} (splits: {', '.join(dsd)})")
+    train = dsd[spec.train_split]
+    text, pair, lab = _columns(train.features, spec)
+    feat = train.features[lab]
+    if isinstance(feat, ClassLabel):
+        names = list(feat.names)
+        to_index = None
+    else:
+        values = sorted(set(train[lab]), key=str)
+        if len(values) > 1000 or any(isinstance(v, (float, list, dict)) for v in values[:100]):
+            raise DataError(f"column {lab!r} does not look like class labels (e.g. {values[:3]})")
+        names = [str(v) for v in values]
+        to_index = {v: i for i, v in enumerate(values)}
+
+    def prepare(ds):
+        keep = [text] + ([pair] if pair else []) + [lab]
+        ds = ds.select_columns(keep)
+        if to_index is not None:
+            unknown = sorted({v for v in ds[lab] if v not in to_index}, key=str)
+            if unknown:
+                raise DataError(f"labels {unknown[:3]} of the validation split do not occur in the training split")
+            ds = ds.map(lambda r: {lab: to_index[r[lab]]})
+        rename = {text: "text", lab: "label"} | ({pair: "text_pair"} if pair else {})
+        rename = {k: v for k, v in rename.items() if k != v}
+        return ds.rename_columns(rename) if rename else ds
+
+    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in dsd and n != spec.train_split), None)
+    if spec.val_split and spec.val_split not in dsd:
+        raise DataError(f"split {spec.val_split!r} not in {description} (splits: {', '.join(dsd)})")
+    train = prepare(train)
+    if val_name:
+        val = prepare(dsd[val_name])
+    else:
+        tr, va = stratified_split(train["label"], spec.val_fraction, spec.split_seed)
+        train, val = train.select(tr), train.select(va)
+    for name, cap in (("train", spec.max_train_samples), ("val", spec.max_val_samples)):
+        ds = train if name == "train" else val
+        if cap is not None and cap < len(ds):
+            import numpy as np
+
+            keep = np.sort(np.random.default_rng(spec.split_seed).permutation(len(ds))[:cap]).tolist()
+            if name == "train":
+                train = ds.select(keep)
+            else:
+                val = ds.select(keep)
+    if len(val) == 0 or len(train) == 0:
+        raise DataError(f"{description}: the training or validation split is empty")
+    return TextData(train, val, names, pair is not None, description)
+
+
+class TextCollator:
+    """Tokenize a list of rows into a padded batch dict (``input_ids``, ``attention_mask``, …, ``labels``)."""
+
+    def __init__(self, tokenizer: Any, max_length: int, padding: str = "longest"):
+        self.tokenizer, self.max_length, self.padding = tokenizer, max_length, padding
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        texts = [r["text"] for r in rows]
+        pairs = [r["text_pair"] for r in rows] if "text_pair" in rows[0] else None
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, padding=self.padding,
+                             return_tensors="pt")
+        enc = dict(enc)
+        enc["labels"] = torch.tensor([int(r["label"]) for r in rows])
+        return enc
