@@ -98,7 +98,7 @@ def gini(x: Tensor, dim: int = -1) -> Tensor:
 
 HOYER_BINS = 20  # histogram of per-position Hoyer values on [0, 1]
 GINI_BINS = 50  # histogram of per-position Gini values on [0, 1]
-GINI_EVERY = 32  # Gini on 1 code vector in 32, chosen by (sample index, position): see gini_selection
+GINI_EVERY = 32  # Gini on 1 code vector in 32, chosen by (sample index, position): see gini_selection; 0 = off
 
 
 def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) -> Tensor:
@@ -211,16 +211,19 @@ class SparsityStats:
         if sample_idx is None:
             sample_idx = torch.arange(b, device=a.device)
         x = code_view(a, channel_dim)  # [B, C, S]
-        sel = gini_selection(sample_idx, x.shape[2], self.gini_every)
+        g = x.new_zeros(0)
+        if self.gini_every > 0:
+            sel = gini_selection(sample_idx, x.shape[2], self.gini_every)
+            if mask is not None:
+                sel = sel & mask.to(torch.bool).reshape(b, -1)
+            picked = x.transpose(1, 2)[sel]  # [n, C] selected code vectors
+            if picked.numel():
+                g = gini(picked)
+                g = g[~g.isnan()]
         if mask is not None:
-            m = mask.to(torch.bool).reshape(b, -1)
-            sel = sel & m
             x = code_view(a, channel_dim, mask)
         red = (_fused_reductions if self.fused else _reductions)(x, self.tau_abs, self.tau_rel)
         nnz, near_abs, near_rel, empty, l0_max, hoyer_sum, l1_sum, fire, hoyer_hist = red
-        picked = code_view(a, channel_dim).transpose(1, 2)[sel]  # [n, C] selected code vectors
-        g = gini(picked) if picked.numel() else picked.new_zeros(0)
-        g = g[~g.isnan()]
         entries = x.numel()
         batch = {
             "entries": torch.tensor(entries, dtype=torch.int64, device=a.device),

@@ -144,3 +144,56 @@ def test_reused_module_gets_one_entry_per_call_and_summary_means():
     s = summarize(res, {"act": "s1"})
     assert s["zero_frac_mean_sites"] == pytest.approx((0.5 + res["act@1"]["zero_frac"]) / 2)
     assert set(s["zero_frac_per_stage"]) == {"s1"}
+
+
+def test_fused_compiled_statistics_equal_the_eager_ones():
+    torch.manual_seed(0)
+    for shape, cd in (((4, 6, 5, 5), 1), ((3, 7, 9), -1), ((2, 4, 4, 8), -1)):
+        a = torch.relu(torch.randn(*shape) - 0.2)
+        eager, fused = SparsityStats(fused=False), SparsityStats(fused=True)
+        for st in (eager, fused):
+            st.update(a, cd)
+            st.update(a * 0.5, cd, sample_idx=torch.arange(shape[0], 2 * shape[0]))
+        for k, v in eager.state.items():
+            if v.dtype.is_floating_point:
+                assert torch.allclose(v.double(), fused.state[k].double(), rtol=1e-5), k
+            else:
+                assert torch.equal(v, fused.state[k]), k
+
+
+def test_gini_subsample_is_independent_of_batching_through_the_meter():
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet").eval()
+    x = torch.randn(12, 3, 32, 32)
+    out = []
+    for bs in (1, 12):
+        with SparsityMeter(model, find_sites(model), gini_every=4) as meter, torch.no_grad():
+            for i in range(0, 12, bs):
+                model(x[i:i + bs])
+        out.append(meter.results())
+    for site in out[0]:
+        assert out[0][site]["gini_subsample"] == out[1][site]["gini_subsample"]
+        assert out[0][site]["gini_mean"] == pytest.approx(out[1][site]["gini_mean"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_the_number_of_samples(tmp_path):
+    """Streaming: measuring 2048 samples needs no more memory than 256 (within 10 %)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys, torch, timm\n"
+        "from analysis.analyze import measure\n"
+        "torch.manual_seed(0)\n"
+        "model = timm.create_model('resnet18').eval()\n"
+        "n = int(sys.argv[1])\n"
+        "loader = ((torch.randn(64, 3, 64, 64), 0) for _ in range(n // 64))\n"
+        "measure(model, loader, fused=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    peaks = [int(subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True)
+                 .stdout.split()[-1]) for n in (256, 2048)]
+    assert peaks[1] <= 1.10 * peaks[0], peaks
