@@ -23,6 +23,7 @@ COMMANDS = {
     "pull": "sparsezoo.cli.pull",
     "list": "sparsezoo.cli.list_models",
     "card": "sparsezoo.cli.card",
+    "dsc": "sparsezoo.cli.dsc",
 }
 
 
