@@ -61,11 +61,12 @@ def model_info(model: nn.Module) -> dict:
 
 
 def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_samples: int | None = 512, cka: bool = True,
-            ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True, device=None,
-            progress: bool = False) -> dict:
+            ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True,
+            attention_stats: bool = True, device=None, progress: bool = False) -> dict:
     """Every analysis of ``model``: coherence (weights), and with ``loader`` sparsity, theory margins,
     layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
-    agreement on the first ``ista_samples`` of them. Plain data; timings in ``timing`` (seconds)."""
+    agreement on the first ``ista_samples`` of them; for models with attention also the entropy and sparsity of
+    every head (this switches Hugging Face models to eager attention). Plain data; timings in ``timing``."""
     from analysis.coherence import coherence
     from analysis.convergence import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
     from analysis.margins import StripeCollector, theory_margins
@@ -77,10 +78,14 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
     out: dict = {"model": model_info(model), "coherence": coh, "timing": timing}
     if loader is None:
         return out
-    site_list = resolve_sites(model, sites)
+    from analysis.attention import AttentionCollector
+    from analysis.sites import find_attention
+
+    site_list = [s for s in resolve_sites(model, sites) if s.kind != "attention"]
     meter = SparsityMeter(model, site_list, fused=fused)
     stripes = StripeCollector(model)
-    collectors = [meter, stripes]
+    attention = AttentionCollector(model, find_attention(model)) if attention_stats else None
+    collectors = [meter, stripes] + ([attention] if attention is not None and attention.sites else [])
     rel = RelChangeCollector(model, find_blocks(model))
     collectors.append(rel)
     cka_c = CKACollector(model, site_list) if cka else None
@@ -94,6 +99,8 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
     out["samples"] = n
     out["sparsity"] = {"per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
     out["margins"] = theory_margins(stripes.results(), coh)
+    if attention is not None and attention.sites:
+        out["attention"] = attention.results()
     out["convergence"] = {"relative_change": rel.result(), "cka": cka_c.result() if cka_c else None, "ista": None}
     if ista:
         t = time.perf_counter()
@@ -115,6 +122,7 @@ def headline(result: dict) -> dict:
         s = result["sparsity"]["summary"]
         out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",
                                       "l0_per_position_frac_mean_sites", "dead_units", "dense_units")})
+        out.update({k: v for k, v in s.items() if k.startswith("near_zero_frac(")})
         per = result["sparsity"]["per_site"].values()
         hoyers = [v["hoyer_mean"] for v in per if not math.isnan(v["hoyer_mean"])]
         out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None

@@ -218,19 +218,54 @@ def layer_coherence(name: str, module: nn.Module, bn: nn.Module | None = None, b
     return res
 
 
+_QKV = {"query": "attention_q", "key": "attention_k", "value": "attention_v", "q_proj": "attention_q",
+        "k_proj": "attention_k", "v_proj": "attention_v", "qkv": "attention_qkv"}
+
+
+def linear_roles(model: nn.Module) -> dict[str, str]:
+    """Role of each Linear layer: ``attention_q/k/v/qkv`` (by name), ``ffn_in`` (its output feeds an activation),
+    ``ffn_out`` (it reads an activation's output), or ``linear`` — from the order modules are registered in."""
+    from analysis.sites import is_activation
+
+    leaves = [(n, m) for n, m in model.named_modules()
+              if n and not any(True for _ in m.children()) and not isinstance(m, (nn.Dropout, nn.Identity))]
+    roles = {}
+    for i, (n, m) in enumerate(leaves):
+        if not isinstance(m, nn.Linear):
+            continue
+        last = n.rsplit(".", 1)[-1]
+        if last in _QKV:
+            roles[n] = _QKV[last]
+        elif i + 1 < len(leaves) and is_activation(leaves[i + 1][1]):
+            roles[n] = "ffn_in"
+        elif i > 0 and is_activation(leaves[i - 1][1]):
+            roles[n] = "ffn_out"
+        else:
+            roles[n] = "linear"
+    return roles
+
+
 def coherence(model: nn.Module, include_linear: bool = True, fold_bn: bool = True, babel_k: int = BABEL_K,
               progress: bool = False) -> dict[str, dict]:
     """Coherence of every conv (and linear) layer of ``model``, as JSON-ready dicts keyed by module path.
 
     BatchNorm layers registered right after a conv/linear with the same width are folded into it (eval-mode
-    statistics), which changes thresholds but not coherence (folding rescales whole atoms).
+    statistics), which changes thresholds but not coherence (folding rescales whole atoms). Linear layers carry
+    a ``role`` (see :func:`linear_roles`); for an FFN output projection ``W ∈ R^{d×4d}`` the atoms that write
+    each hidden unit back into the residual stream are its *columns*, reported under ``columns``.
     """
     from tqdm.auto import tqdm
 
     bns = _following_bn(model) if fold_bn else {}
+    roles = linear_roles(model) if include_linear else {}
     layers = [(n, m) for n, m in model.named_modules()
               if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (include_linear and isinstance(m, nn.Linear))]
     out = {}
     for n, m in tqdm(layers, desc="coherence", disable=not progress, leave=False):
-        out[n] = layer_coherence(n, m, bns.get(n), babel_k).to_dict()
+        res = layer_coherence(n, m, bns.get(n), babel_k)
+        if n in roles:
+            res.extra["role"] = roles[n]
+            if roles[n] == "ffn_out":
+                res.extra["columns"] = gram_stats(m.weight.detach().T, babel_k)
+        out[n] = res.to_dict()
     return out

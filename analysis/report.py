@@ -204,6 +204,28 @@ def _fig_ista(models: list[dict]) -> str:
     return _png(fig)
 
 
+def _fig_attention(m: dict) -> str:
+    plt = _plt()
+    att = m["analysis"]["attention"]
+    names = list(att)
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(2.6, 0.3 * len(names))))
+    for ax, key, title in zip(axes, ("entropy_norm", "hoyer"), ("normalized entropy (1 = uniform)",
+                                                              "Hoyer of attention rows (1 = one key)"), strict=True):
+        im = ax.imshow([att[n]["per_head"][key] for n in names], vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(f"{m['label']}: {title}")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _attention_table(m: dict) -> str:
+    att = m["analysis"]["attention"]
+    rows = [[n, v["heads"], v["rows"], *v["mean"].values()] for n, v in att.items()]
+    keys = list(next(iter(att.values()))["mean"]) if att else []
+    return _table(["layer", "heads", "query rows", *[f"{k} (mean over heads)" for k in keys]], rows, "wide")
+
+
 def _fig_relchange(models: list[dict]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.2))
@@ -263,10 +285,13 @@ def _coherence_table(m: dict) -> str:
     rows = []
     for n, c in coh.items():
         th = c.get("threshold") or {}
-        rows.append([n, c["kind"], c["shape"], c["groups"], c["local"]["mu"], c["mu_shift"], c["mu_over_welch"],
+        rows.append([n, c["extra"].get("role", c["kind"]), c["shape"], c["groups"], c["local"]["mu"],
+                     c["mu_shift"] if c["mu_shift"] is not None else (c["extra"].get("columns") or {}).get("mu"),
+                     c["mu_over_welch"],
                      c["local"]["gram_mean"], c["local"]["gram_p99"], c["s_star_local"], c["s_star_shift"],
                      (th.get("quantiles") or {}).get("p50"), th.get("positive_frac")])
-    return _table(["layer", "kind", "shape", "groups", "μ local", "μ shift", "μ/Welch", "|Gram| mean", "|Gram| p99",
+    return _table(["layer", "kind / role", "shape", "groups", "μ local (rows)", "μ shift (conv) / columns (FFN out)",
+                   "μ/Welch", "|Gram| mean", "|Gram| p99",
                    "s* local", "s* shift", "threshold p50", "threshold > 0"], rows, "wide")
 
 
@@ -347,6 +372,9 @@ def render_html(rep: dict) -> str:
     sections.append(("coherence", "Dictionary coherence", _fig_coherence(models) + _side(models, _coherence_table)))
     if has_data:
         sections.append(("margins", "Theory margins", _fig_margins(models) + _side(models, _margins_table)))
+        if all(m["analysis"].get("attention") for m in models):
+            sections.append(("attention", "Attention entropy and sparsity per head",
+                             _side(models, _fig_attention) + _side(models, _attention_table)))
         conv = _fig_relchange(models)
         if all(m["analysis"]["convergence"].get("cka") for m in models):
             conv += "<h3>CKA between sites</h3>" + _side(models, _fig_cka)

@@ -234,15 +234,21 @@ def site_stages(model: nn.Module, names: Sequence[str]) -> dict[str, str]:
 
     Uses timm's ``feature_info`` (module path and reduction of each stage's last module) when the model
     has one: a site belongs to the first stage whose module it precedes or lies inside, in module order;
-    sites after the last stage are ``head``. Without ``feature_info`` the stage is the site's top-level
-    child (``encoder``, ``layer1``, …).
+    sites after the last stage are ``head``. Without ``feature_info`` (transformers), or when all stages share
+    one stride (ViTs), the stage is the block the site lies in (``layer.3``, ``blocks.7``).
     """
     info = getattr(model, "feature_info", None)
     stage_list = None
     if info is not None:
         stage_list = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
-    if not stage_list:
-        return {n: n.split(".")[0] for n in names}
+    if not stage_list or len({d["reduction"] for d in stage_list}) < 2:
+        # transformers (and ViTs, whose stages share one stride): the block a site lies in
+        blocks = [b.name for b in find_blocks(model)]
+        out = {}
+        for n in names:
+            owner = next((b for b in blocks if n == b or n.startswith(b + ".")), None)
+            out[n] = ".".join(owner.split(".")[-2:]) if owner else n.split(".")[0]
+        return out
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     ends = []  # (index of the last module inside the stage's module, label)
     for d in stage_list:

@@ -334,6 +334,7 @@ def summarize(per_site: dict[str, dict], stages: dict[str, str] | None = None) -
         "zero_frac_all_entries": sum(v["zero_frac"] * v["entries"] for v in vals) / sum(v["entries"] for v in vals),
         "l0_per_position_mean_sites": mean("l0_per_position_mean"),
         "l0_per_position_frac_mean_sites": mean("l0_per_position_frac"),
+        **{f"{k}_mean_sites": mean(k) for k in vals[0] if k.startswith("near_zero_frac(")},
         "dead_units": sum(v["dead_units"] for v in vals),
         "dense_units": sum(v["dense_units"] for v in vals),
     }

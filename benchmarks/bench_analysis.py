@@ -29,9 +29,9 @@ from pathlib import Path
 import timm
 import torch
 
+from analysis.coherence import coherence
 from analysis.collect import run_pass
 from analysis.convergence import CKACollector, ista_agreement
-from analysis.coherence import coherence
 from analysis.sites import find_sites
 from analysis.sparsity import SparsityMeter
 
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.models:
         r = bench_model(name, a.batches, a.batch, a.img, device)
         results.append(r)
-        print(f"{name:>16}  plain {r['median_batch_s']['plain'] * 1e3:7.1f} ms/batch  fused {r['ratio_vs_plain']['stats_fused']:.3f}x"
+        print(f"{name:>16}  plain {r['median_batch_s']['plain'] * 1e3:7.1f} ms/batch  "
+              f"fused {r['ratio_vs_plain']['stats_fused']:.3f}x"
               f"  +gini {r['ratio_vs_plain']['stats_fused_gini']:.3f}x  eager {r['ratio_vs_plain']['stats_eager']:.3f}x"
               f"  CKA {r['cka_ratio_vs_plain']:.2f}x  ISTA {r['ista_16_samples_16_steps_s']:.1f} s", file=sys.stderr)
     r50 = timm.create_model("resnet50").eval()

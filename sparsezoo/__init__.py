@@ -8,7 +8,8 @@ Importing the package is cheap (no torch); the public API is loaded on first use
 from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["SparsityPenalty", "finetune", "load", "load_recipe", "Recipe", "create_model", "__version__"]
+__all__ = ["SparsityPenalty", "SparsityTrainer", "finetune", "load", "load_recipe", "Recipe", "create_model",
+           "__version__"]
 
 _LAZY = {
     "SparsityPenalty": "sparsezoo.penalties",
@@ -17,6 +18,7 @@ _LAZY = {
     "Recipe": "sparsezoo.recipe",
     "create_model": "sparsezoo.models",
     "load": "sparsezoo.hub",
+    "SparsityTrainer": "sparsezoo.hf_trainer",
 }
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category")
+LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category", "sentiment")
 IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo")
 
 

@@ -96,16 +96,17 @@ def resolve_task(name: str, task: str) -> str:
     return supported[0]
 
 
-def load_hf_model(name: str, task: str, label_names: list[str], pretrained: bool = True):
-    """A transformers model with a classification head for ``label_names`` and its tokenizer / processor."""
+def load_hf_model(name: str, task: str, label_names: list[str] | None = None, pretrained: bool = True):
+    """A transformers model with a classification head for ``label_names`` (None: the checkpoint's own head)
+    and its tokenizer / processor."""
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
 
     _quiet_transformers()
     cls = getattr(transformers, "AutoModelForSequenceClassification" if task == "text-classification"
                   else "AutoModelForImageClassification")
-    kwargs = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                  label2id={n: i for i, n in enumerate(label_names)})
+    kwargs = {} if label_names is None else dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                                                 label2id={n: i for i, n in enumerate(label_names)})
     try:
         if pretrained:
             model = cls.from_pretrained(name, ignore_mismatched_sizes=True, trust_remote_code=False, **kwargs)

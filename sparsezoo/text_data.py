@@ -36,6 +36,7 @@ class TextData:
 def _open(spec: DataSpec):
     import datasets
 
+    datasets.disable_progress_bars()  # the CLI's stderr carries our lines only
     src = spec.source
     path = Path(src).expanduser()
     if path.is_file():

@@ -63,8 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="random initialization")
     g.add_argument("--weights", help="FILE.safetensors, or 'offline' for weights shipped in an installed package")
+    g.add_argument("--task", choices=["auto", "image-classification", "text-classification"],
+                   help="for transformers models (default: detected from the architecture)")
+    g.add_argument("--activation", metavar="NAME",
+                   help="replace the (FFN) activations first: relu | relu2 | gelu | silu | topk:K")
     g = p.add_argument_group("data")
-    g.add_argument("--data", help="digits | image folder | saved dataset folder | Hub dataset id")
+    g.add_argument("--data", help="digits | image folder | saved dataset | .csv/.jsonl file | Hub dataset id")
+    g.add_argument("--text-column", help="text column of a text dataset (default: detected)")
+    g.add_argument("--text-pair-column", help="second text column for sentence-pair tasks")
+    g.add_argument("--max-length", type=positive_int, help="tokens per text (truncation; default 128)")
     g.add_argument("--image-column")
     g.add_argument("--label-column")
     g.add_argument("--val-split", help="validation split name (default: detected, else 20%% held out)")
@@ -80,6 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ramp-epochs", type=nonneg_float, help="epochs over which λ rises to its value")
     g.add_argument("--sites", nargs="+", metavar="REGEX", help="penalize/measure only matching activation sites")
     g.add_argument("--exclude-sites", nargs="+", metavar="REGEX")
+    g.add_argument("--site-kinds", nargs="+", choices=["activation", "block", "attention"],
+                   help="kinds of sites (default: activation; attention = attention probabilities)")
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=["adamw", "sgd"])
     g.add_argument("--lr", type=nonneg_float)
@@ -125,12 +134,14 @@ def recipe_from_args(args: argparse.Namespace):
         d["model"]["name"] = args.model
     if not d["model"]["name"]:
         raise RecipeError("no model given: name one (e.g. resnet50) or pass --recipe")
-    for key, value in (("pretrained", args.pretrained), ("weights", args.weights)):
+    for key, value in (("pretrained", args.pretrained), ("weights", args.weights), ("task", args.task),
+                       ("activation", args.activation)):
         if value is not None:
             d["model"][key] = value
     for key, value in (("source", args.data), ("image_column", args.image_column), ("label_column", args.label_column),
                        ("val_split", args.val_split), ("img_size", args.img_size), ("augment", args.augment),
-                       ("num_workers", args.workers)):
+                       ("num_workers", args.workers), ("text_column", args.text_column),
+                       ("text_pair_column", args.text_pair_column), ("max_length", args.max_length)):
         if value is not None:
             d["data"][key] = value
     if args.l1 is not None:
@@ -152,6 +163,8 @@ def recipe_from_args(args: argparse.Namespace):
         d["sites"]["include"] = args.sites
     if args.exclude_sites is not None:
         d["sites"]["exclude"] = args.exclude_sites
+    if args.site_kinds is not None:
+        d["sites"]["kinds"] = args.site_kinds
     for key, value in (("name", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
                        ("grad_clip", args.grad_clip), ("grad_accum", args.grad_accum)):
         if value is not None:
@@ -170,12 +183,18 @@ def recipe_from_args(args: argparse.Namespace):
 
 
 def format_history(history: list[dict]) -> str:
-    rows = ["epoch  top1    val_loss  zero_frac(mean sites)  l0/position(mean sites)  task_loss  penalty"]
+    near = next((k for k in history[0]["val"]["sparsity"] if k.startswith("near_zero_frac(abs")), None) if history else None
+    head = "epoch  top1    val_loss  zero_frac(mean sites)"
+    if near:
+        head += f"  {near.removesuffix('_mean_sites')}"
+    rows = [head + "  l0/position(mean sites)  task_loss  penalty"]
     for r in history:
         v, t = r["val"], r["train"]
         pen = ", ".join(f"{k} {x:.4g}" for k, x in t["penalty"].items()) or "-"
-        rows.append(f"{r['epoch']:>5}  {v['top1']:.4f}  {v['loss']:8.4f}  {v['sparsity']['zero_frac_mean_sites']:21.4f}"
-                    f"  {v['sparsity']['l0_per_position_mean_sites']:23.1f}  {t['task_loss']:9.4f}  {pen}")
+        line = f"{r['epoch']:>5}  {v['top1']:.4f}  {v['loss']:8.4f}  {v['sparsity']['zero_frac_mean_sites']:21.4f}"
+        if near:
+            line += f"  {v['sparsity'][near]:{len(near) - 11}.4f}"
+        rows.append(line + f"  {v['sparsity']['l0_per_position_mean_sites']:23.1f}  {t['task_loss']:9.4f}  {pen}")
     return "\n".join(rows)
 
 
@@ -193,5 +212,10 @@ def run(args: argparse.Namespace) -> int:
 
     if os.environ.get("RANK", "0") == "0":
         print(format_history(result.history))
+        from sparsezoo.hf_models import model_family
+
+    if model_family(recipe.model.name) == "transformers":
+        print(f"run folder: {out}  (load with transformers' Auto*.from_pretrained('{out}'))")
+    else:
         print(f"run folder: {out}  (load with timm.create_model('local-dir:{out}', pretrained=True))")
     return 0
