@@ -156,13 +156,18 @@ class LayerCoherence:
         return asdict(self)
 
 
-def _fold_bn(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
-    """Conv/linear followed by BatchNorm in eval mode as one affine layer: ``W' = W·γ/σ``, ``b' = β + (b − μ)γ/σ``."""
-    scale = bn.weight.detach().double() / (bn.running_var.detach().double() + bn.eps).sqrt()
-    w = weight.detach().double() * scale.view(-1, *([1] * (weight.dim() - 1)))
-    b0 = bias.detach().double() if bias is not None else torch.zeros_like(scale)
-    b = bn.bias.detach().double() + (b0 - bn.running_mean.detach().double()) * scale
-    return w, b
+def fold_bn(layer: nn.Module, bn: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+    """(weight, bias) of a conv/linear layer, with the eval-mode BatchNorm that follows it folded in (float64):
+    ``W' = W·γ/σ``, ``b' = β + (b − μ)·γ/σ`` with ``σ = √(running_var + ε)`` (γ = 1, β = 0 without affine)."""
+    w = layer.weight.detach().double()
+    b = layer.bias.detach().double() if getattr(layer, "bias", None) is not None else torch.zeros(w.shape[0],
+                                                                                                  dtype=w.dtype, device=w.device)
+    if bn is None:
+        return w, b
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(b)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(b)
+    scale = gamma / (bn.running_var.detach().double() + bn.eps).sqrt()
+    return w * scale.view(-1, *([1] * (w.dim() - 1))), beta + (b - bn.running_mean.detach().double()) * scale
 
 
 def _threshold_stats(weight: Tensor, bias: Tensor) -> dict:
@@ -190,10 +195,8 @@ def _following_bn(model: nn.Module) -> dict[str, nn.Module]:
 
 def layer_coherence(name: str, module: nn.Module, bn: nn.Module | None = None, babel_k: int = BABEL_K) -> LayerCoherence:
     """Coherence of one ``nn.Linear`` or ``nn.Conv1d/2d`` (optionally with the BatchNorm that follows it folded in)."""
-    w = module.weight.detach()
-    b = module.bias.detach() if getattr(module, "bias", None) is not None else None
-    if bn is not None:
-        w, b = _fold_bn(w, b, bn)
+    w, b = fold_bn(module, bn)
+    has_bias = bn is not None or getattr(module, "bias", None) is not None
     if isinstance(module, nn.Linear):
         stats = gram_stats(w, babel_k)
         welch = welch_bound(*w.shape)
@@ -213,7 +216,7 @@ def layer_coherence(name: str, module: nn.Module, bn: nn.Module | None = None, b
                              bn_folded=bn is not None)
     else:
         raise AnalysisError(f"{name}: coherence is defined for Linear and Conv1d/2d layers, not {type(module).__name__}")
-    if b is not None:
+    if has_bias:
         res.threshold = _threshold_stats(w, b)
     return res
 

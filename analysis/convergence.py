@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from analysis.coherence import fold_bn
 from analysis.collect import SiteCollector, call_model, split_batch, to_device
 from analysis.errors import AnalysisError
 from analysis.sites import Site, find_blocks, find_sites
@@ -136,15 +137,6 @@ class RelChangeCollector(SiteCollector):
 
 
 # ------------------------------------------------------------------------------------------------ ISTA agreement
-
-
-def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[Tensor, Tensor]:
-    w = layer.weight.detach().float()
-    b = layer.bias.detach().float() if layer.bias is not None else torch.zeros(w.shape[0], device=w.device)
-    if bn is None:
-        return w, b
-    scale = bn.weight.detach().float() / (bn.running_var.detach().float() + bn.eps).sqrt()
-    return w * scale.view(-1, *([1] * (w.dim() - 1))), bn.bias.detach().float() + (b - bn.running_mean.float()) * scale
 
 
 class _Operator:
@@ -276,7 +268,7 @@ def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None
         if "x" not in cap or "y" not in cap:
             continue
         x, y = cap["x"].float(), cap["y"].float()
-        w, b = _fold(layer, bn)
+        w, b = (t.to(x.device, torch.float32) for t in fold_bn(layer, bn))
         op = _Operator(layer, w, x.shape)
         bias = b.view(1, -1, *([1] * (y.dim() - 2))) if not isinstance(layer, nn.Linear) else b
         drive = op.fwd(x) + bias
