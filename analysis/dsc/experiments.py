@@ -112,6 +112,8 @@ def run_problem(spec: dict, estimators: Sequence[str | dict], config: dict, devi
         est = build_estimator(est_spec, config["estimators"]).fit(model, train, depths)
         out = est.estimate(test.x, depths)
         ks = sorted(out)
+        if not ks:
+            raise AnalysisError(f"estimator {label} defines none of the depths {depths}")
         rows, sq_err = [], []
         for k in ks:
             layers = [per_sample(c, t, a) if c is not None else None for c, t, a in zip(out[k], test.codes, amp, strict=True)]

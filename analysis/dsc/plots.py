@@ -40,8 +40,7 @@ def error_vs_depth(results: dict, sweep: str, path: Path) -> Path:
     fig, ax = _figure()
     runs = data["runs"]
     cmap = colormaps["viridis"]
-    labels = sorted({lab for r in runs for lab in r["estimators"]}, key=lambda s: list(runs[0]["estimators"]).index(s)
-                    if s in runs[0]["estimators"] else 99)
+    labels = list(dict.fromkeys(lab for r in runs for lab in r["estimators"]))  # first-seen order
     for i, run in enumerate(runs):
         color = cmap(i / max(1, len(runs) - 1)) if len(runs) > 1 else None
         for j, label in enumerate(labels):
@@ -73,8 +72,9 @@ def rate_vs_predicted(results: dict, path: Path) -> Path:
                     continue
                 xs.append(run["predicted_rate"])
                 ys.append(rate["rho_hat"])
-                lo.append(rate["rho_hat"] - rate["ci95"][0])
-                hi.append(rate["ci95"][1] - rate["rho_hat"])
+                # a percentile interval need not contain the point estimate: draw only the part that does
+                lo.append(max(0.0, rate["rho_hat"] - rate["ci95"][0]))
+                hi.append(max(0.0, rate["ci95"][1] - rate["rho_hat"]))
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", markersize=4, capsize=2, label=name, color=f"C{i % 10}")
             top = max(top, *xs, *ys)
