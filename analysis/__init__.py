@@ -7,13 +7,13 @@ imported on first use so that ``import analysis`` stays cheap.
 from importlib import import_module
 
 __all__ = ["analyze", "coherence", "convergence", "measure", "theory_margins", "SparsityMeter", "SparsityStats",
-           "find_sites", "site_stages", "summarize"]
+           "find_sites", "site_stages", "summarize""]
 
 _LAZY = {
     "analyze": "analysis.analyze",
     "measure": "analysis.analyze",
-    "coherence": "analysis.coherence",
-    "convergence": "analysis.convergence",
+    "coherence": "analysis.dictionary",
+    "convergence": "analysis.layerwise",
     "theory_margins": "analysis.margins",
     "SparsityMeter": "analysis.sparsity",
     "SparsityStats": "analysis.sparsity",

@@ -2,7 +2,7 @@
 
 Both work on any ``nn.Module`` and a data loader yielding tensors, ``(input, label)`` pairs or dicts of
 keyword inputs, and return plain, JSON-ready dicts. Dictionary coherence needs no data
-(:func:`analysis.coherence.coherence`); convergence alone is :func:`analysis.convergence.convergence`.
+(:func:`analysis.coherence`); convergence alone is :func:`analysis.convergence`.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
     layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
     agreement on the first ``ista_samples`` of them; for models with attention also the entropy and sparsity of
     every head (this switches Hugging Face models to eager attention). Plain data; timings in ``timing``."""
-    from analysis.coherence import coherence
-    from analysis.convergence import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
+    from analysis.dictionary import coherence
+    from analysis.layerwise import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
     from analysis.margins import StripeCollector, theory_margins
 
     timing = {}

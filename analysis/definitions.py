@@ -1,7 +1,7 @@
 """One-line definitions of every reported number, written into reports and ``metrics.json``.
 
 The authoritative definitions (with formulas and units) are the docstrings of the modules that compute
-them: :mod:`analysis.sparsity`, :mod:`analysis.coherence`, :mod:`analysis.margins`, :mod:`analysis.convergence`.
+them: :mod:`analysis.sparsity`, :mod:`analysis.dictionary`, :mod:`analysis.margins`, :mod:`analysis.layerwise`.
 """
 
 from analysis.sparsity import DENSE_THRESHOLD, GINI_EVERY
@@ -23,7 +23,7 @@ DEFINITIONS: dict[str, str] = {
     "zero_frac_mean_sites": "zero_frac averaged over sites, each site weighted equally",
     "zero_frac_all_entries": "fraction of all activation entries (all sites) exactly 0",
     "zero_frac_per_stage": "zero_frac averaged over the sites of each stage (rN = output stride N)",
-    # coherence (analysis.coherence)
+    # coherence (analysis.dictionary)
     "mu": "mutual coherence max_{i!=j} |<w_i, w_j>| of the l2-normalized atoms (filters / rows)",
     "mu_shift": "shift-aware coherence: max over filter pairs and relative shifts (multiples of the stride) of the"
                 " inner product of overlapped unit filters, a filter with itself at shift 0 excluded",
@@ -37,7 +37,7 @@ DEFINITIONS: dict[str, str] = {
     "stripe_sparsity": "non-zeros of a layer's input inside one receptive-field window, summed over the input"
                        " channels of a group (linear layers: non-zeros per input vector); max, mean, p95",
     "margin": "s* - max stripe sparsity; > 0 means the uniqueness theorem applies to this layer",
-    # convergence (analysis.convergence)
+    # convergence (analysis.layerwise)
     "relative_change": "sqrt(sum ||F_{l+1} - F_l||^2 / sum ||F_l||^2) between consecutive equal-shape blocks",
     "cka": "minibatch linear CKA with the unbiased HSIC estimator (1 = same up to rotation and scale)",
     "ista.relative_error": "||G^k - y|| / ||y||: k steps of layer-scale non-negative ISTA with the layer's own"

@@ -29,9 +29,9 @@ from pathlib import Path
 import timm
 import torch
 
-from analysis.coherence import coherence
 from analysis.collect import run_pass
-from analysis.convergence import CKACollector, ista_agreement
+from analysis.dictionary import coherence
+from analysis.layerwise import CKACollector, ista_agreement
 from analysis.sites import find_sites
 from analysis.sparsity import SparsityMeter
 

@@ -8,7 +8,7 @@ import torch
 from scipy.linalg import hadamard
 from torch import nn
 
-from analysis.coherence import (
+from analysis.dictionary import (
     coherence,
     conv_shift_coherence,
     gram_stats,
@@ -122,7 +122,7 @@ def test_stability_bound():
 
 
 def test_grouped_statistics_equal_the_per_group_ones():
-    from analysis.coherence import grouped_gram_stats
+    from analysis.dictionary import grouped_gram_stats
 
     torch.manual_seed(0)
     w = torch.randn(12, 5)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from analysis.coherence import conv_shift_coherence, gram_stats
+from analysis.dictionary import conv_shift_coherence, gram_stats
 from analysis.dsc.dictionaries import conv1d, conv2d, design, gaussian, hadamard, make_dictionary
 from analysis.dsc.generator import DSCModel
 from analysis.errors import AnalysisError

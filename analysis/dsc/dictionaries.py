@@ -12,7 +12,7 @@ A :class:`Dictionary` is a matrix ``D ∈ R^{n×m}`` whose **columns** are unit-
 ``conv1d``     circular 1-D convolutional dictionary (``channels`` filters of length ``k`` at all ``n`` shifts)
 ``conv2d``     circular 2-D convolutional dictionary on ``size×size`` images (filters ``k×k``)
 
-Coherence numbers always come from :mod:`analysis.coherence`: ``gram_stats`` of the atoms for dense
+Coherence numbers always come from :mod:`analysis.dictionary`: ``gram_stats`` of the atoms for dense
 dictionaries, ``conv_shift_coherence`` of the filters (shift-aware, DESIGN §4) for convolutional ones. For a
 convolutional dictionary the sparsity that the theory bounds is the *stripe* sparsity ``‖Γ‖_{0,∞}``: the most
 non-zeros among the atoms that overlap any one atom (shifts ``|u| < k`` in every dimension, all channels);
@@ -29,7 +29,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from analysis.coherence import conv_shift_coherence, gram_stats, uniqueness_bound, welch_bound
+from analysis.dictionary import conv_shift_coherence, gram_stats, uniqueness_bound, welch_bound
 from analysis.errors import AnalysisError
 
 BARKER = {

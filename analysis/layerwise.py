@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from analysis.coherence import fold_bn
 from analysis.collect import SiteCollector, call_model, split_batch, to_device
+from analysis.dictionary import fold_bn
 from analysis.errors import AnalysisError
 from analysis.sites import Site, find_blocks, find_sites
 
