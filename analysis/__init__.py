@@ -7,7 +7,7 @@ imported on first use so that ``import analysis`` stays cheap.
 from importlib import import_module
 
 __all__ = ["analyze", "coherence", "convergence", "measure", "theory_margins", "SparsityMeter", "SparsityStats",
-           "find_sites", "site_stages", "summarize""]
+           "find_sites", "site_stages", "summarize", "explain"]
 
 _LAZY = {
     "analyze": "analysis.analyze",
@@ -20,6 +20,7 @@ _LAZY = {
     "summarize": "analysis.sparsity",
     "find_sites": "analysis.sites",
     "site_stages": "analysis.sites",
+    "explain": "analysis.interpret",
 }
 
 

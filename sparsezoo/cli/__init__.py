@@ -23,6 +23,7 @@ COMMANDS = {
     "pull": "sparsezoo.cli.pull",
     "list": "sparsezoo.cli.list_models",
     "card": "sparsezoo.cli.card",
+    "explain": "sparsezoo.cli.explain",
     "dsc": "sparsezoo.cli.dsc",
 }
 

@@ -1,0 +1,171 @@
+"""Explain what the features of one site respond to: the most selective features (or given ones), their
+top-activating examples (receptive-field crops for images, tokens in context for text), captum attributions of
+each feature on each example and of the predicted class; writes report.json and a self-contained report.html.
+
+MODEL is a timm name, hf-hub:org/name, a timm run folder, or a transformers text model (Hub id or save_pretrained
+folder). --site is a regex over activation-site names; when several match, the last one (in forward order) is
+explained. With --compare, a second model (e.g. the dense original) is explained on the same data and the report
+compares attribution concentration and class selectivity, as measured.
+
+examples:
+  sparsezoo explain mobilenetv2_100 --weights offline --data digits --img-size 64 --site 'blocks.5.*conv_pwl' --top-k 8
+  sparsezoo explain runs/r50-l1 --data digits --site 'layer4.*act3' --top-k 16 --out reports/r50-explain
+  sparsezoo explain runs/minilm-l1 --data reviews.csv --site 'encoder.layer.5.*' --top-k 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from sparsezoo.cli.finetune import positive_int
+
+HELP = "show what sparse features respond to: top examples and captum attributions; write an HTML report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("model", help="timm name, hf-hub:org/name, a run folder, or a transformers text model")
+    p.add_argument("--weights", help="FILE.safetensors, or 'offline' (weights shipped in an installed package)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialization")
+    p.add_argument("--compare", metavar="MODEL", help="a second model to explain on the same data (e.g. the dense one)")
+    p.add_argument("--compare-weights", help="--weights for the --compare model")
+    p.add_argument("--data", required=True, help="digits | image folder | saved dataset | .csv/.jsonl | Hub dataset id")
+    p.add_argument("--image-column")
+    p.add_argument("--label-column")
+    p.add_argument("--text-column")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
+    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text (default 128)")
+    p.add_argument("--samples", type=positive_int, default=512, help="samples scanned for top examples (default 512)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--site", required=True, metavar="REGEX", help="the site whose features to explain")
+    p.add_argument("--top-k", type=positive_int, default=16, metavar="K", help="explain the K most selective features")
+    p.add_argument("--features", type=int, nargs="+", metavar="I", help="explain these feature indices instead")
+    p.add_argument("--examples", type=positive_int, default=8, help="top examples per feature (default 8)")
+    p.add_argument("--method", default="integrated_gradients",
+                   help="feature attribution: integrated_gradients (default) | input_x_gradient")
+    p.add_argument("--class-method", default="auto",
+                   help="class attribution: auto (grad_cam for images, integrated_gradients for text) | grad_cam | "
+                        "integrated_gradients | none")
+    p.add_argument("--class-layer", help="module name of the Grad-CAM layer (default: the last spatial site)")
+    p.add_argument("--n-steps", type=positive_int, default=32, help="integrated-gradients steps (default 32)")
+    p.add_argument("--internal-batch-size", type=positive_int, default=64,
+                   help="most rows (examples × steps) per forward pass; bounds memory (default 64)")
+    p.add_argument("--out", help="report folder (default: reports/<model>-explain)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
+
+
+def _text_loader(name: str, args: argparse.Namespace):
+    from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+    from sparsezoo.errors import DataError
+    from sparsezoo.hf_models import load_hf_model, resolve_task
+    from sparsezoo.recipe import DataSpec
+    from sparsezoo.text_data import TextCollator, load_text_data
+
+    if resolve_task(name, "auto") != "text-classification":
+        raise DataError(f"{name}: sparsezoo explain supports timm image models and transformers text models")
+    data = load_text_data(DataSpec(source=args.data, text_column=args.text_column, label_column=args.label_column,
+                                   max_length=args.max_length))
+    model, tok = load_hf_model(name, "text-classification", data.label_names)
+    both = ConcatDataset([data.val, data.train])
+    n = min(args.samples, len(both))
+    loader = DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False,
+                        collate_fn=TextCollator(tok, args.max_length))
+    return model, loader, tok, data.label_names
+
+
+def _image_loader(model, args: argparse.Namespace):
+    """Evaluation-transformed samples, validation split first (as ``sparsezoo analyze`` reads them)."""
+    import torch
+    from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+    from sparsezoo.data import Transformed, build_transforms, load_image_data
+    from sparsezoo.recipe import DataSpec
+
+    spec = DataSpec(source=args.data, image_column=args.image_column, label_column=args.label_column,
+                    img_size=args.img_size)
+    data = load_image_data(spec)
+    _, eval_tf, _ = build_transforms(model, spec, data)
+    both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
+    n = min(args.samples, len(both))
+    loader = DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False, num_workers=0,
+                        pin_memory=torch.cuda.is_available())
+    return loader, data.label_names
+
+
+def _image_model(name: str, weights: str | None, pretrained: bool):
+    from sparsezoo.models import create_model, local_model_dir
+    from sparsezoo.recipe import ModelSpec
+
+    # --no-pretrained applies to timm architecture names; a folder or Hub repo *is* its weights
+    pretrained = pretrained or name.startswith("hf-hub:") or local_model_dir(name) is not None
+    return create_model(ModelSpec(name=name, pretrained=pretrained, weights=weights))
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsezoo.errors import OutputExistsError
+    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text
+
+    out = Path(args.out or Path("reports") / f"{Path(args.model.removeprefix('hf-hub:')).name}-explain")
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise OutputExistsError(f"output folder {out} exists; pass --force to overwrite it")
+    class_method = None if args.class_method == "none" else args.class_method
+
+    import torch
+
+    from analysis.interpret import explain, to_json
+    from analysis.interpret.attribute import check_methods
+    from analysis.interpret.render import render_page
+    from sparsezoo.hf_models import _quiet_transformers, load_hf_model, model_family
+
+    check_methods(args.method, class_method)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
+    tokenizer = label_names = loader = None
+    models = []
+    for name, weights in specs:
+        if model_family(name) == "transformers":
+            _quiet_transformers()
+            if loader is None:
+                model, loader, tokenizer, label_names = _text_loader(name, args)
+            else:
+                model, _ = load_hf_model(name, "text-classification", label_names)
+        else:
+            model = _image_model(name, weights, args.pretrained)
+            if loader is None:
+                loader, label_names = _image_loader(model, args)
+        models.append((name, model.to(device)))
+    results = []
+    for name, model in models:
+        res = explain(model, loader, site=args.site, features=args.features or args.top_k, method=args.method,
+                      class_method=class_method, examples=args.examples, n_steps=args.n_steps,
+                      internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
+                      label_names=label_names, class_layer=args.class_layer, device=device,
+                      progress=sys.stderr.isatty())
+        results.append((Path(name).name if Path(name).exists() else name, res))
+    command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
+    page = render_page(results, command)
+    doc = {"command": command, "models": [{"label": label, "explain": to_json(res)} for label, res in results]}
+
+    def fill(tmp: Path) -> None:
+        atomic_write_json(tmp / "report.json", doc)
+        atomic_write_text(tmp / "report.html", page)
+
+    atomic_dir(out, fill)
+    for label, res in results:
+        s = res["summary"]
+        line = (f"{label}: {s['features']} features of {res['site']} ({res['channels']}), {res['samples']} samples; "
+                f"feature attribution Gini {_num(s['feature_attr_gini_mean'])}, "
+                f"top-5% mass {_num(s['feature_attr_top5_mass_mean'])}")
+        if s["feature_delta_rel_median"] is not None:
+            line += f"; IG completeness delta (relative, median) {_num(s['feature_delta_rel_median'])}"
+        print(line)
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3g}"
