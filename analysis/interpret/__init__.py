@@ -71,7 +71,7 @@ def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: i
             method: str = "integrated_gradients", class_method: str | None = "auto", examples: int = 8,
             n_steps: int = 32, internal_batch_size: int | None = 64, baseline: float = 0.0,
             max_samples: int | None = 512, tokenizer: Any = None, label_names: Sequence[str] | None = None,
-            class_layer: str | None = None, batched: bool = True, device: Any = None,
+            class_names: Sequence[str] | None = None, class_layer: str | None = None, batched: bool = True, device: Any = None,
             progress: bool = False) -> dict:
     """Explain ``features`` of ``site``: their statistics, top examples and attributions (see module docstring).
 
@@ -90,7 +90,8 @@ def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: i
         baseline: pixel value of the image baseline (token baselines are pad tokens).
         max_samples: samples to scan for top examples (None: all).
         tokenizer: for text: token strings in the report and the pad/special ids of the baseline.
-        label_names: class names for the report.
+        label_names: names of the data's labels, for the report.
+        class_names: names of the model's output classes (its predictions), for the report.
         class_layer: module name of the Grad-CAM layer (default: the last spatial site).
         batched: False makes one captum call per feature (the reference the benchmark compares against).
 
@@ -200,7 +201,8 @@ def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: i
                      "n_steps": n_steps, "internal_batch_size": internal_batch_size, "baseline": baseline,
                      "batched": batched, "max_samples": max_samples},
         "selection": "indices" if not isinstance(features, int) else "selectivity",
-        "label_names": list(label_names) if label_names is not None else None, "num_classes": num_classes,
+        "label_names": list(label_names) if label_names is not None else None,
+        "class_names": list(class_names) if class_names is not None else None, "num_classes": num_classes,
         "stats": stats, "features": feats_out, "arrays": arrays, "timing": timing,
     }
     result["summary"] = summarize(result)

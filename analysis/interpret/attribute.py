@@ -85,13 +85,14 @@ class _Stop(Exception):
     """Raised by the site hook: nothing after the site is needed."""
 
 
-def run_to_site(model: nn.Module, site: Site, inputs: Inputs, *model_args) -> Tensor:
-    """The output of ``site`` for ``model_args``; the forward stops right after the site."""
+def run_to_site(model: nn.Module, site: Site, inputs: Inputs, *model_args, stop: bool = True) -> Tensor:
+    """The output of ``site`` for ``model_args``; the forward stops right after the site (unless ``stop`` is False)."""
     box = {}
 
     def grab(out: Tensor):
-        box["out"] = out
-        raise _Stop
+        box.setdefault("out", out)
+        if stop:
+            raise _Stop
 
     handle = site.hook(grab)
     try:
@@ -107,14 +108,14 @@ def run_to_site(model: nn.Module, site: Site, inputs: Inputs, *model_args) -> Te
 
 class SiteResponse:
     """captum forward function ``f(*model_args, features) -> [N]``: the model run up to ``site`` (the rest of the
-    network is skipped) and each row's response to its own feature."""
+    network is skipped unless ``stop`` is False) and each row's response to its own feature."""
 
-    def __init__(self, model: nn.Module, site: Site, inputs: Inputs):
-        self.model, self.site, self.inputs = model, site, inputs
+    def __init__(self, model: nn.Module, site: Site, inputs: Inputs, stop: bool = True):
+        self.model, self.site, self.inputs, self.stop = model, site, inputs, stop
 
     def __call__(self, *args) -> Tensor:
         *model_args, features = args
-        out = run_to_site(self.model, self.site, self.inputs, *model_args)
+        out = run_to_site(self.model, self.site, self.inputs, *model_args, stop=self.stop)
         return feature_response(out, self.site, features, self.inputs.position_mask(tuple(model_args[1:])))
 
 
@@ -192,8 +193,8 @@ def _per_neuron(model, site, inputs, features, m, layer, n_steps, ibs):
             algo = _captum(m.neuron_cls)(lambda *a, p=part: p.call(model, *a), site.module)
             attr = algo.attribute(x, _selector(site, f), additional_forward_args=extra or None, **kw)
             attr = attr * x if m.times_input else attr
-        else:  # tokens: one Layer* call per feature on the embeddings
-            algo = _captum(m.layer_cls)(SiteResponse(model, site, part), layer)
+        else:  # tokens: one Layer* call per feature on the embeddings, the whole model run as captum's neuron classes do
+            algo = _captum(m.layer_cls)(SiteResponse(model, site, part, stop=False), layer)
             attr = algo.attribute(x, additional_forward_args=(*extra, torch.full((len(rows),), f)), **kw)
         if out is None:
             out = torch.empty((len(inputs), *attr.shape[1:]), dtype=attr.dtype, device=attr.device)

@@ -32,30 +32,30 @@ def logits_of(out: Any) -> Tensor:
 class ImageInputs:
     """Pixel tensors ``[N, C, H, W]`` (or any float tensor input); attributed directly.
 
-    ``keyword``: the model is called as ``model(**{keyword: x})`` (``pixel_values`` for transformers vision
-    models), else positionally.
+    ``keyword``: the model is called as ``model(**{keyword: x}, **options)`` (``pixel_values`` for transformers
+    vision models, with constant ``options`` such as ``interpolate_pos_encoding``), else as ``model(x)``.
     """
 
     kind = "image"
 
-    def __init__(self, x: Tensor, keyword: str | None = None, baseline: float = 0.0):
-        self.x, self.keyword, self.baseline = x, keyword, baseline
+    def __init__(self, x: Tensor, keyword: str | None = None, baseline: float = 0.0, options: dict | None = None):
+        self.x, self.keyword, self.baseline, self.options = x, keyword, baseline, dict(options or {})
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def rows(self, idx: Tensor) -> ImageInputs:
-        return ImageInputs(self.x[idx], self.keyword, self.baseline)
+        return ImageInputs(self.x[idx], self.keyword, self.baseline, self.options)
 
     def to(self, device) -> ImageInputs:
-        return ImageInputs(self.x.to(device), self.keyword, self.baseline)
+        return ImageInputs(self.x.to(device), self.keyword, self.baseline, self.options)
 
     def captum(self) -> tuple[Tensor, Tensor, tuple]:
         """(attributed tensor, its baseline, extra forward args)."""
         return self.x, torch.full_like(self.x, self.baseline), ()
 
     def call(self, model: nn.Module, x: Tensor, *extra) -> Any:
-        return model(**{self.keyword: x}) if self.keyword else model(x)
+        return model(**{self.keyword: x}, **self.options) if self.keyword else model(x)
 
     def layer(self, model: nn.Module) -> nn.Module | None:
         """The layer a ``Layer*`` captum method attributes (None: attribute the input itself)."""
@@ -145,6 +145,7 @@ def make_inputs(model_inputs: Any, tokenizer: Any = None, baseline: float = 0.0)
             special = getattr(tokenizer, "all_special_ids", ()) or ()
             return TokenInputs(dict(model_inputs), 0 if pad is None else int(pad), [s for s in special if s != pad])
         if "pixel_values" in model_inputs:
-            return ImageInputs(model_inputs["pixel_values"], keyword="pixel_values", baseline=baseline)
+            options = {k: v for k, v in model_inputs.items() if not isinstance(v, Tensor)}
+            return ImageInputs(model_inputs["pixel_values"], "pixel_values", baseline, options)
     raise AnalysisError(f"cannot attribute inputs of type {type(model_inputs).__name__} (expected an image tensor, "
                         "or a dict with input_ids or pixel_values)")

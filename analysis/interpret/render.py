@@ -27,6 +27,8 @@ CARD_CSS = """
 .tok .peak{outline:2px solid #222}.cap{font-size:11px;color:#555}
 """
 
+DELTA_WARN = 0.1  # a relative completeness delta above this is flagged in the report
+
 DEFINITIONS = [
     ("response", "a feature's response to an input: its largest activation over positions (pixels of the site's "
                  "grid, or non-padding tokens); top examples are the samples with the largest responses"),
@@ -108,10 +110,10 @@ def _token_line(tokens: list[str], values: np.ndarray, start: int, stop: int, pe
 # ---------------------------------------------------------------------------------------------- cards
 
 
-def _name(names: list[str] | None, i: int | None, valid: bool = True) -> str:
+def _name(names: list[str] | None, i: int | None) -> str:
     if i is None:
         return "—"
-    return html.escape(str(names[i])) if valid and names is not None and 0 <= i < len(names) else str(i)
+    return html.escape(str(names[i])) if names is not None and 0 <= i < len(names) else str(i)
 
 
 def _stats_line(res: dict, f: dict) -> str:
@@ -126,10 +128,8 @@ def _stats_line(res: dict, f: dict) -> str:
 
 
 def _example_caption(res: dict, e: dict) -> str:
-    names = res.get("label_names")
-    same_head = names is not None and res.get("num_classes") == len(names)
-    label = "" if e["label"] is None else f"label {_name(names, e['label'])} · "
-    return (f'<div class="cap">response {_fmt(e["value"])}<br>{label}pred {_name(names, e["pred"], same_head)}'
+    label = "" if e["label"] is None else f"label {_name(res.get('label_names'), e['label'])} · "
+    return (f'<div class="cap">response {_fmt(e["value"])}<br>{label}pred {_name(res.get("class_names"), e["pred"])}'
             f'<br>Gini {_fmt(e["feature_gini"])}</div>')
 
 
@@ -213,6 +213,11 @@ def render_section(results: list[tuple[str, dict]]) -> str:
             *[[f"time: {k}", *[r["timing"].get(k) for _, r in results]] for k in first["timing"]]]
     rows += [row + ([None] if delta is not None else []) for row in more]
     parts = [f"<style>{CARD_CSS}</style>", head, _table(headers, rows)]
+    for label, r in results:
+        worst = max((v for k, v in r["summary"].items() if k.endswith("delta_rel_median") and v is not None), default=0)
+        if worst > DELTA_WARN:
+            parts.append(f"<p><b>{html.escape(label)}</b>: median relative completeness delta {_fmt(worst)} &gt; "
+                         f"{DELTA_WARN}: the integration has not converged; raise the number of steps.</p>")
     if len(results) == 2:
         parts.append(_verdict(results))
     parts.append(f"<details><summary>definitions</summary><dl>{defs}</dl></details>")

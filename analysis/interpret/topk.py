@@ -62,6 +62,9 @@ def _cat(parts: list[Any], pad_values: dict[str, int]) -> Any:
     out = {}
     for k in parts[0]:
         vals = [p[k] for p in parts]
+        if not isinstance(vals[0], Tensor):  # a constant option such as interpolate_pos_encoding
+            out[k] = vals[0]
+            continue
         if vals[0].dim() == 2 and len({v.shape[1] for v in vals}) > 1:
             t = max(v.shape[1] for v in vals)
             vals = [torch.nn.functional.pad(v, (0, t - v.shape[1]), value=pad_values.get(k, 0)) for v in vals]
@@ -92,7 +95,8 @@ def fetch_rows(loader: Iterable, indices: Sequence[int], pad_id: int = 0) -> tup
         y = labels_of(batch)
         for j in range(n):
             if seen + j in rank:
-                row = {k: v[j: j + 1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[j: j + 1]
+                row = ({k: v[j: j + 1] if isinstance(v, Tensor) else v for k, v in inputs.items()}
+                       if isinstance(inputs, dict) else inputs[j: j + 1])
                 found[seen + j] = (row, None if y is None else y[j: j + 1])
         seen += n
         if len(found) == len(want):

@@ -27,17 +27,20 @@ HELP = "show what sparse features respond to: top examples and captum attributio
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("model", help="timm name, hf-hub:org/name, a run folder, or a transformers text model")
+    p.add_argument("model", help="timm name, hf-hub:org/name, a run folder, or a transformers model")
     p.add_argument("--weights", help="FILE.safetensors, or 'offline' (weights shipped in an installed package)")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialization")
     p.add_argument("--compare", metavar="MODEL", help="a second model to explain on the same data (e.g. the dense one)")
     p.add_argument("--compare-weights", help="--weights for the --compare model")
+    p.add_argument("--task", choices=["auto", "image-classification", "text-classification"], default="auto",
+                   help="task of a transformers model (default: the one its architecture supports)")
     p.add_argument("--data", required=True, help="digits | image folder | saved dataset | .csv/.jsonl | Hub dataset id")
     p.add_argument("--image-column")
     p.add_argument("--label-column")
     p.add_argument("--text-column")
-    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
+    p.add_argument("--text-pair-column")
     p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text (default 128)")
+    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
     p.add_argument("--samples", type=positive_int, default=512, help="samples scanned for top examples (default 512)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--site", required=True, metavar="REGEX", help="the site whose features to explain")
@@ -57,52 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
 
 
-def _text_loader(name: str, args: argparse.Namespace):
-    from torch.utils.data import ConcatDataset, DataLoader, Subset
-
-    from sparsezoo.errors import DataError
-    from sparsezoo.hf_models import load_hf_model, resolve_task
-    from sparsezoo.recipe import DataSpec
-    from sparsezoo.text_data import TextCollator, load_text_data
-
-    if resolve_task(name, "auto") != "text-classification":
-        raise DataError(f"{name}: sparsezoo explain supports timm image models and transformers text models")
-    data = load_text_data(DataSpec(source=args.data, text_column=args.text_column, label_column=args.label_column,
-                                   max_length=args.max_length))
-    model, tok = load_hf_model(name, "text-classification", data.label_names)
-    both = ConcatDataset([data.val, data.train])
-    n = min(args.samples, len(both))
-    loader = DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False,
-                        collate_fn=TextCollator(tok, args.max_length))
-    return model, loader, tok, data.label_names
-
-
-def _image_loader(model, args: argparse.Namespace):
-    """Evaluation-transformed samples, validation split first (as ``sparsezoo analyze`` reads them)."""
-    import torch
-    from torch.utils.data import ConcatDataset, DataLoader, Subset
-
-    from sparsezoo.data import Transformed, build_transforms, load_image_data
-    from sparsezoo.recipe import DataSpec
-
-    spec = DataSpec(source=args.data, image_column=args.image_column, label_column=args.label_column,
-                    img_size=args.img_size)
-    data = load_image_data(spec)
-    _, eval_tf, _ = build_transforms(model, spec, data)
-    both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
-    n = min(args.samples, len(both))
-    loader = DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False, num_workers=0,
-                        pin_memory=torch.cuda.is_available())
-    return loader, data.label_names
-
-
-def _image_model(name: str, weights: str | None, pretrained: bool):
-    from sparsezoo.models import create_model, local_model_dir
-    from sparsezoo.recipe import ModelSpec
-
-    # --no-pretrained applies to timm architecture names; a folder or Hub repo *is* its weights
-    pretrained = pretrained or name.startswith("hf-hub:") or local_model_dir(name) is not None
-    return create_model(ModelSpec(name=name, pretrained=pretrained, weights=weights))
+def _class_names(model) -> list[str] | None:
+    """Names of the model's output classes: a timm checkpoint's ``label_names``, a transformers ``id2label`` that
+    is not the placeholder ``LABEL_i``."""
+    names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    if names:
+        return list(names)
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,31 +85,21 @@ def run(args: argparse.Namespace) -> int:
     from analysis.interpret import explain, to_json
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.render import render_page
-    from sparsezoo.hf_models import _quiet_transformers, load_hf_model, model_family
+    from sparsezoo.cli.analyze import _build, _loader  # the same models and samples as sparsezoo analyze
 
     check_methods(args.method, class_method)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
-    tokenizer = label_names = loader = None
-    models = []
-    for name, weights in specs:
-        if model_family(name) == "transformers":
-            _quiet_transformers()
-            if loader is None:
-                model, loader, tokenizer, label_names = _text_loader(name, args)
-            else:
-                model, _ = load_hf_model(name, "text-classification", label_names)
-        else:
-            model = _image_model(name, weights, args.pretrained)
-            if loader is None:
-                loader, label_names = _image_loader(model, args)
-        models.append((name, model.to(device)))
+    built = [_build(n, w, args, device) for n, w in specs]
+    model, family, task, pre = built[0]
+    loader, _, _ = _loader(model, args, family, task, pre)
+    tokenizer = pre if task == "text-classification" else None
     results = []
-    for name, model in models:
+    for (name, _), (model, *_rest) in zip(specs, built, strict=True):
         res = explain(model, loader, site=args.site, features=args.features or args.top_k, method=args.method,
                       class_method=class_method, examples=args.examples, n_steps=args.n_steps,
                       internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
-                      label_names=label_names, class_layer=args.class_layer, device=device,
+                      class_names=_class_names(model), class_layer=args.class_layer, device=device,
                       progress=sys.stderr.isatty())
         results.append((Path(name).name if Path(name).exists() else name, res))
     command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
