@@ -258,3 +258,14 @@ def test_transformers_vit_dict_batches_get_patch_boxes_and_grad_cam_on_the_grid(
             t = e["position"] - 1  # after the class token, a 6×6 grid of 8-pixel patches
             assert e["position"] == 0 and e["box"] == [0, 48, 0, 48] or (y0, x0) == (t // 6 * 8, t % 6 * 8)
             assert e["position"] == 0 or (y1 - y0, x1 - x0) == (8, 8)
+
+
+def test_receptive_field_boxes_of_two_stacked_convs():
+    from analysis.interpret.examples import receptive_boxes
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                        nn.ReLU()).eval()
+    site = find_sites(net, include="^3$")[0]
+    # output (i, j) of the stride-2 conv sees input rows/cols 2i-2 .. 2i+2 (5 pixels), clipped to the 16×16 image
+    boxes = receptive_boxes(net, site, ImageInputs(torch.randn(2, 3, 16, 16)), [0, 9, 63, 3 * 8 + 4])
+    assert boxes == [(0, 3, 0, 3), (0, 5, 0, 5), (12, 16, 12, 16), (4, 9, 6, 11)]
