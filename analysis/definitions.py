@@ -14,7 +14,7 @@ DEFINITIONS: dict[str, str] = {
     "l0_per_position": "non-zero channels per code vector (b, h, w) or (b, t); mean, max, and mean / C",
     "hoyer": "(sqrt(n) - ||x||_1/||x||_2) / (sqrt(n) - 1) per non-empty code vector, n = C; 1 = one non-zero",
     "gini": f"1 - 2 sum_k (x_(k)/||x||_1)(n - k + 1/2)/n, |x| ascending; on 1 code vector in {GINI_EVERY}, chosen by"
-            " a hash of (sample index, position), so independent of batching",
+            " the position and a hash of the sample index, so independent of batching",
     "empty_position_frac": "fraction of code vectors that are entirely zero (excluded from hoyer/gini)",
     "dead_units": "channels that are zero at every evaluated position",
     "dense_units": f"channels non-zero at more than {DENSE_THRESHOLD:.0%} of positions",

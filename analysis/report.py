@@ -358,8 +358,9 @@ img{max-width:100%}code{background:#f4f4f6;padding:1px 4px}nav a{margin-right:12
 """
 
 
-def render_html(rep: dict) -> str:
-    """The report as one self-contained HTML page."""
+def render_html(rep: dict, extra_sections: list[tuple[str, str, str]] = ()) -> str:
+    """The report as one self-contained HTML page; ``extra_sections``: ``(id, title, inner HTML)`` added before the
+    definitions (``sparsezoo analyze --explain`` adds the feature explanations)."""
     models = rep["models"]
     has_data = all("sparsity" in m["analysis"] for m in models)
     title = " vs ".join(m["label"] for m in models)
@@ -381,6 +382,7 @@ def render_html(rep: dict) -> str:
         if all(m["analysis"]["convergence"].get("ista") for m in models):
             conv += "<h3>ISTA agreement</h3>" + _fig_ista(models) + _side(models, _ista_table)
         sections.append(("convergence", "Layerwise convergence", conv))
+    sections += list(extra_sections)
     defs = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rep["definitions"].items())
     sections.append(("definitions", "Definitions", f"<dl>{defs}</dl>"))
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)

@@ -98,19 +98,28 @@ def gini(x: Tensor, dim: int = -1) -> Tensor:
 
 HOYER_BINS = 20  # histogram of per-position Hoyer values on [0, 1]
 GINI_BINS = 50  # histogram of per-position Gini values on [0, 1]
-GINI_EVERY = 32  # Gini on 1 code vector in 32, chosen by (sample index, position): see gini_selection; 0 = off
+GINI_EVERY = 32  # Gini on 1 code vector in 32, see gini_selection; 0 = off
 
 
 def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) -> Tensor:
-    """Which code vectors enter the Gini statistics: ``[B, S]`` bool.
+    """Which code vectors enter the Gini statistics: ``[B, S]`` bool, one position in ``every``.
 
-    A code vector at (sample i, position p) is selected when a multiplicative hash of (i, p) is 0 mod ``every``.
-    The choice depends only on the sample's index in the data and the position, never on batching, so the
-    subsampled Gini statistics do not change with batch size; it spreads over samples and positions.
+    Sample i contributes the positions p with ``(p + o_i) mod every = 0``, where the offset ``o_i`` is hashed from
+    the sample's index in the data. The choice depends only on that index and the position, never on batching,
+    so the subsampled Gini statistics do not change with batch size; across samples every position is covered.
     """
+    off = ((sample_idx.to(torch.int64) * 2654435761 + 12345) % 4294967296 >> 7) % every
     p = torch.arange(positions, device=sample_idx.device, dtype=torch.int64)
-    h = (sample_idx.to(torch.int64)[:, None] * 2654435761 + p[None, :] * 40503 + 12345) % 4294967296
-    return (h >> 7) % every == 0
+    return (p[None, :] + off[:, None]) % every == 0
+
+
+def _gini_stats(codes: Tensor):
+    """Sum, count and [0, 1] histogram of the Gini index of the rows of ``codes`` ``[n, C]`` (all-zero rows skipped)."""
+    g = gini(codes) if codes.numel() else codes.new_zeros(0)
+    g = g[~g.isnan()]
+    bins = (g.clamp(0, 1 - 1e-7) * GINI_BINS).to(torch.int64)
+    return g.sum(dtype=torch.float64), torch.tensor(g.numel(), dtype=torch.int64, device=codes.device), \
+        torch.bincount(bins, minlength=GINI_BINS)
 
 
 def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
@@ -142,20 +151,20 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
 _COMPILED: dict[str, Callable] = {}
 
 
-def _fused_reductions(x: Tensor, tau_abs: float, tau_rel: float):
-    """:func:`_reductions` through ``torch.compile`` (one compilation serves all shapes); eager if unavailable."""
-    fn = _COMPILED.get("fn")
-    if fn is None:
-        fn = _COMPILED["fn"] = torch.compile(_reductions, dynamic=True)
+def _fused(fn: Callable, *args):
+    """``fn(*args)`` through ``torch.compile`` (one compilation serves all shapes); eager if compiling fails."""
+    compiled = _COMPILED.get(fn.__name__)
+    if compiled is None:
+        compiled = _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
     try:
-        return fn(x, tau_abs, tau_rel)
+        return compiled(*args)
     except Exception as e:  # no C++ toolchain, unsupported backend…: same numbers, slower
         import logging
 
         logging.getLogger(__name__).warning("compiled sparsity statistics unavailable (%s); using eager",
                                             str(e).splitlines()[0][:200])
-        _COMPILED["fn"] = _reductions
-        return _reductions(x, tau_abs, tau_rel)
+        _COMPILED[fn.__name__] = fn
+        return fn(*args)
 
 
 def code_view(a: Tensor, channel_dim: int, mask: Tensor | None = None) -> Tensor:
@@ -210,19 +219,20 @@ class SparsityStats:
         b = a.shape[0]
         if sample_idx is None:
             sample_idx = torch.arange(b, device=a.device)
+        run = (lambda fn, *args: _fused(fn, *args)) if self.fused else (lambda fn, *args: fn(*args))
         x = code_view(a, channel_dim)  # [B, C, S]
-        g = x.new_zeros(0)
-        if self.gini_every > 0:
+        if self.gini_every > 0:  # sorting: eager (the selection has a data-dependent size)
             sel = gini_selection(sample_idx, x.shape[2], self.gini_every)
             if mask is not None:
                 sel = sel & mask.to(torch.bool).reshape(b, -1)
-            picked = x.transpose(1, 2)[sel]  # [n, C] selected code vectors
-            if picked.numel():
-                g = gini(picked)
-                g = g[~g.isnan()]
+            gini_sum, gini_count, gini_hist = _gini_stats(x.transpose(1, 2)[sel])
+        else:
+            gini_sum = torch.zeros((), dtype=torch.float64, device=a.device)
+            gini_count = torch.zeros((), dtype=torch.int64, device=a.device)
+            gini_hist = torch.zeros(GINI_BINS, dtype=torch.int64, device=a.device)
         if mask is not None:
             x = code_view(a, channel_dim, mask)
-        red = (_fused_reductions if self.fused else _reductions)(x, self.tau_abs, self.tau_rel)
+        red = run(_reductions, x, self.tau_abs, self.tau_rel)
         nnz, near_abs, near_rel, empty, l0_max, hoyer_sum, l1_sum, fire, hoyer_hist = red
         entries = x.numel()
         batch = {
@@ -237,9 +247,9 @@ class SparsityStats:
             "l1_sum": l1_sum,
             "fire": fire,
             "hoyer_hist": hoyer_hist.round().to(torch.int64),
-            "gini_sum": g.sum(dtype=torch.float64),
-            "gini_count": torch.tensor(g.numel(), dtype=torch.int64, device=a.device),
-            "gini_hist": torch.histc(g.float(), bins=GINI_BINS, min=0.0, max=1.0).round().to(torch.int64),
+            "gini_sum": gini_sum,
+            "gini_count": gini_count,
+            "gini_hist": gini_hist,
         }
         if not self.state:
             self.state = batch

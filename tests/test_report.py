@@ -78,12 +78,13 @@ def test_report_for_the_offline_mobilenetv2_renders(tmp_path):
     out = tmp_path / "mnv2"
     assert run("analyze", "mobilenetv2_100", "--weights", "offline", "--data", "digits", "--img-size", "64",
                "--samples", "64", "--batch-size", "32", "--ista-samples", "4", "--ista-steps", "6", "--no-fused",
-               "--out", str(out)) == 0
-    rep, page = check_report(out, SECTIONS)
+               "--explain", "--explain-top-k", "2", "--out", str(out)) == 0
+    rep, page = check_report(out, SECTIONS | {"explain"})
     a = rep["models"][0]["analysis"]
     assert a["samples"] == 64 and len(a["sparsity"]["per_site"]) == 35
     assert rep["command"].startswith("sparsezoo analyze mobilenetv2_100")
-    assert page.imgs == 7  # per-site, density, coherence, margins, relative change, CKA, ISTA
+    assert page.imgs > 7  # per-site, density, coherence, margins, relative change, CKA, ISTA + feature cards
+    assert rep["models"][0]["analysis"]["explain"]
     assert all(v["verdict"] for v in a["margins"].values())
     ista = [v for v in a["convergence"]["ista"].values() if "skipped" not in v]
     assert ista and all(v["relative_error"][0] < 1e-3 for v in ista)

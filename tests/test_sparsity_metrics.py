@@ -197,3 +197,19 @@ def test_peak_memory_does_not_grow_with_the_number_of_samples(tmp_path):
     peaks = [int(subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True)
                  .stdout.split()[-1]) for n in (256, 2048)]
     assert peaks[1] <= 1.10 * peaks[0], peaks
+
+
+def test_gini_statistics_known_answers_and_positions():
+    from analysis.sparsity import gini_selection
+
+    a = torch.zeros(3, 5, 4, 4)  # every code vector one-hot: Gini 1 - 1/5
+    a[:, 2] = 1.0
+    a[1, :, 0, 0] = 1.0  # one constant code vector: Gini 0
+    st = SparsityStats(gini_every=1)  # every position
+    st.update(a, 1)
+    r = st.result()
+    assert r["gini_subsample"]["codes"] == 48
+    assert r["gini_mean"] == pytest.approx((47 * 0.8 + 0.0) / 48)
+    sel = gini_selection(torch.arange(64), positions=100, every=32)
+    assert sel.shape == (64, 100) and sel.sum().item() == pytest.approx(64 * 100 / 32, abs=64)
+    assert sel.any(0).sum().item() > 90  # the offsets spread the choice over the positions

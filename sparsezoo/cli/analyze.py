@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ista-steps", type=positive_int, default=16)
     p.add_argument("--ista-samples", type=positive_int, default=16)
     p.add_argument("--no-fused", action="store_true", help="eager statistics instead of the compiled fused ones")
+    p.add_argument("--explain", action="store_true", help="add feature explanations: top examples, captum attributions")
+    p.add_argument("--explain-site", metavar="REGEX", help="site for --explain (default: the last activation site)")
+    p.add_argument("--explain-top-k", type=positive_int, default=8, metavar="K", help="features for --explain (default 8)")
     p.add_argument("--out", help="report folder (default: reports/<model>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
 
@@ -157,9 +160,22 @@ def run(args: argparse.Namespace) -> int:
         if loader is not None:
             res["data"] = desc
         results.append((Path(name).name if Path(name).exists() else name, name, res))
+    extra = []
+    if args.explain and loader is not None:
+        from analysis.interpret import explain, to_json
+        from analysis.interpret.render import render_section
+
+        explained = []
+        for (label, _, res), (model, _family, task, pre) in zip(results, built, strict=True):
+            ex = explain(model, loader, site=args.explain_site or "", features=args.explain_top_k,
+                         max_samples=args.samples, tokenizer=pre if task == "text-classification" else None,
+                         device=device, progress=progress)
+            res["explain"] = to_json(ex)
+            explained.append((label, ex))
+        extra.append(("explain", "Feature explanations", render_section(explained)))
     command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
     rep = build_report(results, command)
-    page = render_html(rep)
+    page = render_html(rep, extra_sections=extra)
 
     def fill(tmp: Path) -> None:
         atomic_write_json(tmp / "report.json", rep)
