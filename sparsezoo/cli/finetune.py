@@ -15,6 +15,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -208,12 +209,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / recipe.tag()
     progress = sys.stderr.isatty() and not args.no_progress
     result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress)
-    import os
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
+        return 0
+    from sparsezoo.hf_models import model_family
 
-    if os.environ.get("RANK", "0") == "0":
-        print(format_history(result.history))
-        from sparsezoo.hf_models import model_family
-
+    print(format_history(result.history))
     if model_family(recipe.model.name) == "transformers":
         print(f"run folder: {out}  (load with transformers' Auto*.from_pretrained('{out}'))")
     else:
