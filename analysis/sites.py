@@ -86,6 +86,10 @@ def is_activation(module: nn.Module) -> bool:
     return bool(_ACTIVATION_NAME.search(name)) and not _NOT_ACTIVATION.search(name)
 
 
+def _as_list(patterns: Patterns) -> list[str]:
+    return [patterns] if isinstance(patterns, str) else list(patterns or [])
+
+
 def _compile(patterns: Patterns, what: str) -> list[re.Pattern]:
     if patterns is None:
         return []
@@ -209,7 +213,7 @@ def find_sites(model: nn.Module, include: Patterns = None, exclude: Patterns = N
     if not sites:
         examples = ", ".join(s.name for s in candidates[:4]) or "none"
         raise SiteSelectionError(
-            f"no feature site matches include={list(include or [])!r} exclude={list(exclude or [])!r} "
+            f"no feature site matches include={_as_list(include)!r} exclude={_as_list(exclude)!r} "
             f"(the model has {len(candidates)} {'/'.join(kinds)} sites, e.g. {examples})"
         )
     return sites

@@ -57,7 +57,7 @@ def test_regex_selection_include_and_exclude():
 
 def test_empty_selection_and_bad_regex_are_clear_errors():
     model = timm.create_model("resnet18")
-    with pytest.raises(SiteSelectionError, match="no feature site matches.*17 activation sites, e.g. act1"):
+    with pytest.raises(SiteSelectionError, match=r"no feature site matches include=\['layer9'\].*17 activation sites, e.g. act1"):
         find_sites(model, include="layer9")
     with pytest.raises(SiteSelectionError, match="invalid include site pattern"):
         find_sites(model, include="(")
