@@ -98,7 +98,7 @@ def gini(x: Tensor, dim: int = -1) -> Tensor:
 
 HOYER_BINS = 20  # histogram of per-position Hoyer values on [0, 1]
 GINI_BINS = 50  # histogram of per-position Gini values on [0, 1]
-GINI_EVERY = 32  # Gini on 1 code vector in 32, see gini_selection; 0 = off
+GINI_EVERY = 64  # Gini on 1 code vector in 64, see gini_selection; 0 = off
 
 
 def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) -> Tensor:
@@ -114,12 +114,18 @@ def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) 
 
 
 def _gini_stats(codes: Tensor):
-    """Sum, count and [0, 1] histogram of the Gini index of the rows of ``codes`` ``[n, C]`` (all-zero rows skipped)."""
-    g = gini(codes) if codes.numel() else codes.new_zeros(0)
-    g = g[~g.isnan()]
-    bins = (g.clamp(0, 1 - 1e-7) * GINI_BINS).to(torch.int64)
-    return g.sum(dtype=torch.float64), torch.tensor(g.numel(), dtype=torch.int64, device=codes.device), \
-        torch.bincount(bins, minlength=GINI_BINS)
+    """Sum, count and [0, 1] histogram of the Gini index of the rows of ``codes`` ``[n, C]`` (all-zero rows skipped).
+
+    No data-dependent shapes inside, so ``torch.compile`` handles any number of rows with one compilation.
+    """
+    xs, _ = codes.abs().float().sort(dim=-1)
+    n = codes.shape[-1]
+    w = (n - torch.arange(1, n + 1, device=codes.device, dtype=xs.dtype) + 0.5) / n
+    total = xs.sum(-1)
+    ok = total > 0
+    g = torch.where(ok, 1 - 2 * (xs * w).sum(-1) / total.clamp_min(1e-30), torch.full_like(total, -1.0))
+    return torch.where(ok, g, torch.zeros_like(g)).sum(dtype=torch.float64), ok.sum(dtype=torch.int64), \
+        _hist01(g, GINI_BINS)
 
 
 def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
@@ -144,8 +150,39 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
         torch.where(nonempty, h, torch.zeros_like(h)).sum(dtype=torch.float64),
         l1.sum(dtype=torch.float64),
         nz.sum((0, 2), dtype=torch.int64),
-        torch.histc(h, bins=HOYER_BINS, min=0.0, max=1.0),
+        _hist01(h, HOYER_BINS),
     )
+
+
+def _hist01(v: Tensor, bins: int) -> Tensor:
+    """Counts of ``v`` in ``bins`` equal bins of [0, 1] (1.0 in the last one; values outside are dropped), int64.
+
+    Written as one comparison-and-sum per bin so that ``torch.compile`` fuses it (``torch.histc`` would not be).
+    """
+    idx = (v * bins).floor().clamp(max=bins - 1)
+    inside = (v >= 0) & (v <= 1)
+    return torch.stack([((idx == k) & inside).sum(dtype=torch.int64) for k in range(bins)])
+
+
+_SORT_FREE_KEYS = ("nnz", "near_abs", "near_rel", "empty", "l0_max", "hoyer_sum", "l1_sum", "fire", "hoyer_hist")
+_GINI_KEYS = ("gini_sum", "gini_count", "gini_hist")
+
+
+def _accumulate(x: Tensor, tau_abs: float, tau_rel: float, *state: Tensor):
+    """The running sums ``state`` (in ``_SORT_FREE_KEYS`` order) updated with the batch ``x`` (one fused call)."""
+    new = _reductions(x, tau_abs, tau_rel)
+    return tuple(torch.maximum(old, v) if k == "l0_max" else old + v
+                 for k, old, v in zip(_SORT_FREE_KEYS, state, new, strict=True))
+
+
+def _empty_state(channels: int, device) -> dict:
+    z = lambda dtype=torch.int64: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
+    return {"entries": 0, "positions": 0, "nnz": z(), "near_abs": z(), "near_rel": z(), "empty": z(), "l0_max": z(),
+            "hoyer_sum": z(torch.float64), "l1_sum": z(torch.float64),
+            "fire": torch.zeros(channels, dtype=torch.int64, device=device),
+            "hoyer_hist": torch.zeros(HOYER_BINS, dtype=torch.int64, device=device),
+            "gini_sum": z(torch.float64), "gini_count": z(), "gini_hist": torch.zeros(GINI_BINS, dtype=torch.int64,
+                                                                                        device=device)}
 
 
 _COMPILED: dict[str, Callable] = {}
@@ -197,7 +234,7 @@ class SparsityStats:
 
     # name -> reduction op used when merging partial results
     REDUCE_OPS = {
-        "entries": "sum", "zeros": "sum", "near_abs": "sum", "near_rel": "sum", "positions": "sum",
+        "entries": "sum", "nnz": "sum", "near_abs": "sum", "near_rel": "sum", "positions": "sum",
         "empty": "sum", "l0_max": "max", "hoyer_sum": "sum", "l1_sum": "sum", "fire": "sum",
         "hoyer_hist": "sum", "gini_sum": "sum", "gini_count": "sum", "gini_hist": "sum",
     }
@@ -221,57 +258,42 @@ class SparsityStats:
             sample_idx = torch.arange(b, device=a.device)
         run = (lambda fn, *args: _fused(fn, *args)) if self.fused else (lambda fn, *args: fn(*args))
         x = code_view(a, channel_dim)  # [B, C, S]
-        if self.gini_every > 0:  # sorting: eager (the selection has a data-dependent size)
+        st = self.state
+        if not st:
+            st = self.state = _empty_state(x.shape[1], a.device)
+        elif st["fire"].numel() != x.shape[1]:
+            raise AnalysisError(f"site changed its number of channels between batches ({st['fire'].numel()} -> "
+                                f"{x.shape[1]})")
+        if self.gini_every > 0:  # the selection (data-dependent size) is eager; the sort and sums may be compiled
             sel = gini_selection(sample_idx, x.shape[2], self.gini_every)
             if mask is not None:
                 sel = sel & mask.to(torch.bool).reshape(b, -1)
-            gini_sum, gini_count, gini_hist = _gini_stats(x.transpose(1, 2)[sel])
-        else:
-            gini_sum = torch.zeros((), dtype=torch.float64, device=a.device)
-            gini_count = torch.zeros((), dtype=torch.int64, device=a.device)
-            gini_hist = torch.zeros(GINI_BINS, dtype=torch.int64, device=a.device)
+            g = run(_gini_stats, x.transpose(1, 2)[sel])
+            st["gini_sum"], st["gini_count"], st["gini_hist"] = (st[k] + v for k, v in zip(_GINI_KEYS, g, strict=True))
         if mask is not None:
             x = code_view(a, channel_dim, mask)
-        red = run(_reductions, x, self.tau_abs, self.tau_rel)
-        nnz, near_abs, near_rel, empty, l0_max, hoyer_sum, l1_sum, fire, hoyer_hist = red
-        entries = x.numel()
-        batch = {
-            "entries": torch.tensor(entries, dtype=torch.int64, device=a.device),
-            "zeros": entries - nnz,
-            "near_abs": near_abs,
-            "near_rel": near_rel,
-            "positions": torch.tensor(x.shape[0] * x.shape[2], dtype=torch.int64, device=a.device),
-            "empty": empty,
-            "l0_max": l0_max,
-            "hoyer_sum": hoyer_sum,
-            "l1_sum": l1_sum,
-            "fire": fire,
-            "hoyer_hist": hoyer_hist.round().to(torch.int64),
-            "gini_sum": gini_sum,
-            "gini_count": gini_count,
-            "gini_hist": gini_hist,
-        }
-        if not self.state:
-            self.state = batch
-            return
-        if self.state["fire"].shape != batch["fire"].shape:
-            raise AnalysisError(
-                f"site changed its number of channels between batches ({self.state['fire'].numel()} -> {fire.numel()})"
-            )
-        for k, v in batch.items():
-            self.state[k] = torch.maximum(self.state[k], v) if self.REDUCE_OPS[k] == "max" else self.state[k] + v
+        new = run(_accumulate, x, self.tau_abs, self.tau_rel, *(st[k] for k in _SORT_FREE_KEYS))
+        st.update(zip(_SORT_FREE_KEYS, new, strict=True))
+        st["entries"] += x.numel()  # Python ints until reduce_ / result: no tensor op per batch
+        st["positions"] += x.shape[0] * x.shape[2]
 
     def reduce_(self, fn: Callable[[Tensor, str], Tensor]) -> None:
         """Merge partial states in place, e.g. across processes: ``fn(tensor, op)`` with op 'sum'|'max'."""
+        dev = self.state["fire"].device
         for k in sorted(self.state):
-            self.state[k] = fn(self.state[k], self.REDUCE_OPS[k])
+            v = self.state[k]
+            if isinstance(v, int):
+                self.state[k] = int(fn(torch.tensor(v, dtype=torch.int64, device=dev), self.REDUCE_OPS[k]))
+            else:
+                self.state[k] = fn(v, self.REDUCE_OPS[k])
 
     def result(self) -> dict:
         """Plain-data summary (JSON-serializable). Keys name the definition and threshold."""
         if not self.state:
             raise AnalysisError("no activations were recorded for this site")
-        s = {k: v.detach().cpu() for k, v in self.state.items()}
+        s = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in self.state.items()}
         entries, positions = int(s["entries"]), int(s["positions"])
+        s["zeros"] = entries - int(s["nnz"])
         fire = s["fire"].double()
         c = fire.numel()
         density = fire / max(positions, 1)

@@ -5,7 +5,7 @@ Per model (64×64 inputs, batch 64, ``--batches`` batches), interleaved batch by
 - ``plain``: ``model(x)`` under ``torch.no_grad`` (the baseline);
 - ``stats_fused``: the same forward with every sort-free per-site statistic (zero_frac, near_zero_frac abs/rel,
   l0_per_position, Hoyer and its histogram, firing counts) in one ``torch.compile``d function per site;
-- ``stats_fused_gini``: the same plus the Gini subsample (1 code vector in 32, ``GINI_EVERY``);
+- ``stats_fused_gini``: the same plus the Gini subsample (1 code vector in 64, ``GINI_EVERY``);
 - ``stats_eager``: the sort-free statistics without compilation (for reference).
 
 Ratios are medians of per-batch times over the plain forward. The one-off compilation is timed separately

@@ -155,7 +155,9 @@ def test_fused_compiled_statistics_equal_the_eager_ones():
             st.update(a, cd)
             st.update(a * 0.5, cd, sample_idx=torch.arange(shape[0], 2 * shape[0]))
         for k, v in eager.state.items():
-            if v.dtype.is_floating_point:
+            if isinstance(v, int):
+                assert v == fused.state[k], k
+            elif v.dtype.is_floating_point:
                 assert torch.allclose(v.double(), fused.state[k].double(), rtol=1e-5), k
             else:
                 assert torch.equal(v, fused.state[k]), k
@@ -210,6 +212,8 @@ def test_gini_statistics_known_answers_and_positions():
     r = st.result()
     assert r["gini_subsample"]["codes"] == 48
     assert r["gini_mean"] == pytest.approx((47 * 0.8 + 0.0) / 48)
+    hoyer_counts = r["hoyer_hist"]["counts"]  # 47 one-hot codes have Hoyer 1 (last bin), the constant one 0
+    assert hoyer_counts[-1] == 47 and hoyer_counts[0] == 1 and sum(hoyer_counts) == 48
     sel = gini_selection(torch.arange(64), positions=100, every=32)
     assert sel.shape == (64, 100) and sel.sum().item() == pytest.approx(64 * 100 / 32, abs=64)
     assert sel.any(0).sum().item() > 90  # the offsets spread the choice over the positions
