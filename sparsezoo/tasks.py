@@ -70,7 +70,7 @@ class Task:
             save_model_files(out, raw_model, self.label_names, self.data_config, metadata)
 
 
-def _hf_image_transforms(processor: Any, img_size: int | None, augment: str):
+def hf_image_transforms(processor: Any, img_size: int | None, augment: str):
     """torchvision transforms from an HF image processor's size / mean / std."""
     from torchvision import transforms as T
 
@@ -141,7 +141,7 @@ def build_task(recipe: Recipe) -> Task:
             data = load_image_data(d)
             model, proc = load_hf_model(m.name, kind, data.label_names, m.pretrained)
             augment = data.default_augment if d.augment == "auto" else d.augment
-            train_tf, eval_tf, hw = _hf_image_transforms(proc, d.img_size, augment)
+            train_tf, eval_tf, hw = hf_image_transforms(proc, d.img_size, augment)
             native = getattr(model.config, "image_size", None)
             fwd = {"interpolate_pos_encoding": True} if native and tuple(hw) != (native, native) else {}
             task = Task("transformers", kind, model, data.label_names, Transformed(data.train, train_tf),

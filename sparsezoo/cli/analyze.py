@@ -18,6 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from sparsezoo.cli._options import add_data_options, add_model_options, data_spec, load_models
 from sparsezoo.cli.finetune import positive_int
 
 HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
@@ -26,22 +27,11 @@ HELP = "measure sparsity, coherence, theory margins and convergence; write an HT
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("model", help="timm name, hf-hub:org/name, or a folder (e.g. a run folder)")
-    p.add_argument("--weights", help="FILE.safetensors, or 'offline' (weights shipped in an installed package)")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialization")
-    p.add_argument("--compare", metavar="MODEL", help="a second model to analyze side by side (e.g. the dense original)")
-    p.add_argument("--compare-weights", help="--weights for the --compare model")
-    p.add_argument("--task", choices=["auto", "image-classification", "text-classification"], default="auto",
-                   help="for transformers models (default: detected)")
+    add_model_options(p, "a second model to analyze side by side (e.g. the dense original)")
     p.add_argument("--activation", metavar="NAME", help="replace the activations first: relu|relu2|gelu|silu|topk:K")
     p.add_argument("--threshold", type=float, metavar="TAU",
                    help="thresholded activations: y = f(x)·1[|f(x)| > TAU] (turns near-zeros into zeros)")
-    p.add_argument("--data", default=None, help="digits | image folder | saved dataset | .csv/.jsonl | Hub dataset id")
-    p.add_argument("--image-column")
-    p.add_argument("--label-column")
-    p.add_argument("--text-column")
-    p.add_argument("--text-pair-column")
-    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text (default 128)")
-    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
+    add_data_options(p, required=False)
     p.add_argument("--samples", type=positive_int, default=512, help="samples to measure (default 512)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (CKA uses each batch; >= 4)")
     p.add_argument("--weights-only", action="store_true", help="coherence of the weights only; no data needed")
@@ -56,66 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explain-top-k", type=positive_int, default=8, metavar="K", help="features for --explain (default 8)")
     p.add_argument("--out", help="report folder (default: reports/<model>)")
     p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
-
-
-def _loader(model, args, family: str, task: str, preprocessor):
-    """Samples of --data (validation split first, then training), preprocessed for the first model."""
-    import torch
-    from torch.utils.data import ConcatDataset, DataLoader, Subset
-
-    from sparsezoo.recipe import DataSpec
-
-    spec = DataSpec(source=args.data, image_column=args.image_column, label_column=args.label_column,
-                    img_size=args.img_size, text_column=args.text_column, text_pair_column=args.text_pair_column,
-                    max_length=args.max_length)
-    pin = torch.cuda.is_available()
-    if task == "text-classification":
-        from datasets import concatenate_datasets
-
-        from sparsezoo.text_data import TextCollator, load_text_data
-
-        data = load_text_data(spec)
-        both = concatenate_datasets([data.val, data.train])
-        n = min(args.samples, len(both))
-        return DataLoader(both.select(range(n)), batch_size=args.batch_size, shuffle=False, pin_memory=pin,
-                          collate_fn=TextCollator(preprocessor, args.max_length)), n, data.description
-    from sparsezoo.data import Transformed, build_transforms, load_image_data
-
-    data = load_image_data(spec)
-    collate = None
-    if family == "transformers":
-        from sparsezoo.tasks import _hf_image_transforms
-
-        _, eval_tf, hw = _hf_image_transforms(preprocessor, args.img_size, "none")
-        native = getattr(model.config, "image_size", None)
-        extra = {"interpolate_pos_encoding": True} if native and tuple(hw) != (native, native) else {}
-
-        def collate(rows):
-            return {"pixel_values": torch.stack([r[0] for r in rows]), **extra}
-    else:
-        _, eval_tf, _ = build_transforms(model, spec, data)
-    both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
-    n = min(args.samples, len(both))
-    return DataLoader(Subset(both, range(n)), batch_size=args.batch_size, shuffle=False, num_workers=0,
-                      pin_memory=pin, collate_fn=collate), n, data.description
-
-
-def _build(name: str, weights: str | None, args: argparse.Namespace, device: str):
-    """(model in eval mode, family, task, tokenizer/processor or None) for one model name."""
-    from sparsezoo.hf_models import load_hf_model, model_family, resolve_task
-    from sparsezoo.models import create_model, local_model_dir
-    from sparsezoo.recipe import ModelSpec
-
-    family = model_family(name)
-    if family == "transformers":
-        task = resolve_task(name, args.task)
-        model, pre = load_hf_model(name, task, None, pretrained=args.pretrained or Path(name).is_dir())
-    else:
-        # --no-pretrained applies to timm architecture names; a folder or Hub repo *is* its weights
-        pretrained = args.pretrained or name.startswith("hf-hub:") or local_model_dir(name) is not None
-        model = create_model(ModelSpec(name=name, pretrained=pretrained, weights=weights))
-        task, pre = "image-classification", None
-    return model.to(device).eval(), family, task, pre
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,26 +65,26 @@ def run(args: argparse.Namespace) -> int:
     from analysis.analyze import analyze
     from analysis.report import build_report, render_html
     from analysis.sites import find_sites
+    from sparsezoo.inputs import sample_loader
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     progress = sys.stderr.isatty()
-    specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
-    built = [_build(n, w, args, device) for n, w in specs]
+    names = [args.model] + ([args.compare] if args.compare else [])
+    built = load_models(args, device)
     if args.activation or args.threshold is not None:  # variants apply to the first model only
         from sparsezoo.activations import replace_activations, threshold_activations
 
-        acts = find_sites(built[0][0])
+        acts = find_sites(built[0].model)
         if args.activation:
-            acts = replace_activations(built[0][0], acts, args.activation)
+            acts = replace_activations(built[0].model, acts, args.activation)
         if args.threshold is not None:
             threshold_activations(acts, args.threshold)
     loader = None
     if not args.weights_only:
-        model, family, task, pre = built[0]
-        loader, n, desc = _loader(model, args, family, task, pre)
+        loader, n, desc = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
     results = []
-    for (name, _), (model, *_rest) in zip(specs, built, strict=True):
-        res = analyze(model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
+    for name, loaded in zip(names, built, strict=True):
+        res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
                       ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
                       fused=not args.no_fused, device=device, progress=progress)
         if loader is not None:
@@ -166,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
         from analysis.interpret.render import render_section
 
         explained = []
-        for (label, _, res), (model, _family, task, pre) in zip(results, built, strict=True):
-            ex = explain(model, loader, site=args.explain_site or "", features=args.explain_top_k,
-                         max_samples=args.samples, tokenizer=pre if task == "text-classification" else None,
+        for (label, _, res), loaded in zip(results, built, strict=True):
+            text = loaded.task == "text-classification"
+            ex = explain(loaded.model, loader, site=args.explain_site or "", features=args.explain_top_k,
+                         max_samples=args.samples, tokenizer=loaded.preprocessor if text else None,
                          device=device, progress=progress)
             res["explain"] = to_json(ex)
             explained.append((label, ex))

@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from sparsezoo.cli._options import add_data_options, add_model_options, data_spec, load_models
 from sparsezoo.cli.finetune import positive_int
 
 HELP = "show what sparse features respond to: top examples and captum attributions; write an HTML report"
@@ -28,19 +29,8 @@ HELP = "show what sparse features respond to: top examples and captum attributio
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("model", help="timm name, hf-hub:org/name, a run folder, or a transformers model")
-    p.add_argument("--weights", help="FILE.safetensors, or 'offline' (weights shipped in an installed package)")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialization")
-    p.add_argument("--compare", metavar="MODEL", help="a second model to explain on the same data (e.g. the dense one)")
-    p.add_argument("--compare-weights", help="--weights for the --compare model")
-    p.add_argument("--task", choices=["auto", "image-classification", "text-classification"], default="auto",
-                   help="task of a transformers model (default: the one its architecture supports)")
-    p.add_argument("--data", required=True, help="digits | image folder | saved dataset | .csv/.jsonl | Hub dataset id")
-    p.add_argument("--image-column")
-    p.add_argument("--label-column")
-    p.add_argument("--text-column")
-    p.add_argument("--text-pair-column")
-    p.add_argument("--max-length", type=positive_int, default=128, help="tokens per text (default 128)")
-    p.add_argument("--img-size", type=positive_int, help="input size (default: the model's data config)")
+    add_model_options(p, "a second model to explain on the same data (e.g. the dense one)")
+    add_data_options(p, required=True)
     p.add_argument("--samples", type=positive_int, default=512, help="samples scanned for top examples (default 512)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--site", required=True, metavar="REGEX", help="the site whose features to explain")
@@ -85,17 +75,17 @@ def run(args: argparse.Namespace) -> int:
     from analysis.interpret import explain, to_json
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.render import render_page
-    from sparsezoo.cli.analyze import _build, _loader  # the same models and samples as sparsezoo analyze
+    from sparsezoo.inputs import sample_loader  # the same models and samples as sparsezoo analyze
 
     check_methods(args.method, class_method)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
-    built = [_build(n, w, args, device) for n, w in specs]
-    model, family, task, pre = built[0]
-    loader, _, _ = _loader(model, args, family, task, pre)
-    tokenizer = pre if task == "text-classification" else None
+    names = [args.model] + ([args.compare] if args.compare else [])
+    built = load_models(args, device)
+    loader, _, _ = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
+    tokenizer = built[0].preprocessor if built[0].task == "text-classification" else None
     results = []
-    for (name, _), (model, *_rest) in zip(specs, built, strict=True):
+    for name, loaded in zip(names, built, strict=True):
+        model = loaded.model
         res = explain(model, loader, site=args.site, features=args.features or args.top_k, method=args.method,
                       class_method=class_method, examples=args.examples, n_steps=args.n_steps,
                       internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
