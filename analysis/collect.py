@@ -47,7 +47,33 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, dict) else model(inputs)
 
 
-class SiteCollector:
+class HookSet:
+    """Hooks that come and go together: :meth:`attach` registers them (once), :meth:`detach` removes them; also a
+    context manager. Subclasses return their handles from :meth:`_register`."""
+
+    _handles: list
+
+    def _register(self) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attach(self):
+        if not getattr(self, "_handles", None):
+            self._handles = self._register()
+        return self
+
+    def detach(self) -> None:
+        for h in getattr(self, "_handles", ()):
+            h.remove()
+        self._handles = []
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+class SiteCollector(HookSet):
     """Base class: forward hooks on ``sites`` that call :meth:`observe` with each output.
 
     A module that runs several times per forward (a reused ``ReLU``) is observed once per call, under the keys
@@ -61,7 +87,7 @@ class SiteCollector:
         self.sample_idx: Tensor | None = None  # dataset index of each sample of the current batch
         self._seen = 0
         self._calls: dict[str, int] = {}
-        self._handles: list = []
+        self._handles = []
 
     def observe(self, key: str, site: Site, out: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,22 +115,9 @@ class SiteCollector:
             return m
         return None
 
-    def attach(self) -> SiteCollector:
-        if not self._handles:
-            self._handles.append(self.model.register_forward_pre_hook(self._start_batch, with_kwargs=True))
-            self._handles += [s.hook(self._hook(s)) for s in self.sites]
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __enter__(self):
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def _register(self) -> list:
+        return [self.model.register_forward_pre_hook(self._start_batch, with_kwargs=True),
+                *(s.hook(self._hook(s)) for s in self.sites)]
 
 
 @torch.no_grad()

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from analysis.collect import HookSet
 
-class StripeCollector:
+
+class StripeCollector(HookSet):
     """Forward pre-hooks on conv/linear layers accumulating the stripe sparsity of their inputs."""
 
     def __init__(self, model: nn.Module, layers: Iterable[tuple[str, nn.Module]] | None = None):
@@ -71,16 +73,9 @@ class StripeCollector:
         x = args[0] if args else None
         self._model_input_ptr = x.data_ptr() if isinstance(x, Tensor) else None
 
-    def attach(self) -> StripeCollector:
-        if not self._handles:
-            self._handles.append(self.model.register_forward_pre_hook(self._root, with_kwargs=True))
-            self._handles += [m.register_forward_pre_hook(self._pre(n, m)) for n, m in self.layers]
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _register(self) -> list:
+        return [self.model.register_forward_pre_hook(self._root, with_kwargs=True),
+                *(m.register_forward_pre_hook(self._pre(n, m)) for n, m in self.layers)]
 
     def results(self) -> dict[str, dict]:
         out = {}

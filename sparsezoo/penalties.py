@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from analysis.collect import HookSet
 from analysis.sites import Site, disable_inplace, find_sites
 
 PenaltyFn = Callable[[Tensor, int, bool, "Tensor | None"], Tensor]
@@ -81,7 +82,7 @@ def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: T
     return _masked_mean(per_position, mask) if mask is not None else per_position.mean()
 
 
-class SparsityPenalty:
+class SparsityPenalty(HookSet):
     """Attach sparsity penalties to the feature sites of any ``nn.Module``.
 
     Args:
@@ -167,22 +168,8 @@ class SparsityPenalty:
         self._acc.clear()
         self._count = 0
 
-    def attach(self) -> SparsityPenalty:
-        if not self._handles:
-            self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            self._handles += [s.hook(self._hook(s)) for s in self.sites]
-        return self
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> SparsityPenalty:
-        return self.attach()
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
+    def _register(self) -> list:
+        return [self.model.register_forward_pre_hook(self._reset), *(s.hook(self._hook(s)) for s in self.sites)]
 
     # -------------------------------------------------------------------------------- results
     def penalty(self) -> Tensor:
