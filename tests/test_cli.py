@@ -115,7 +115,8 @@ def test_help_imports_no_heavy_library():
             "for argv in [['--help']] + [[c, '--help'] for c in COMMANDS]:\n"
             "    try: main(argv)\n"
             "    except SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'timm', 'transformers', 'captum', 'datasets', 'huggingface_hub', 'matplotlib') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'timm', 'transformers', 'captum', 'datasets', 'huggingface_hub',\n"
+            "                     'matplotlib') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in res.stdout
