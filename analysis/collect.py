@@ -49,7 +49,7 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 
 class HookSet:
     """Hooks that come and go together: :meth:`attach` registers them (once), :meth:`detach` removes them; also a
-    context manager. Subclasses return their handles from :meth:`_register`."""
+    context manager. Subclasses set ``self._handles = []`` and return their handles from :meth:`_register`."""
 
     _handles: list
 
@@ -57,12 +57,12 @@ class HookSet:
         raise NotImplementedError
 
     def attach(self):
-        if not getattr(self, "_handles", None):
+        if not self._handles:
             self._handles = self._register()
         return self
 
     def detach(self) -> None:
-        for h in getattr(self, "_handles", ()):
+        for h in self._handles:
             h.remove()
         self._handles = []
 

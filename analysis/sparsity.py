@@ -46,11 +46,6 @@ DENSE_THRESHOLD = 0.9
 HIST_EDGES = [float(e) / 2 for e in range(-16, 1)]  # log10 density bins from 1e-8 to 1, half decades
 
 
-def _positions_first(a: Tensor, channel_dim: int) -> Tensor:
-    """View ``a`` as ``[P, C]``: one row per position."""
-    return a.movedim(channel_dim, -1).reshape(-1, a.shape[channel_dim])
-
-
 # ----------------------------------------------------------------------------------------------------
 # Definitions on one tensor (used by the tests as the reference and by anyone who wants one number).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
 
@@ -135,8 +134,3 @@ def save_hf_model(out: Path, model, preprocessor, metadata: dict[str, str]) -> N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.debug("saved transformers model to %s (%s)", out, metadata)
-
-
-def batch_inputs(preprocessor: Any) -> tuple[str, ...]:
-    """Names of the keyword inputs a tokenizer produces (for ``model(**inputs)``)."""
-    return tuple(getattr(preprocessor, "model_input_names", ("input_ids", "attention_mask")))
