@@ -10,8 +10,8 @@ __all__ = ["analyze", "coherence", "convergence", "measure", "theory_margins", "
            "find_sites", "site_stages", "summarize", "explain"]
 
 _LAZY = {
-    "analyze": "analysis.analyze",
-    "measure": "analysis.analyze",
+    "analyze": "analysis.pipeline",
+    "measure": "analysis.pipeline",
     "coherence": "analysis.dictionary",
     "convergence": "analysis.layerwise",
     "theory_margins": "analysis.margins",

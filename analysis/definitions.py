@@ -24,9 +24,12 @@ DEFINITIONS: dict[str, str] = {
     "zero_frac_all_entries": "fraction of all activation entries (all sites) exactly 0",
     "zero_frac_per_stage": "zero_frac averaged over the sites of each stage (rN = output stride N)",
     # coherence (analysis.dictionary)
-    "mu": "mutual coherence max_{i!=j} |<w_i, w_j>| of the l2-normalized atoms (filters / rows)",
+    "mu": "mutual coherence max_{i!=j} |<w_i, w_j>| of the l2-normalized non-zero atoms (filters / rows); not"
+          " applicable (null) for depthwise layers, whose atoms share no input",
+    "zero_atoms": "atoms with ||w_i|| <= 1e-4 max_j ||w_j|| (switched off): counted, left out of mu and the thresholds",
     "mu_shift": "shift-aware coherence: max over filter pairs and relative shifts (multiples of the stride) of the"
-                " inner product of overlapped unit filters, a filter with itself at shift 0 excluded",
+                " inner product of overlapped unit filters placed on their dilated grid, a filter with itself at shift 0"
+                " excluded",
     "gram_mean / gram_p99": "mean / 99th percentile of the off-diagonal |Gram| entries",
     "babel": "Babel function mu_1(k) = max_i sum of the k largest |<w_i, w_j>|, j != i, for k = 1..16",
     "welch": "Welch bound sqrt((m - n)/(n(m - 1))) for m atoms in R^n (m > n)",
@@ -34,12 +37,16 @@ DEFINITIONS: dict[str, str] = {
     "threshold": "effective soft-threshold -b/||w|| per unit, BatchNorm folded (positive: the unit needs"
                  " evidence above this to fire)",
     # margins (analysis.margins)
-    "stripe_sparsity": "non-zeros of a layer's input inside one receptive-field window, summed over the input"
-                       " channels of a group (linear layers: non-zeros per input vector); max, mean, p95",
+    "stripe_sparsity": "||G_i||_{0,inf}^s of the layer's OUTPUT code G_i = act(D_i^T G_{i-1} + b) (post-activation"
+                       " map; BatchNorm folded): the most non-zeros among the entries whose atoms overlap one atom,"
+                       " i.e. a (2r+1) neighbourhood of output positions, r = floor(((k-1)*dilation)/stride) per"
+                       " dimension (2k-1 at stride 1), all output channels of the group; linear layers: non-zeros of"
+                       " the output vector per position. max, mean, p95 over stripes (Papyan-Romano-Elad 2017)",
     "margin": "s* - max stripe sparsity; > 0 means the uniqueness theorem applies to this layer",
     # convergence (analysis.layerwise)
     "relative_change": "sqrt(sum ||F_{l+1} - F_l||^2 / sum ||F_l||^2) between consecutive equal-shape blocks",
-    "cka": "minibatch linear CKA with the unbiased HSIC estimator (1 = same up to rotation and scale)",
+    "cka": "minibatch linear CKA with the unbiased HSIC estimator (1 = same up to rotation and scale, ~0 ="
+           " unrelated; the unbiased estimator can dip slightly below 0)",
     "ista.relative_error": "||G^k - y|| / ||y||: k steps of layer-scale non-negative ISTA with the layer's own"
                            " (BatchNorm-folded) filters vs the layer's output y; 0 at k = 1 by construction",
     "ista.support_jaccard": "|supp(G^k) & supp(y)| / |supp(G^k) | supp(y)|",

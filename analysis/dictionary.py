@@ -5,10 +5,19 @@ In the deep-sparse-coding view a layer's filters are dictionary atoms. Atoms are
 - Linear ``W ∈ R^{out×in}``: the atoms are the rows ``w_i`` (one per output unit), in ``R^in``.
 - Conv ``W ∈ R^{Cout×Cin/g×kh×kw}``: *local* atoms are the flattened filters (per group);
   the *shift-aware* coherence treats the layer as a global convolutional dictionary whose atoms are the filters
-  at every position, so it also compares filters at relative shifts ``|u| < kh, |v| < kw`` that are multiples of
-  the stride (a filter with itself at shift 0 excluded). One ``conv2d(W, W, padding=(kh-1, kw-1))`` gives all
-  of them. Grouped / depthwise convs: atoms of different groups touch disjoint inputs (inner product 0), so the
-  coherence is the max over groups.
+  at every output position, so it also compares filters at relative shifts (in input pixels) that are
+  multiples of the stride, over the filters' true support: a dilated filter is first placed on its dilated
+  grid, ``(k − 1)·d + 1`` pixels wide. A filter with itself at shift 0 is excluded. One
+  ``conv2d(W, W, padding=(K − 1))`` of the (dilated) filters gives all of them. Padding plays no part: the
+  global dictionary is the layer away from the borders. Grouped convs: atoms of different groups touch
+  disjoint inputs (inner product 0), so the coherence is the max over groups. Depthwise convs have one atom per
+  group, so their *local* coherence is not applicable (None, left out of every mean); their shift-aware one is.
+- *Zero atoms* (``‖w_i‖ ≤ 1e-4 · max‖w‖``) have no direction: they are counted (``zero_atoms``) and left out of
+  μ, the Gram statistics and the thresholds.
+
+Papyan, Romano & Elad, "Convolutional neural networks analyzed via convolutional sparse coding", JMLR 2017;
+Li, Feng & Zhou, "Convergence analysis for deep sparse coding via convolutional neural networks",
+arXiv:2408.05540.
 
 Definitions (all dimensionless):
 
@@ -36,10 +45,32 @@ from analysis.errors import AnalysisError
 BABEL_K = 16
 
 
+ZERO_ATOM_RTOL = 1e-4
+
+
+def atom_norms(atoms: Tensor) -> Tensor:
+    """ℓ2 norm of each atom (row of ``atoms``, flattened), float64."""
+    return atoms.detach().reshape(atoms.shape[0], -1).double().norm(dim=1)
+
+
+def zero_atoms(atoms: Tensor) -> Tensor:
+    """Bool mask of the *zero atoms*: ``‖w_i‖ ≤ 1e-4 · max_j ‖w_j‖`` (every atom when all are 0).
+
+    Such an atom is switched off: below the resolution of a 16-bit float next to the layer's largest atom, in
+    practice a filter whose BatchNorm γ went to ≈ 0 in training (the offline ImageNet EfficientNet-Lite0 has
+    dozens, with relative norms 1e-8 … 1e-5). Its direction says nothing about the dictionary and its threshold
+    ``−b/‖w‖`` is a meaningless 1e5 … 1e299, so it enters no coherence statistic and no threshold; it is
+    counted under ``zero_atoms`` instead.
+    """
+    norms = atom_norms(atoms)
+    return norms <= ZERO_ATOM_RTOL * norms.max() if norms.numel() else norms.bool()
+
+
 def normalize_atoms(atoms: Tensor) -> Tensor:
-    """Rows of ``atoms`` (flattened) scaled to unit ℓ2 norm; all-zero atoms stay zero."""
+    """Rows of ``atoms`` (flattened) scaled to unit ℓ2 norm; zero atoms (:func:`zero_atoms`) become exactly zero."""
     a = atoms.detach().reshape(atoms.shape[0], -1).float()
-    return a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return a.masked_fill(zero_atoms(atoms).to(a.device)[:, None], 0.0)
 
 
 def welch_bound(m: int, n: int) -> float | None:
@@ -49,8 +80,12 @@ def welch_bound(m: int, n: int) -> float | None:
     return math.sqrt((m - n) / (n * (m - 1)))
 
 
-def uniqueness_bound(mu: float) -> float:
-    """``s* = ½(1 + 1/μ)``: the sparsity below which a representation is the unique sparsest one."""
+def uniqueness_bound(mu: float | None) -> float | None:
+    """``s* = ½(1 + 1/μ)``: the sparsity below which a representation is the unique sparsest one.
+
+    None when μ is not applicable (None); inf for μ = 0 (pairwise orthogonal atoms: every code is unique)."""
+    if mu is None:
+        return None
     return math.inf if mu <= 0 else 0.5 * (1 + 1 / mu)
 
 
@@ -60,73 +95,88 @@ def stability_bound(eps: float, s: float, mu: float) -> float:
     return math.inf if denom <= 0 else 4 * eps**2 / denom
 
 
-def gram_stats(atoms: Tensor, babel_k: int = BABEL_K) -> dict:
-    """Coherence statistics of the rows of ``atoms`` ([m, n]; normalized here)."""
+def gram_stats(atoms: Tensor, babel_k: int = BABEL_K, groups: int = 1) -> dict:
+    """Coherence statistics of the rows of ``atoms`` (``[m, n]``; normalized here), split into ``groups``.
+
+    Atoms of different groups touch disjoint inputs (inner product 0), so μ and the Babel curve are maxima over
+    groups and the |Gram| mean / p99 run over within-group pairs. Zero atoms are left out (counted in
+    ``zero_atoms``). With fewer than two non-zero atoms in every group (a depthwise layer has one atom per group:
+    no two atoms share an input) the statistics are not applicable: ``mu`` etc. are None and
+    ``not_applicable`` says why.
+    """
     a = normalize_atoms(atoms)
     m, n = a.shape
-    if m < 2:
-        return {"atoms": m, "dim": n, "mu": 0.0, "gram_mean": 0.0, "gram_p99": 0.0, "babel": [0.0] * min(babel_k, 1)}
-    g = (a @ a.T).abs()
-    g.fill_diagonal_(0.0)
-    off = g[~torch.eye(m, dtype=torch.bool)]
-    k = min(babel_k, m - 1)
-    top = g.topk(k, dim=1).values.cumsum(dim=1)  # [m, k]
-    q = max(1, int(math.ceil(0.99 * off.numel())))
-    return {
-        "atoms": m,
-        "dim": n,
-        "mu": float(off.max()),
-        "gram_mean": float(off.mean()),
-        "gram_p99": float(off.kthvalue(q).values),
-        "babel": top.max(dim=0).values.tolist(),
-    }
-
-
-def grouped_gram_stats(atoms: Tensor, groups: int, babel_k: int = BABEL_K) -> dict:
-    """:func:`gram_stats` of a grouped layer: atoms of different groups never overlap (inner product 0), so
-    μ and the Babel curve are maxima over groups and the |Gram| mean / p99 run over within-group pairs."""
-    a = normalize_atoms(atoms)
-    m, n = a.shape
+    if m % groups:
+        raise AnalysisError(f"{m} atoms do not split into {groups} groups")
+    live = ~zero_atoms(atoms).to(a.device)
     per = m // groups
-    if per < 2:  # depthwise: one atom per group, no pair shares an input
-        return {"atoms": m, "dim": n, "groups": groups, "mu": 0.0, "gram_mean": 0.0, "gram_p99": 0.0,
-                "babel": [0.0] * min(babel_k, 1)}
+    out: dict = {"atoms": m, "dim": n, "zero_atoms": int((~live).sum())}
+    if groups > 1:
+        out["groups"] = groups
+    eye = torch.eye(per, dtype=torch.bool, device=a.device)
+    live = live.view(groups, per)
+    pairs = live[:, :, None] & live[:, None, :] & ~eye
+    if not pairs.any():
+        why = ("depthwise: one atom per group, no two atoms share an input" if per < 2
+               else "fewer than two non-zero atoms")
+        return {**out, "mu": None, "gram_mean": None, "gram_p99": None, "babel": [], "not_applicable": why}
     a = a.view(groups, per, n)
-    g = (a @ a.transpose(1, 2)).abs()  # [groups, per, per]
-    g.diagonal(dim1=1, dim2=2).zero_()
-    off = g[:, ~torch.eye(per, dtype=torch.bool)].flatten()
+    g = (a @ a.transpose(1, 2)).abs() * pairs  # [groups, per, per], 0 outside the counted pairs
+    off = g[pairs]
     k = min(babel_k, per - 1)
     top = g.topk(k, dim=2).values.cumsum(dim=2)  # [groups, per, k]
     q = max(1, int(math.ceil(0.99 * off.numel())))
-    return {"atoms": m, "dim": n, "groups": groups, "mu": float(off.max()), "gram_mean": float(off.mean()),
-            "gram_p99": float(off.kthvalue(q).values), "babel": top.amax(dim=(0, 1)).tolist()}
+    return {**out, "mu": float(off.max()), "gram_mean": float(off.mean()), "gram_p99": float(off.kthvalue(q).values),
+            "babel": top.amax(dim=(0, 1)).tolist()}
 
 
-def conv_shift_coherence(weight: Tensor, stride: tuple[int, ...] = (1, 1), groups: int = 1) -> float:
+def dilate_filters(weight: Tensor, dilation: tuple[int, ...]) -> Tensor:
+    """Filters ``[Cout, Cin/g, *k]`` placed on their dilated grid: ``[Cout, Cin/g, *((k − 1)·d + 1)]`` with zeros
+    between the taps (the true support of a dilated filter in input pixels)."""
+    dilation = tuple(dilation)
+    if all(d == 1 for d in dilation):
+        return weight
+    k = weight.shape[2:]
+    out = weight.new_zeros(*weight.shape[:2], *((kk - 1) * d + 1 for kk, d in zip(k, dilation, strict=True)))
+    out[(..., *(slice(None, None, d) for d in dilation))] = weight
+    return out
+
+
+def conv_shift_coherence(weight: Tensor, stride: tuple[int, ...] = (1, 1), groups: int = 1,
+                         dilation: tuple[int, ...] = (1, 1)) -> float | None:
     """Shift-aware mutual coherence of a 1-D or 2-D convolution's global dictionary.
 
-    Max over filter pairs (same group) and relative shifts that are multiples of ``stride`` of the inner
-    product of the two unit-norm filters overlapped at that shift; a filter with itself at shift 0 is excluded.
+    The atoms are the unit-norm filters at every output position. Two atoms at output positions ``j`` and ``j'``
+    of the same group sit ``(j' − j)·stride`` input pixels apart, so μ is the max over filter pairs and relative
+    shifts that are multiples of ``stride`` of the inner product of the two filters, each placed on its dilated
+    grid (:func:`dilate_filters`), overlapped at that shift; a filter with itself at shift 0 is excluded.
+    Zero atoms contribute nothing. None when no such pair exists (a 1×1 depthwise layer).
     """
     w = weight.detach().float()  # float32: values in [0, 1], and float64 convolutions are 5x slower on CPU
     if w.dim() == 3:  # conv1d -> 2-D with a unit height
         w = w.unsqueeze(2)
         stride = (1, *tuple(stride)[-1:])
+        dilation = (1, *tuple(dilation)[-1:])
     if w.dim() != 4:
         raise AnalysisError(f"expected a 1-D or 2-D conv weight, got shape {tuple(weight.shape)}")
-    cout, cin_g, kh, kw = w.shape
+    cout = w.shape[0]
     if cout % groups:
         raise AnalysisError(f"{cout} filters do not split into {groups} groups")
-    w = w / w.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
+    live = (~zero_atoms(w)).view(groups, -1).sum(1)  # non-zero atoms per group
+    w = dilate_filters(normalize_atoms(w).view_as(w), dilation)
+    _, cin_g, kh, kw = w.shape
     out_g = cout // groups
     # batch b = filter index within its group, channels = (group, in-channel): corr[b, g*out_g + a, u, v]
     x = w.view(groups, out_g, cin_g, kh, kw).transpose(0, 1).reshape(out_g, groups * cin_g, kh, kw)
     corr = F.conv2d(x, w, padding=(kh - 1, kw - 1), groups=groups).abs()
     corr = corr.view(out_g, groups, out_g, 2 * kh - 1, 2 * kw - 1)
-    sh, sw = tuple(stride) if len(tuple(stride)) == 2 else (1, tuple(stride)[0])
+    sh, sw = tuple(stride)
     keep_u = (torch.arange(2 * kh - 1) - (kh - 1)) % sh == 0
     keep_v = (torch.arange(2 * kw - 1) - (kw - 1)) % sw == 0
     corr = corr[..., keep_u, :][..., keep_v]
+    shifts = int(keep_u.sum()) * int(keep_v.sum())
+    if int((live * live * shifts - live).sum()) == 0:  # pairs (i, j, shift) of non-zero atoms, minus (i, i, 0)
+        return None  # e.g. a 1×1 depthwise layer, or all atoms zero
     cu, cv = int(keep_u[: kh - 1].sum()), int(keep_v[: kw - 1].sum())  # index of shift 0 after filtering
     idx = torch.arange(out_g)
     corr[idx, :, idx, cu, cv] = 0.0  # a filter with itself at shift 0
@@ -135,7 +185,11 @@ def conv_shift_coherence(weight: Tensor, stride: tuple[int, ...] = (1, 1), group
 
 @dataclass
 class LayerCoherence:
-    """Coherence of one layer's atoms (see module docstring for every field)."""
+    """Coherence of one layer's atoms (see module docstring for every field).
+
+    ``local`` holds :func:`gram_stats` (its ``mu`` is None, with ``not_applicable``, for depthwise layers);
+    ``s_star_local`` / ``s_star_shift`` are None where the matching μ is.
+    """
 
     name: str
     kind: str  # "linear" | "conv"
@@ -143,13 +197,14 @@ class LayerCoherence:
     groups: int
     stride: list[int]
     local: dict
+    dilation: list[int] = field(default_factory=lambda: [1])
     mu_shift: float | None = None
     welch: float | None = None
     mu_over_welch: float | None = None
-    s_star_local: float = 0.0
+    s_star_local: float | None = None
     s_star_shift: float | None = None
     bn_folded: bool = False
-    threshold: dict | None = None  # effective thresholds −b/‖w‖ (when the layer has a bias after folding)
+    threshold: dict | None = None  # effective thresholds −b/‖w‖ of the non-zero atoms (bias after folding)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -171,10 +226,15 @@ def fold_bn(layer: nn.Module, bn: nn.Module | None = None) -> tuple[Tensor, Tens
 
 
 def _threshold_stats(weight: Tensor, bias: Tensor) -> dict:
-    """Effective soft-threshold per unit: ``−b/‖w‖`` (input units of a normalized atom)."""
-    t = -bias.double() / weight.double().flatten(1).norm(dim=1).clamp_min(1e-300)
-    q = torch.quantile(t, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=t.dtype))
-    return {"mean": float(t.mean()), "min": float(t.min()), "max": float(t.max()),
+    """Effective soft-threshold per unit: ``−b/‖w‖`` (input units of a normalized atom); zero atoms have none
+    (they are counted in ``zero_atoms`` and left out of every statistic)."""
+    live = ~zero_atoms(weight)
+    t = -bias.double()[live] / atom_norms(weight)[live]
+    out: dict = {"zero_atoms": int((~live).sum())}
+    if not t.numel():
+        return {**out, "mean": None, "min": None, "max": None, "quantiles": None, "positive_frac": None, "values": []}
+    q = torch.quantile(t, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=t.dtype, device=t.device))
+    return {**out, "mean": float(t.mean()), "min": float(t.min()), "max": float(t.max()),
             "quantiles": {"p5": float(q[0]), "p25": float(q[1]), "p50": float(q[2]), "p75": float(q[3]),
                           "p95": float(q[4])},
             "positive_frac": float((t > 0).double().mean()), "values": t.tolist()}
@@ -199,23 +259,23 @@ def layer_coherence(name: str, module: nn.Module, bn: nn.Module | None = None, b
     has_bias = bn is not None or getattr(module, "bias", None) is not None
     if isinstance(module, nn.Linear):
         stats = gram_stats(w, babel_k)
-        welch = welch_bound(*w.shape)
-        mu = stats["mu"]
-        res = LayerCoherence(name, "linear", list(w.shape), 1, [1], stats, welch=welch,
-                             mu_over_welch=mu / welch if welch else None, s_star_local=uniqueness_bound(mu),
-                             bn_folded=bn is not None)
+        live = w.shape[0] - stats["zero_atoms"]
+        res = LayerCoherence(name, "linear", list(w.shape), 1, [1], stats)
     elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
         groups = module.groups
-        per = w.shape[0] // groups
-        stats = gram_stats(w, babel_k) if groups == 1 else grouped_gram_stats(w, groups, babel_k)
-        mu_shift = conv_shift_coherence(w, tuple(module.stride), groups)
-        welch = welch_bound(per, w[0].numel())
-        res = LayerCoherence(name, "conv", list(w.shape), groups, list(module.stride), stats, mu_shift=mu_shift,
-                             welch=welch, mu_over_welch=stats["mu"] / welch if welch else None,
-                             s_star_local=uniqueness_bound(stats["mu"]), s_star_shift=uniqueness_bound(mu_shift),
-                             bn_folded=bn is not None)
+        stats = gram_stats(w, babel_k, groups)
+        live = w.shape[0] // groups  # the dictionary's atoms per group
+        res = LayerCoherence(name, "conv", list(w.shape), groups, list(module.stride), stats,
+                             dilation=list(module.dilation),
+                             mu_shift=conv_shift_coherence(w, tuple(module.stride), groups, tuple(module.dilation)))
+        res.s_star_shift = uniqueness_bound(res.mu_shift)
     else:
         raise AnalysisError(f"{name}: coherence is defined for Linear and Conv1d/2d layers, not {type(module).__name__}")
+    mu = stats["mu"]
+    res.welch = welch_bound(live, w[0].numel())
+    res.mu_over_welch = mu / res.welch if res.welch and mu is not None else None
+    res.s_star_local = uniqueness_bound(mu)
+    res.bn_folded = bn is not None
     if has_bias:
         res.threshold = _threshold_stats(w, b)
     return res

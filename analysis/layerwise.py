@@ -9,8 +9,10 @@ Three measurements (DESIGN §4):
 ``linear CKA``
     between every pair of sites: ``CKA = mean_b HSIC₁(K_b, L_b) / sqrt(mean_b HSIC₁(K_b, K_b) · mean_b HSIC₁(L_b, L_b))``
     with ``K_b = X_b X_bᵀ`` the linear Gram matrix of minibatch b (features flattened per sample) and HSIC₁ the
-    unbiased estimator of Song et al. (2012) (minibatch CKA of Nguyen et al., 2021). ∈ [0, 1]; 1 for
-    representations equal up to an orthogonal transform and isotropic scaling. Minibatches need ≥ 4 samples.
+    unbiased estimator of Song et al. (2012) (minibatch CKA of Nguyen et al., 2021). 1 for representations
+    equal up to an orthogonal transform and isotropic scaling, about 0 for unrelated ones. The unbiased HSIC
+    can be negative, so a value can fall slightly below 0 (reported as is, clipped only to [−1, 1]); the biased
+    estimator's [0, 1] range does not hold. Minibatches need ≥ 4 samples.
 ``ISTA agreement``
     for a conv/linear layer followed (through an optional BatchNorm, folded) by an activation φ, with A the
     layer's linear map (D = Aᵀ the dictionary), b its bias and η = 1/‖A‖², the layer-scale non-negative ISTA
@@ -28,13 +30,12 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from analysis.collect import SiteCollector, call_model, split_batch, to_device
 from analysis.dictionary import fold_bn
 from analysis.errors import AnalysisError
-from analysis.sites import Site, find_blocks, find_sites
+from analysis.sites import Site, find_blocks, find_sites, pursuit_layers
 
 # ------------------------------------------------------------------------------------------------ CKA
 
@@ -140,29 +141,28 @@ class RelChangeCollector(SiteCollector):
 
 
 class _Operator:
-    """A = the layer's linear map (no bias) and its adjoint, for one input shape."""
+    """A = the layer's linear map (its own forward with the given weight and no bias) and its adjoint, for one
+    input shape.
+
+    A runs the layer's own ``forward``, so it applies whatever padding the layer really applies (timm's TF-"same"
+    ``Conv2dSame`` pads inside ``forward`` and reports ``padding == 0``; ``padding_mode="reflect"``; …). The
+    adjoint Aᵀy is the gradient of ⟨A x, y⟩ with respect to x, exact for any such linear map.
+    """
 
     def __init__(self, layer: nn.Module, weight: Tensor, in_shape: torch.Size):
-        self.layer, self.w, self.in_shape = layer, weight, in_shape
+        self.layer, self.in_shape = layer, in_shape
+        self.params = {"weight": weight}
+        if getattr(layer, "bias", None) is not None:
+            self.params["bias"] = torch.zeros_like(layer.bias, dtype=weight.dtype, device=weight.device)
 
     def fwd(self, x: Tensor) -> Tensor:
-        m = self.layer
-        if isinstance(m, nn.Linear):
-            return F.linear(x, self.w)
-        conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-        return conv(x, self.w, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+        return torch.func.functional_call(self.layer, self.params, (x,))
 
     def adj(self, y: Tensor) -> Tensor:
-        m = self.layer
-        if isinstance(m, nn.Linear):
-            return F.linear(y, self.w.T)
-        conv_t = F.conv_transpose1d if isinstance(m, nn.Conv1d) else F.conv_transpose2d
-        out = conv_t(y, self.w, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
-        # conv_transpose can be short of the input size by stride - 1: pad to the input shape
-        pads = []
-        for d in range(out.dim() - 1, 1, -1):
-            pads += [0, self.in_shape[d] - out.shape[d]]
-        return F.pad(out, pads) if any(pads) else out
+        x = torch.zeros((y.shape[0], *self.in_shape[1:]), dtype=y.dtype, device=y.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.fwd(x), x, grad_outputs=y)
+        return grad
 
     def norm_sq(self, iters: int = 50, rtol: float = 1e-3) -> float:
         """‖A‖² (largest eigenvalue of AᵀA) by power iteration on one sample's input shape.
@@ -171,7 +171,7 @@ class _Operator:
         so η = 1/estimate can exceed 1/‖A‖² by about ``rtol`` (harmless for ISTA's step bound 2/‖A‖²).
         """
         g = torch.Generator(device="cpu").manual_seed(0)
-        v = torch.randn((1, *self.in_shape[1:]), generator=g).to(self.w.device)
+        v = torch.randn((1, *self.in_shape[1:]), generator=g).to(self.params["weight"].device)
         lam = 0.0
         for _ in range(iters):
             v = v / v.norm().clamp_min(1e-30)
@@ -185,27 +185,11 @@ class _Operator:
 
 
 def layer_triples(model: nn.Module, sites: Iterable[Site]) -> list[tuple[str, nn.Module, nn.Module | None, Site]]:
-    """(name, conv/linear, BatchNorm or None, activation site) in module order: candidate pursuit layers."""
+    """(name, conv/linear, BatchNorm or None, activation site) in module order: candidate pursuit layers
+    (:func:`~analysis.sites.pursuit_layers` whose activation is one of ``sites``)."""
     site_by_module = {id(s.module): s for s in sites}
-    seq = [(n, m) for n, m in model.named_modules() if n and (not any(True for _ in m.children())
-                                                             or isinstance(m, nn.modules.batchnorm._BatchNorm))]
-    out = []
-    for i, (n, m) in enumerate(seq):
-        if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            continue
-        j, bn = i + 1, None
-        if j < len(seq) and isinstance(seq[j][1], nn.modules.batchnorm._BatchNorm):
-            bn = seq[j][1]
-            j += 1
-            act = getattr(bn, "act", None)  # timm BatchNormAct2d owns its activation
-            if act is not None and id(act) in site_by_module:
-                out.append((n, m, bn, site_by_module[id(act)]))
-                continue
-        while j < len(seq) and isinstance(seq[j][1], (nn.Dropout, nn.Identity)):
-            j += 1
-        if j < len(seq) and id(seq[j][1]) in site_by_module:
-            out.append((n, m, bn, site_by_module[id(seq[j][1])]))
-    return out
+    return [(p.name, p.layer, p.bn, site_by_module[id(p.act)]) for p in pursuit_layers(model)
+            if p.act is not None and id(p.act) in site_by_module]
 
 
 def layer_ista(fwd, adj, drive: Tensor, phi, eta: float, steps: int):

@@ -14,8 +14,8 @@ import io
 import math
 from typing import Any
 
-from analysis.analyze import headline
 from analysis.definitions import DEFINITIONS
+from analysis.pipeline import headline
 
 REPORT_VERSION = 1
 
@@ -52,12 +52,12 @@ def compare(base: dict, other: dict) -> dict:
             "zero_frac_per_stage", {})
         out["zero_frac_per_stage"] = {k: zb[k] - za[k] for k in za if k in zb}
     ca, cb = base.get("coherence", {}), other.get("coherence", {})
-    out["coherence"] = {n: {"mu": cb[n]["local"]["mu"] - ca[n]["local"]["mu"],
+    out["coherence"] = {n: {"mu": _delta(ca[n]["local"]["mu"], cb[n]["local"]["mu"]),
                             "mu_shift": _delta(ca[n].get("mu_shift"), cb[n].get("mu_shift"))} for n in ca if n in cb}
     if "margins" in base and "margins" in other:
         ma, mb = base["margins"], other["margins"]
         out["margins"] = {n: {"stripe_max": mb[n]["stripe_max"] - ma[n]["stripe_max"],
-                              "margin": mb[n]["margin"] - ma[n]["margin"]} for n in ma if n in mb}
+                              "margin": _delta(ma[n]["margin"], mb[n]["margin"])} for n in ma if n in mb}
     return out
 
 
@@ -77,6 +77,11 @@ def build_report(models: list[tuple[str, str, dict]], command: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- plotting
+
+
+def _num(v: float | None) -> float:
+    """A plottable number: None (not applicable) becomes NaN, which matplotlib leaves out."""
+    return float("nan") if v is None else v
 
 
 def _png(fig) -> str:
@@ -138,8 +143,8 @@ def _fig_coherence(models: list[dict]) -> str:
     for m in models:
         coh = m["analysis"]["coherence"]
         names = list(coh)
-        axes[0].plot([coh[n]["local"]["mu"] for n in names], marker=".", label=f"{m['label']} local μ")
-        axes[0].plot([coh[n]["mu_shift"] if coh[n]["mu_shift"] is not None else float("nan") for n in names],
+        axes[0].plot([_num(coh[n]["local"]["mu"]) for n in names], marker=".", label=f"{m['label']} local μ")
+        axes[0].plot([_num(coh[n]["mu_shift"]) for n in names],
                      marker="x", linestyle=":", label=f"{m['label']} shift-aware μ")
         for n in names:
             babel = coh[n]["local"]["babel"]
@@ -160,7 +165,7 @@ def _fig_margins(models: list[dict]) -> str:
         mg = m["analysis"]["margins"]
         names = list(mg)
         ax.plot([mg[n]["stripe_max"] for n in names], marker=".", color=f"C{i}", label=f"{m['label']} max stripe sparsity")
-        ax.plot([mg[n]["s_star"] for n in names], linestyle="--", color=f"C{i}", label=f"{m['label']} s* = ½(1+1/μ)")
+        ax.plot([_num(mg[n]["s_star"]) for n in names], linestyle="--", color=f"C{i}", label=f"{m['label']} s* = ½(1+1/μ)")
     ax.set_yscale("log")
     ax.set_xlabel("layer (module order)")
     ax.set_ylabel("non-zeros")
@@ -297,10 +302,11 @@ def _coherence_table(m: dict) -> str:
 
 def _margins_table(m: dict) -> str:
     mg = m["analysis"]["margins"]
-    rows = [[n, v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
+    rows = [[n, v["code_site"] if v["code"] == "activation" else "linear (no activation)", v["stripe_shape"],
+             v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
              v["verdict"]] for n, v in mg.items()]
-    return _table(["layer", "s*", "stripe max", "stripe mean", "stripe p95", "window capacity", "margin", "verdict"],
-                  rows, "wide")
+    return _table(["layer", "code (output of)", "stripe (positions)", "s*", "stripe max", "stripe mean", "stripe p95",
+                   "stripe capacity", "margin", "verdict"], rows, "wide")
 
 
 def _ista_table(m: dict) -> str:
@@ -324,9 +330,12 @@ def _summary(m: dict) -> str:
     rows += [[f"time: {k}", v] for k, v in a.get("timing", {}).items()]
     text = ""
     if "margins" in a and h.get("layers_measured"):
-        text = (f"<p>{h['layers_inside_theorem']} of {h['layers_measured']} layers have input codes sparse enough for "
-                f"the uniqueness theorem; the median layer is outside its regime by a factor of "
-                f"{_fmt(h['median_factor_outside'])}. Real networks are expected to be far outside it.</p>")
+        text = (f"<p>{h['layers_inside_theorem']} of {h['layers_measured']} layers have output codes sparse enough "
+                f"for the uniqueness theorem (stripe sparsity ‖Γ‖<sub>0,∞</sub> of the post-activation map below "
+                f"s* = ½(1 + 1/μ)); the median layer is outside its regime by a factor of "
+                f"{_fmt(h['median_factor_outside'])}. Counted: layers followed by an activation (their code is "
+                f"thresholded); the others are listed below as linear. Real networks are expected to be far outside "
+                f"the regime.</p>")
     return f"<p>source: <code>{html.escape(str(m['source']))}</code></p>{text}" + _table(["quantity", "value"], rows)
 
 

@@ -134,6 +134,43 @@ def _channels_last(parent: nn.Module | None, name: str) -> bool:
     return isinstance(producer, nn.LayerNorm) and "2d" not in type(producer).__name__.lower()
 
 
+@dataclass(frozen=True, eq=False)
+class PursuitLayer:
+    """A conv/linear layer seen as one pursuit step ``Γ = φ(D_iᵀ Γ_{i−1} + b)``: the layer, the BatchNorm folded into
+    it (or None) and the activation module φ that produces its code (None: no activation follows it, its code is
+    its own output). Paired by registration order: the layer, an optional BatchNorm (timm's ``BatchNormAct2d``
+    owns its activation), optional Dropout/Identity modules, then an activation."""
+
+    name: str
+    layer: nn.Module
+    bn: nn.Module | None
+    act_name: str | None
+    act: nn.Module | None
+
+
+def pursuit_layers(model: nn.Module) -> list[PursuitLayer]:
+    """Every ``Conv1d``/``Conv2d``/``Linear`` of ``model`` in module order, with its BatchNorm and activation."""
+    seq = [(n, m) for n, m in model.named_modules() if n and (not any(True for _ in m.children())
+                                                             or isinstance(m, nn.modules.batchnorm._BatchNorm))]
+    out = []
+    for i, (n, m) in enumerate(seq):
+        if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        j, bn, act = i + 1, None, None
+        if j < len(seq) and isinstance(seq[j][1], nn.modules.batchnorm._BatchNorm):
+            bn = seq[j][1]
+            j += 1
+            owned = getattr(bn, "act", None)
+            if isinstance(owned, nn.Module) and is_activation(owned):
+                act = (f"{seq[j - 1][0]}.act", owned)
+        while act is None and j < len(seq) and isinstance(seq[j][1], (nn.Dropout, nn.Identity)):
+            j += 1
+        if act is None and j < len(seq) and is_activation(seq[j][1]):
+            act = seq[j]
+        out.append(PursuitLayer(n, m, bn, *(act or (None, None))))
+    return out
+
+
 def find_blocks(model: nn.Module) -> list[Site]:
     """Block sites: the innermost numbered sub-modules with parameters (``layer1.0``, ``blocks.2.1``,
     ``encoder.layer.3``), whose outputs are the residual stream."""

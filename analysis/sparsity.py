@@ -15,7 +15,9 @@ is reported under the name of its definition:
     over positions, and the mean as a fraction of C. SAE-style "L0".
 ``hoyer``
     ``(√n − ‖x‖₁/‖x‖₂) / (√n − 1)`` per code vector ∈ [0, 1]: 1 = one non-zero, 0 = all equal.
-    Undefined for an all-zero code; those are excluded from the mean and counted in ``empty_position_frac``.
+    Undefined (0/0) for an all-zero code, excluded from the mean and counted in ``empty_position_frac``; and
+    undefined for n = 1 (a one-channel site): :func:`hoyer` gives NaN and the streaming ``hoyer_mean`` NaN too
+    (``null`` in JSON reports), with an empty histogram.
 ``gini``
     ``1 − 2 Σ_k (x_(k)/‖x‖₁)·(n − k + ½)/n`` with |x| sorted ascending (k = 1…n); 0 for a constant vector,
     ``1 − 1/n`` for a one-hot one (Hurley & Rickard 2009).
@@ -135,14 +137,16 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
     nonempty = l0 > 0
     sqrt_c = math.sqrt(c)
     h = (sqrt_c - l1 / l2.clamp_min(1e-30)) / max(sqrt_c - 1, 1e-30)
-    h = torch.where(nonempty, h, torch.full_like(h, -1.0))  # empty codes fall outside the histogram
+    # empty codes fall outside the histogram; for n = 1 Hoyer is undefined (0/0): no code enters sum or histogram
+    counted = nonempty if c > 1 else torch.zeros_like(nonempty)
+    h = torch.where(counted, h, torch.full_like(h, -1.0))
     return (
         l0.sum(dtype=torch.int64),
         (mag <= tau_abs).sum(dtype=torch.int64),
         (mag <= tau_rel * peak).sum(dtype=torch.int64),
         (~nonempty).sum(dtype=torch.int64),
         l0.amax().to(torch.int64),
-        torch.where(nonempty, h, torch.zeros_like(h)).sum(dtype=torch.float64),
+        torch.where(counted, h, torch.zeros_like(h)).sum(dtype=torch.float64),
         l1.sum(dtype=torch.float64),
         nz.sum((0, 2), dtype=torch.int64),
         _hist01(h, HOYER_BINS),
@@ -306,7 +310,7 @@ class SparsityStats:
             "l0_per_position_mean": l0_mean,
             "l0_per_position_max": int(s["l0_max"]),
             "l0_per_position_frac": l0_mean / max(c, 1),
-            "hoyer_mean": float(s["hoyer_sum"]) / nonempty if nonempty else float("nan"),
+            "hoyer_mean": float(s["hoyer_sum"]) / nonempty if nonempty and c > 1 else float("nan"),
             "hoyer_hist": {"edges": _edges(HOYER_BINS), "counts": s["hoyer_hist"].tolist()},
             "gini_mean": float(s["gini_sum"]) / int(s["gini_count"]) if int(s["gini_count"]) else float("nan"),
             "gini_quantiles": _hist_quantiles(s["gini_hist"], (0.05, 0.25, 0.5, 0.75, 0.95)),

@@ -112,8 +112,12 @@ def test_model_coherence_folds_bn_and_covers_every_layer():
     assert list(coh) == layers
     assert coh["conv1"]["bn_folded"] and not coh["fc"]["bn_folded"]
     assert coh["layer1.0.conv1"]["s_star_shift"] == pytest.approx(0.5 * (1 + 1 / coh["layer1.0.conv1"]["mu_shift"]))
-    assert len(coh["layer4.1.conv2"]["local"]["babel"]) == 16
-    assert all(0 <= c["local"]["mu"] <= 1 + 1e-6 for c in coh.values())
+    assert len(coh["layer4.1.conv1"]["local"]["babel"]) == 16
+    # timm zero-initializes the last BatchNorm of each block: folded, those atoms are all zero
+    last = coh["layer4.1.conv2"]
+    assert last["local"]["zero_atoms"] == 512 and last["local"]["mu"] is None and last["mu_shift"] is None
+    assert last["threshold"]["zero_atoms"] == 512 and last["threshold"]["max"] is None
+    assert all(0 <= c["local"]["mu"] <= 1 + 1e-6 for c in coh.values() if c["local"]["mu"] is not None)
 
 
 def test_stability_bound():
@@ -122,13 +126,45 @@ def test_stability_bound():
 
 
 def test_grouped_statistics_equal_the_per_group_ones():
-    from analysis.dictionary import grouped_gram_stats
-
     torch.manual_seed(0)
     w = torch.randn(12, 5)
     per_group = [gram_stats(w[i:i + 4]) for i in range(0, 12, 4)]
-    g = grouped_gram_stats(w, 3)
+    g = gram_stats(w, groups=3)
     assert g["mu"] == pytest.approx(max(s["mu"] for s in per_group))
     assert g["gram_mean"] == pytest.approx(sum(s["gram_mean"] for s in per_group) / 3)
     assert g["babel"] == pytest.approx([max(v) for v in zip(*[s["babel"] for s in per_group], strict=True)])
-    assert grouped_gram_stats(torch.randn(6, 9), 6)["mu"] == 0.0  # depthwise: no pair shares an input
+
+
+def test_depthwise_local_coherence_is_not_applicable_and_left_out_of_the_mean():
+    dw = gram_stats(torch.randn(6, 9), groups=6)
+    assert dw["mu"] is None and "depthwise" in dw["not_applicable"]
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 8, 1))
+    coh = coherence(model)
+    assert coh["0"]["local"]["mu"] is None and coh["0"]["s_star_local"] is None
+    assert coh["0"]["mu_shift"] is not None  # a depthwise filter overlaps itself at other shifts
+    from analysis.pipeline import headline
+
+    h = headline({"coherence": coh})
+    assert h["mu_local_layers"] == 1 and h["mu_local_mean"] == pytest.approx(coh["1"]["local"]["mu"])
+
+
+def test_zero_atoms_are_counted_and_left_out_of_mu_and_thresholds():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 5)
+    with torch.no_grad():
+        lin.weight[1] = 0.0
+        lin.weight[3] = 1e-12  # numerically zero next to O(0.1) rows
+        lin.bias.fill_(0.3)
+    res = layer_coherence("l", lin)
+    live = lin.weight.detach()[[0, 2, 4]]
+    assert res.local["zero_atoms"] == 2 and res.local["atoms"] == 5
+    assert res.local["mu"] == pytest.approx(gram_stats(live)["mu"])
+    assert res.local["gram_mean"] == pytest.approx(gram_stats(live)["gram_mean"])
+    assert res.threshold["zero_atoms"] == 2 and len(res.threshold["values"]) == 3
+    expected = (-0.3 / live.norm(dim=1)).tolist()
+    assert res.threshold["values"] == pytest.approx(expected, rel=1e-6)
+    assert res.threshold["max"] == pytest.approx(max(expected)) and abs(res.threshold["mean"]) < 10
+    w = torch.randn(4, 2, 3, 3)
+    w[2] = 0.0
+    assert conv_shift_coherence(w) == pytest.approx(conv_shift_coherence(w[[0, 1, 3]]))
+    assert gram_stats(torch.zeros(3, 4))["mu"] is None

@@ -126,15 +126,3 @@ def test_convergence_api_returns_plain_data():
     json.dumps(res)
     assert res["cka"]["batches"] == 2 and len(res["cka"]["matrix"]) == len(find_sites(model))
     assert res["relative_change"] == []  # test_resnet has one block per stage: no equal-shape neighbours
-
-
-def test_public_api_names_stay_functions_after_their_modules_are_imported():
-    import analysis
-    import analysis.analyze  # imports the modules that compute coherence and convergence
-    import analysis.dictionary  # noqa: F401
-    import analysis.layerwise  # noqa: F401
-
-    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
-    assert "0" in analysis.coherence(model)
-    assert analysis.convergence(model, [torch.randn(8, 4)], ista_steps=2)["cka"]["batches"] == 1
-    assert analysis.measure(model, [torch.randn(8, 4)], fused=False)["samples"] == 8

@@ -145,3 +145,29 @@ def test_existing_report_is_not_overwritten(tmp_path, capsys):
     (out / "report.html").write_text("keep")
     assert run("analyze", "resnet18", "--no-pretrained", "--weights-only", "--out", str(out)) == 2
     assert (out / "report.html").read_text() == "keep"
+
+
+TIMM_FAMILIES = [
+    pytest.param("tf_efficientnet_lite0", "random", 64, id="tf_efficientnet_lite0"),  # TF-"same" padding
+    *(pytest.param(name, "random", 64, id=name, marks=pytest.mark.slow)
+      for name in ("efficientnet_b0", "mobilenetv3_small_100", "resnet18", "regnetx_002", "convnext_atto", "test_vit")),
+    pytest.param("tf_efficientnet_lite0", "offline", 64, id="tf_efficientnet_lite0-offline-64", marks=pytest.mark.slow),
+    pytest.param("tf_efficientnet_lite0", "offline", 96, id="tf_efficientnet_lite0-offline-96", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name, weights, size", TIMM_FAMILIES)
+def test_analyze_reports_every_layer_of_every_timm_conv_family(name, weights, size, tmp_path):
+    out = tmp_path / "r"
+    w = ["--weights", "offline"] if weights == "offline" else ["--no-pretrained"]
+    assert run("analyze", name, *w, "--data", "digits", "--img-size", str(size), "--samples", "16", "--batch-size", "8",
+               "--ista-samples", "2", "--ista-steps", "3", "--no-fused", "--out", str(out)) == 0
+    rep, _ = check_report(out, SECTIONS)
+    a = rep["models"][0]["analysis"]
+    assert set(a["margins"]) == set(a["coherence"])  # every conv/linear layer has its output code measured
+    assert all(v["stripe_max"] <= v["window_size"] for v in a["margins"].values())
+    shape_skips = [n for n, v in a["convergence"]["ista"].items() if "is not the layer output" in v.get("skipped", "")]
+    assert not shape_skips  # the operator applies each layer's real padding
+    for c in a["coherence"].values():  # zero atoms never turn into huge thresholds
+        th = c.get("threshold") or {}
+        assert th.get("max") is None or abs(th["max"]) < 1e6

@@ -31,6 +31,17 @@ def test_hoyer_known_answers():
     assert math.isnan(hoyer(torch.zeros(n)).item())
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_hoyer_of_a_one_channel_site_is_undefined_in_both_the_definition_and_the_stream(fused):
+    a = torch.relu(torch.randn(4, 1, 3, 3)) + 0.1  # C = 1: (sqrt 1 - l1/l2) / (sqrt 1 - 1) = 0/0
+    assert torch.isnan(hoyer(a.movedim(1, -1))).all()
+    st = SparsityStats(fused=fused)
+    st.update(a, channel_dim=1)
+    r = st.result()
+    assert math.isnan(r["hoyer_mean"]) and sum(r["hoyer_hist"]["counts"]) == 0
+    assert r["zero_frac"] == 0.0 and r["empty_position_frac"] == 0.0  # the other statistics are unaffected
+
+
 def test_gini_known_answers():
     n = 10
     one_hot = torch.zeros(n)
@@ -188,7 +199,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_samples(tmp_path):
 
     script = (
         "import resource, sys, torch, timm\n"
-        "from analysis.analyze import measure\n"
+        "from analysis.pipeline import measure\n"
         "torch.manual_seed(0)\n"
         "model = timm.create_model('resnet18').eval()\n"
         "n = int(sys.argv[1])\n"

@@ -100,7 +100,7 @@ def test_relufication_gives_exact_zeros_and_still_trains(reviews, tmp_path):
 def test_padded_tokens_do_not_count(reviews):
     from transformers import AutoTokenizer
 
-    from analysis.analyze import measure
+    from analysis.pipeline import measure
     from sparsezoo.activations import replace_activations
     from sparsezoo.hf_models import load_hf_model
 

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from analysis.analyze import analyze
+    from analysis.pipeline import analyze
     from analysis.report import build_report, render_html
     from analysis.sites import find_sites
     from sparsezoo.inputs import sample_loader
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_dir(out, fill)
     for m in rep["models"]:
         h = m["headline"]
-        line = f"{m['label']}: {h['layers']} layers, mean local coherence {h['mu_local_mean']:.3f}"
+        mu = "n/a" if h["mu_local_mean"] is None else f"{h['mu_local_mean']:.3f}"
+        line = f"{m['label']}: {h['layers']} layers, mean local coherence {mu}"
         if "zero_frac_mean_sites" in h:
             near = next((k for k in h if k.startswith("near_zero_frac(abs")), None)
             line += f"; {m['analysis']['samples']} samples, zero_frac {h['zero_frac_mean_sites']:.4f}"

@@ -115,8 +115,9 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
 def headline(result: dict) -> dict:
     """The few numbers a summary shows (NaN-free: missing values are None)."""
     coh = list(result.get("coherence", {}).values())
-    mus = [c["local"]["mu"] for c in coh]
+    mus = [c["local"]["mu"] for c in coh if c["local"]["mu"] is not None]  # depthwise layers: not applicable
     out = {"layers": len(coh), "mu_local_mean": sum(mus) / len(mus) if mus else None,
+           "mu_local_layers": len(mus),
            "mu_shift_max": max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None)}
     if "sparsity" in result:
         s = result["sparsity"]["summary"]
@@ -127,9 +128,10 @@ def headline(result: dict) -> dict:
         hoyers = [v["hoyer_mean"] for v in per if not math.isnan(v["hoyer_mean"])]
         out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None
     if "margins" in result:
-        m = result["margins"].values()
-        out["layers_inside_theorem"] = sum(1 for v in m if v["margin"] > 0)
-        out["layers_measured"] = len(result["margins"])
-        factors = sorted(v["factor"] for v in m if math.isfinite(v["factor"]))
+        # pursuit layers only: a layer with no activation after it does not threshold, its code is its output
+        m = [v for v in result["margins"].values() if v["margin"] is not None and v["code"] == "activation"]
+        out["layers_inside_theorem"] = sum(1 for v in m if v["inside"])
+        out["layers_measured"] = len(m)
+        factors = sorted(v["factor"] for v in m)
         out["median_factor_outside"] = factors[len(factors) // 2] if factors else None
     return out
