@@ -11,21 +11,30 @@ Layout of ``--out``::
 
 Nothing is pickled: optimizer state is split into tensors (safetensors) and a JSON skeleton.
 Every file and checkpoint folder is written atomically.
+
+``--force`` never deletes a finished run before its replacement exists: the new run is built in a sibling
+``.NAME.new`` folder and swapped in (:func:`replace_run`) once it holds its first checkpoint; a run killed before
+that leaves the old one intact (the next run, holding the folder's lock, clears the leftovers with
+:func:`recover_output`). ``--resume`` continues only a checkpoint made under the same recipe, up to the keys
+in :data:`RESUMABLE_KEYS`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.errors import OutputExistsError, ResumeError
+from sparsezoo.errors import OutputExistsError, RecipeError, ResumeError
 from sparsezoo.io import atomic_dir, atomic_save_safetensors, atomic_write, atomic_write_json
-from sparsezoo.recipe import Recipe, diff, load_recipe
+from sparsezoo.recipe import Recipe, diff
 
 CHECKPOINTS = "checkpoints"
 RUN_FILES = ("model.safetensors", "config.json", "recipe.yaml", "metrics.json", "train_log.jsonl")
+# recipe keys that do not change the trained weights, so they may differ on --resume
+RESUMABLE_KEYS = ("train.log_every", "train.keep_checkpoints", "train.eval_batch_size", "data.num_workers")
 _TENSOR = "__tensor__"
 
 
@@ -69,7 +78,8 @@ def prepare_output(out: Path, recipe: Recipe, resume: bool, force: bool) -> Path
 
     Raises:
         OutputExistsError: ``out`` holds files and neither ``resume`` nor ``force`` is set.
-        ResumeError: nothing to resume, or the recipe differs from the one the run was started with.
+        ResumeError: nothing to resume, no checkpoint yet, or the recipe differs from the one the checkpoint was
+            made under (in other keys than :data:`RESUMABLE_KEYS`).
     """
     if resume and force:
         raise ResumeError("--resume and --force exclude each other")
@@ -85,21 +95,79 @@ def prepare_output(out: Path, recipe: Recipe, resume: bool, force: bool) -> Path
         saved = out / "recipe.yaml"
         if not saved.is_file():
             raise ResumeError(f"nothing to resume: {out} has no recipe.yaml")
-        changes = diff(load_recipe(str(saved)), recipe)
-        if changes:
-            shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
-            raise ResumeError(f"the recipe differs from the run in {out} ({shown}); use another --out or --force")
-        return latest_checkpoint(out)
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise ResumeError(f"nothing to resume: {out} has no checkpoint yet (the run stopped before its first epoch "
+                              "ended); start it again with --force")
+        check_resumable(ckpt, recipe)
+        return ckpt
     if any(out.iterdir()):
         raise OutputExistsError(f"output folder {out} exists; pass --resume to continue it or --force to overwrite it")
     return None
 
 
-def clear_outputs(out: Path) -> None:
-    """Remove what an earlier run wrote in ``out`` (``--force``); other files are left alone."""
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
+def check_resumable(ckpt: Path, recipe: Recipe) -> None:
+    """Refuse to continue ``ckpt`` under a recipe that would have trained other weights."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"checkpoint {ckpt} is unreadable ({e}); start again with --force") from None
+    if state.get("recipe_hash") == recipe.hash():
+        return
+    if "recipe" not in state:
+        raise ResumeError(f"checkpoint {ckpt} was made under another recipe (hash {state.get('recipe_hash')}, now "
+                          f"{recipe.hash()}); use another --out, or --force to start over")
+    try:
+        made_under = Recipe.from_dict(state["recipe"])
+    except RecipeError as e:
+        raise ResumeError(f"checkpoint {ckpt} holds an unreadable recipe ({e})") from None
+    changes = [c for c in diff(made_under, recipe) if c.split(":")[0] not in RESUMABLE_KEYS]
+    if changes:
+        shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")
+        raise ResumeError(f"the recipe changed since {ckpt.name} was written ({shown}); a resume may change only "
+                          f"{', '.join(RESUMABLE_KEYS)}; use another --out, or --force to start over")
+
+
+def truncate_log(path: Path, epochs: int) -> None:
+    """Drop the records of epochs after ``epochs`` from ``train_log.jsonl`` (an interrupted epoch being redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut by a kill
+            continue
+        if rec.get("epoch", 0) <= epochs:
+            keep.append(line)
+    atomic_write(path, lambda p: Path(p).write_text("".join(f"{line}\n" for line in keep)))
+
+
+def staging_folder(out: Path) -> Path:
+    return out.parent / f".{out.name}.new"
+
+
+def recover_output(out: Path) -> None:
+    """Undo what a run killed mid-way through a ``--force`` left beside ``out`` (call holding ``out``'s lock)."""
+    old = out.parent / f".{out.name}.old"
+    if old.is_dir() and not out.exists():  # killed between the two renames of replace_run
+        os.replace(old, out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging_folder(out), ignore_errors=True)
+
+
+def replace_run(staging: Path, out: Path) -> None:
+    """Swap the new run in ``staging`` in for the old one in ``out``; files other than a run's own stay."""
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old.is_dir():
+        for p in old.iterdir():
+            if p.name not in RUN_FILES and p.name != CHECKPOINTS and not (out / p.name).exists():
+                os.replace(p, out / p.name)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -43,11 +43,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header written in sorted key order (tensor entries and
+    ``__metadata__``), compact and space-padded to 8 bytes as the format asks, so that equal tensors and metadata
+    always give equal bytes (the writer's header order is not stable from run to run)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if isinstance(header.get("__metadata__"), dict):
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(dict(sorted(header.items())), separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
-    from safetensors.torch import save_file
+    """Write ``tensors`` (and ``metadata``) as a safetensors file, atomically and byte-reproducibly."""
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda p: save_file(tensors, p, metadata=metadata))
+    data = canonical_safetensors(save(tensors, metadata=metadata))
+    return atomic_write(path, lambda p: Path(p).write_bytes(data))
 
 
 def atomic_dir(final: str | os.PathLike, fill: Callable[[Path], None]) -> Path:

@@ -12,28 +12,41 @@ epoch k therefore ends with the same weights as an uninterrupted one (exactly, o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import platform
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsezoo.checkpoint import (
-    clear_outputs,
+    CHECKPOINTS,
+    RUN_FILES,
+    latest_checkpoint,
     load_checkpoint,
     prepare_output,
+    recover_output,
+    replace_run,
     save_checkpoint,
+    staging_folder,
+    truncate_log,
 )
-from sparsezoo.errors import DataError
+from sparsezoo.errors import DataError, SparsezooError
 from sparsezoo.io import atomic_write_json, atomic_write_text
-from sparsezoo.recipe import Recipe
+from sparsezoo.lock import FolderLock, FolderLockedError
+from sparsezoo.recipe import Recipe, validate
 from sparsezoo.schedules import TargetController, lam_at, lr_at
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(SparsezooError):
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -179,11 +192,15 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
              on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with the recipe's sparsity penalties.
 
+    The run holds an exclusive lock on ``out`` (:mod:`sparsezoo.lock`) from start to end. Everything that can
+    be checked is checked before anything is written; with ``force`` an existing run is replaced only once the
+    new one has its first checkpoint; a run that fails before its first checkpoint leaves nothing behind.
+
     Args:
-        recipe: a validated :class:`~sparsezoo.recipe.Recipe`.
+        recipe: a :class:`~sparsezoo.recipe.Recipe` (validated again here).
         out: run folder (see :mod:`sparsezoo.checkpoint` for its layout).
-        resume: continue from the newest checkpoint in ``out``.
-        force: overwrite an existing run in ``out``.
+        resume: continue from the newest checkpoint in ``out`` (made under the same recipe).
+        force: replace an existing run in ``out``.
         progress: show tqdm progress bars (main process only).
         on_epoch: called with each epoch's record (after its checkpoint is written).
 
@@ -192,21 +209,88 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
 
     Raises:
         SparsezooError subclasses for bad input (see :mod:`sparsezoo.errors`); nothing is written then.
+        FolderLockedError: another run is writing into ``out``.
+        TrainingDivergedError: the loss or the weights became non-finite (the last good checkpoint is kept).
     """
     import torch
-    import torch.nn.functional as F
     from accelerate import Accelerator
+
+    validate(recipe)  # a recipe built in Python has not been through Recipe.from_dict
+    out = Path(out)
+    cuda = torch.cuda.is_available()
+    t_cfg = recipe.train
+    precision = "bf16" if t_cfg.precision == "bf16" or (t_cfg.precision == "auto" and cuda) else "no"
+    acc = Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.optim.grad_accum)
+    lock = _lock_output(out, acc)
+    try:
+        return _finetune(recipe, out, acc, precision, resume, force, progress, on_epoch)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_output(out: Path, acc) -> FolderLock | None:
+    """The main process locks ``out`` and clears what a killed run left beside it; every process learns whether
+    the lock was taken (one all-reduce), so all of them stop together when it was not."""
+    import torch
+
+    lock, err = None, None
+    if acc.is_main_process:
+        try:
+            lock = FolderLock(out).acquire()
+        except FolderLockedError as e:
+            err = e
+    if float(_dist_reduce(torch.tensor(float(err is not None), device=acc.device), "max")):
+        raise err or FolderLockedError(f"{out} is in use by another run")
+    if lock is not None:
+        recover_output(out)
+    return lock
+
+
+def _diverged(work: Path, what: str) -> TrainingDivergedError:
+    ckpt = latest_checkpoint(work)
+    kept = (f"kept the last good checkpoint {ckpt} (metrics.json says incomplete)" if ckpt is not None
+            else "no epoch had finished, so nothing is kept")
+    return TrainingDivergedError(f"training diverged: {what}; {kept}; lower --lr or the penalty's λ")
+
+
+def _all_finite(model) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _discard_on_failure(out: Path, work: Path, created: bool, active: bool):
+    """On failure before the run's first checkpoint exists, remove what it wrote (the old run of a --force stays:
+    only its staging folder goes)."""
+    try:
+        yield
+    except BaseException:
+        if active and latest_checkpoint(out if work == out else work) is None:
+            if work != out:
+                shutil.rmtree(work, ignore_errors=True)
+            elif created:
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        raise
+
+
+def _finetune(recipe: Recipe, out: Path, acc, precision: str, resume: bool, force: bool, progress: bool,
+              on_epoch: Callable[[dict], None] | None) -> RunResult:
+    import torch
+    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     from analysis.sites import site_stages
     from sparsezoo.penalties import SparsityPenalty
     from sparsezoo.tasks import build_task
 
-    out = Path(out)
     t_cfg, o_cfg = recipe.train, recipe.optim
     cuda = torch.cuda.is_available()
-    precision = "bf16" if t_cfg.precision == "bf16" or (t_cfg.precision == "auto" and cuda) else "no"
-    acc = Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=o_cfg.grad_accum)
     main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
 
     ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
@@ -215,25 +299,6 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
     model, sites = task.model, task.sites
     if len(task.val_ds) < world:
         raise DataError(f"validation set has {len(task.val_ds)} samples, fewer than the {world} processes")
-    stages = site_stages(model, [s.name for s in sites])
-    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
-               for p in recipe.penalties if p.target_zero_frac is not None}
-    reg = SparsityPenalty(model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=sites,
-                          site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
-
-    acc.wait_for_everyone()  # every process has validated its input; now the main one may write
-    if main:
-        if force:
-            clear_outputs(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
-
-    channels_last = (t_cfg.channels_last if t_cfg.channels_last is not None else cuda) and not task.is_text
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(acc.device)
-    optimizer = build_optimizer(model, o_cfg)
-
     train_ds, val_ds = task.train_ds, task.val_ds
     per_rank = math.ceil(len(train_ds) / world)
     batches = per_rank // t_cfg.batch_size
@@ -246,127 +311,158 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
     steps_per_epoch = batches // o_cfg.grad_accum
     total_steps = steps_per_epoch * t_cfg.epochs
     warmup_steps = round(o_cfg.warmup_epochs * steps_per_epoch)
+    stages = site_stages(model, [s.name for s in sites])
+    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
+               for p in recipe.penalties if p.target_zero_frac is not None}
+    reg = SparsityPenalty(model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=sites,
+                          site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
 
-    target_every = min((p.target_every for p in recipe.penalties if p.kind in targets), default=0)
-    history: list[dict] = []
-    start_epoch, opt_step = 0, 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, optimizer)
-        start_epoch, opt_step, history = state["epoch"], state["opt_step"], state["history"]
-        for kind, st in state.get("targets", {}).items():
-            targets[kind].load_state_dict(st)
-        log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, start_epoch, opt_step)
+    created = not out.exists() or not any(out.iterdir())
+    work = staging_folder(out) if force and not created else out  # --force: build beside the old run
+    acc.wait_for_everyone()  # every process has validated its input; now the main one may write
+    with _discard_on_failure(out, work, created, main and ckpt is None):
+        if main:
+            work.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(work / "recipe.yaml", recipe.to_yaml())
 
-    model, optimizer = acc.prepare(model, optimizer)
-    raw_model = acc.unwrap_model(model)
-    fwd_model = torch.compile(model) if t_cfg.compile else model
-    eval_loader = _loader(val_ds, list(range(rank, len(val_ds), world)), t_cfg.eval_batch_size or t_cfg.batch_size,
-                          recipe.data.num_workers, False, 0, task.collate)
-    log_path = out / "train_log.jsonl"
-    env = _environment(acc, precision)
-    reg.attach()
-    t_run = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, t_cfg.epochs):
-            seed_all(_epoch_seed(t_cfg.seed, epoch, rank))
-            idx = train_indices(len(train_ds), epoch, t_cfg.seed, rank, world)[: batches * t_cfg.batch_size]
-            loader = _loader(train_ds, idx, t_cfg.batch_size, recipe.data.num_workers, True,
-                             _epoch_seed(t_cfg.seed, epoch, rank), task.collate)
-            model.train()
-            bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and main),
-                       leave=False, dynamic_ncols=True)
-            sums = {"task": torch.zeros((), device=acc.device)}
-            window = {"task": torch.zeros((), device=acc.device)}
-            n_win, t_win, t_epoch, seen = 0, time.perf_counter(), time.perf_counter(), 0
-            for i, batch in enumerate(loader):
-                x, y, mask = task.split(batch, acc.device, channels_last)
-                reg.position_mask = mask.bool() if mask is not None else None
-                pos = epoch + i / batches
-                for p in recipe.penalties:
-                    base = targets[p.kind].lam if p.kind in targets else p.lam
-                    reg.set_lam(p.kind, lam_at(base, pos, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
-                                               p.schedule.shape))
-                lr = lr_at(opt_step, total_steps, o_cfg.lr, warmup_steps, o_cfg.schedule, o_cfg.min_lr_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                with acc.accumulate(model):
-                    logits = task.logits(fwd_model, x)
-                    task_loss = F.cross_entropy(logits.float(), y)
-                    penalty = reg.penalty()
-                    acc.backward(task_loss + penalty)
-                    if acc.sync_gradients and o_cfg.grad_clip:
-                        acc.clip_grad_norm_(model.parameters(), o_cfg.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for k, v in [("task", task_loss.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
-                    sums[k] = sums.get(k, 0) + v
-                    window[k] = window.get(k, 0) + v
-                n_win += 1
-                seen += y.shape[0] * world
-                if acc.sync_gradients:
-                    opt_step += 1
-                    zf = reg.pop_zero_frac() if targets and opt_step % target_every == 0 else None
-                    if zf is not None:
-                        zf = float(_dist_reduce(zf, "sum")) / world  # one host sync per controller update
-                        for p in recipe.penalties:
-                            if p.kind in targets and pos >= p.schedule.warmup_epochs:
-                                targets[p.kind].update(zf)
-                bar.update(1)
-                if n_win == t_cfg.log_every or i == batches - 1:
-                    vals = {k: float(v) / n_win for k, v in window.items()}  # one host sync per window
-                    rate = n_win * y.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
-                    rec = {"event": "step", "epoch": epoch + 1, "step": opt_step, "lr": lr,
-                           "task_loss": vals.pop("task"), "penalty": {k[4:]: v for k, v in vals.items()},
-                           "lam": dict(reg.lams), "img_per_s": rate}
-                    if main:
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps(rec) + "\n")
-                    bar.set_postfix(loss=f"{rec['task_loss']:.3f}",
-                                    pen=",".join(f"{v:.3g}" for v in rec["penalty"].values()) or "-",
-                                    ips=f"{rate:.0f}")
-                    window = {k: torch.zeros((), device=acc.device) for k in window}
-                    n_win, t_win = 0, time.perf_counter()
-            bar.close()
-            train_time = time.perf_counter() - t_epoch
-            broadcast_buffers(raw_model)
-            val = evaluate(raw_model, eval_loader, task, sites, stages, acc.device, acc.autocast, channels_last)
-            record = {
-                "epoch": epoch + 1,
-                "step": opt_step,
-                "train": {"task_loss": float(sums.pop("task")) / batches,
-                          "penalty": {k[4:]: float(v) / batches for k, v in sums.items()},
-                          "lam": dict(reg.lams), "lr": lr, "seconds": train_time, "img_per_s": seen / train_time},
-                "val": val,
-            }
-            history.append(record)
+        channels_last = (t_cfg.channels_last if t_cfg.channels_last is not None else cuda) and not task.is_text
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model = model.to(acc.device)
+        optimizer = build_optimizer(model, o_cfg)
+
+        target_every = min((p.target_every for p in recipe.penalties if p.kind in targets), default=0)
+        history: list[dict] = []
+        start_epoch, opt_step = 0, 0
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, model, optimizer)
+            start_epoch, opt_step, history = state["epoch"], state["opt_step"], state["history"]
+            for kind, st in state.get("targets", {}).items():
+                targets[kind].load_state_dict(st)
             if main:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps({"event": "epoch", **{k: v for k, v in record.items() if k != "val"},
-                                        "val": {k: v for k, v in val.items() if k != "sparsity_per_site"}}) + "\n")
-                save_checkpoint(out, epoch + 1, raw_model, optimizer, {
-                    "opt_step": opt_step, "history": history, "recipe_hash": recipe.hash(),
-                    "targets": {k: c.state_dict() for k, c in targets.items()}}, t_cfg.keep_checkpoints)
-                atomic_write_json(out / "metrics.json", _metrics(recipe, history, env, done=False))
-            log.info("epoch %d/%d: top1 %.4f, val loss %.4f, zero_frac %.4f (mean over %d sites), %.1fs",
-                     epoch + 1, t_cfg.epochs, val["top1"], val["loss"], val["sparsity"]["zero_frac_mean_sites"],
-                     val["sparsity"]["sites"], train_time)
-            if on_epoch is not None:
-                on_epoch(record)
-            acc.wait_for_everyone()
-    finally:
-        reg.detach()
+                truncate_log(work / "train_log.jsonl", start_epoch)  # the interrupted epoch is done again
+            log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, start_epoch, opt_step)
 
-    final = _metrics(recipe, history, env, done=True)
-    final["wall_seconds_this_session"] = time.perf_counter() - t_run
-    if world > 1:
-        final["environment"]["params_in_sync"] = in_sync = params_in_sync(raw_model)
-        if not in_sync:
-            log.error("parameters differ between the %d processes at the end of training", world)
-    if main:
-        task.save(out, raw_model, {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
-        atomic_write_json(out / "metrics.json", final)
-    acc.wait_for_everyone()
-    return RunResult(out, history, final["final"])
+        model, optimizer = acc.prepare(model, optimizer)
+        raw_model = acc.unwrap_model(model)
+        fwd_model = torch.compile(model) if t_cfg.compile else model
+        eval_loader = _loader(val_ds, list(range(rank, len(val_ds), world)), t_cfg.eval_batch_size or t_cfg.batch_size,
+                              recipe.data.num_workers, False, 0, task.collate)
+        log_path = work / "train_log.jsonl"
+        env = _environment(acc, precision)
+        reg.attach()
+        t_run = time.perf_counter()
+        try:
+            for epoch in range(start_epoch, t_cfg.epochs):
+                seed_all(_epoch_seed(t_cfg.seed, epoch, rank))
+                idx = train_indices(len(train_ds), epoch, t_cfg.seed, rank, world)[: batches * t_cfg.batch_size]
+                loader = _loader(train_ds, idx, t_cfg.batch_size, recipe.data.num_workers, True,
+                                 _epoch_seed(t_cfg.seed, epoch, rank), task.collate)
+                model.train()
+                bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and main),
+                           leave=False, dynamic_ncols=True)
+                sums = {"task": torch.zeros((), device=acc.device)}
+                window = {"task": torch.zeros((), device=acc.device)}
+                n_win, t_win, t_epoch, seen = 0, time.perf_counter(), time.perf_counter(), 0
+                for i, batch in enumerate(loader):
+                    x, y, mask = task.split(batch, acc.device, channels_last)
+                    reg.position_mask = mask.bool() if mask is not None else None
+                    pos = epoch + i / batches
+                    for p in recipe.penalties:
+                        base = targets[p.kind].lam if p.kind in targets else p.lam
+                        reg.set_lam(p.kind, lam_at(base, pos, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
+                                                   p.schedule.shape))
+                    lr = lr_at(opt_step, total_steps, o_cfg.lr, warmup_steps, o_cfg.schedule, o_cfg.min_lr_ratio)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    with acc.accumulate(model):
+                        logits = task.logits(fwd_model, x)
+                        task_loss = F.cross_entropy(logits.float(), y)
+                        penalty = reg.penalty()
+                        acc.backward(task_loss + penalty)
+                        if acc.sync_gradients and o_cfg.grad_clip:
+                            acc.clip_grad_norm_(model.parameters(), o_cfg.grad_clip)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    for k, v in [("task", task_loss.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
+                        sums[k] = sums.get(k, 0) + v
+                        window[k] = window.get(k, 0) + v
+                    n_win += 1
+                    seen += y.shape[0] * world
+                    if acc.sync_gradients:
+                        opt_step += 1
+                        zf = reg.pop_zero_frac() if targets and opt_step % target_every == 0 else None
+                        if zf is not None:
+                            zf = float(_dist_reduce(zf, "sum")) / world  # one host sync per controller update
+                            for p in recipe.penalties:
+                                if p.kind in targets and pos >= p.schedule.warmup_epochs:
+                                    targets[p.kind].update(zf)
+                    bar.update(1)
+                    if n_win == t_cfg.log_every or i == batches - 1:
+                        vals = {k: float(v) / n_win for k, v in window.items()}  # one host sync per window
+                        if not all(map(math.isfinite, vals.values())):
+                            raise _diverged(work, f"non-finite loss in epoch {epoch + 1} by step {opt_step} ("
+                                            + ", ".join(f"{k.removeprefix('pen_')} {v:g}" for k, v in vals.items()) + ")")
+                        rate = n_win * y.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
+                        rec = {"event": "step", "epoch": epoch + 1, "step": opt_step, "lr": lr,
+                               "task_loss": vals.pop("task"), "penalty": {k[4:]: v for k, v in vals.items()},
+                               "lam": dict(reg.lams), "img_per_s": rate}
+                        if main:
+                            with open(log_path, "a") as f:
+                                f.write(json.dumps(rec) + "\n")
+                        bar.set_postfix(loss=f"{rec['task_loss']:.3f}",
+                                        pen=",".join(f"{v:.3g}" for v in rec["penalty"].values()) or "-",
+                                        ips=f"{rate:.0f}")
+                        window = {k: torch.zeros((), device=acc.device) for k in window}
+                        n_win, t_win = 0, time.perf_counter()
+                bar.close()
+                train_time = time.perf_counter() - t_epoch
+                broadcast_buffers(raw_model)
+                val = evaluate(raw_model, eval_loader, task, sites, stages, acc.device, acc.autocast, channels_last)
+                record = {
+                    "epoch": epoch + 1,
+                    "step": opt_step,
+                    "train": {"task_loss": float(sums.pop("task")) / batches,
+                              "penalty": {k[4:]: float(v) / batches for k, v in sums.items()},
+                              "lam": dict(reg.lams), "lr": lr, "seconds": train_time, "img_per_s": seen / train_time},
+                    "val": val,
+                }
+                if not _all_finite(raw_model):
+                    raise _diverged(work, f"non-finite weights at the end of epoch {epoch + 1}")
+                history.append(record)
+                if main:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps({"event": "epoch", **{k: v for k, v in record.items() if k != "val"},
+                                            "val": {k: v for k, v in val.items() if k != "sparsity_per_site"}}) + "\n")
+                    save_checkpoint(work, epoch + 1, raw_model, optimizer, {
+                        "opt_step": opt_step, "history": history, "recipe_hash": recipe.hash(),
+                        "recipe": recipe.to_dict(), "targets": {k: c.state_dict() for k, c in targets.items()}},
+                        t_cfg.keep_checkpoints)
+                    atomic_write_json(work / "metrics.json", _metrics(recipe, history, env, done=False))
+                    if work != out:  # --force: the new run has a checkpoint now, so it replaces the old one
+                        replace_run(work, out)
+                if work != out:
+                    work, log_path = out, out / "train_log.jsonl"
+                log.info("epoch %d/%d: top1 %.4f, val loss %.4f, zero_frac %.4f (mean over %d sites), %.1fs",
+                         epoch + 1, t_cfg.epochs, val["top1"], val["loss"], val["sparsity"]["zero_frac_mean_sites"],
+                         val["sparsity"]["sites"], train_time)
+                if on_epoch is not None:
+                    on_epoch(record)
+                acc.wait_for_everyone()
+        finally:
+            reg.detach()
+
+        final = _metrics(recipe, history, env, done=True)
+        final["wall_seconds_this_session"] = time.perf_counter() - t_run
+        if world > 1:
+            final["environment"]["params_in_sync"] = in_sync = params_in_sync(raw_model)
+            if not in_sync:
+                log.error("parameters differ between the %d processes at the end of training", world)
+        if main:
+            task.save(out, raw_model, {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
+            atomic_write_json(out / "metrics.json", final)
+        acc.wait_for_everyone()
+        return RunResult(out, history, final["final"])
 
 
 def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict:
