@@ -248,8 +248,14 @@ def load_image_data(spec: DataSpec) -> ImageData:
     """
     src = spec.source
     if src == "digits":
-        if spec.image_column or spec.label_column:
-            raise DataError("--image-column/--label-column apply to Hugging Face datasets, not to digits")
+        given = [flag for flag, value in (("--val-split", spec.val_split), ("--image-column", spec.image_column),
+                                          ("--label-column", spec.label_column), ("data.config", spec.config),
+                                          ("--text-column", spec.text_column),
+                                          ("--text-pair-column", spec.text_pair_column)) if value is not None]
+        given += ["data.train_split"] if spec.train_split != "train" else []
+        if given:
+            raise DataError(f"{', '.join(given)}: not an option of digits (a built-in set split by data.val_fraction "
+                            "and data.split_seed)")
         data = _digits(spec)
     else:
         path = Path(src).expanduser()
@@ -260,6 +266,9 @@ def load_image_data(spec: DataSpec) -> ImageData:
                 data = _hf_dataset(spec, load_from_disk(str(path)), f"saved dataset {path}")
             else:
                 data = _image_folder(path, spec)
+        elif path.is_file():
+            raise DataError(f"{path} is a file; image data is an image folder (one sub-folder per class), a saved "
+                            "dataset folder or a Hub dataset id (CSV/JSON files are for text models)")
         elif src.startswith((".", "/", "~")) or src.count("/") > 1 or path.exists():
             raise DataError(f"data folder {path} not found")
         else:

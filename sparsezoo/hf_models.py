@@ -28,12 +28,22 @@ def _quiet_transformers() -> None:
 
 
 def _local_config(name: str) -> dict | None:
+    """The ``config.json`` of a local model folder (None: not a local model folder).
+
+    Raises:
+        ModelNotFoundError: the folder's ``config.json`` is unreadable or not a JSON object.
+    """
+    from sparsezoo.errors import ModelNotFoundError
+
     p = Path(name).expanduser()
     if p.is_dir() and (p / "config.json").is_file():
         try:
-            return json.loads((p / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+            cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelNotFoundError(f"model folder {p}: config.json is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ModelNotFoundError(f"model folder {p}: config.json must be a JSON object, not {type(cfg).__name__}")
+        return cfg
     return None
 
 

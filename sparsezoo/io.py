@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sparsezoo.errors import OutputExistsError, SparsezooError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -88,3 +90,23 @@ def atomic_dir(final: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def check_output_folder(out: str | os.PathLike, force: bool, hint: str = "pass --force to replace it") -> Path:
+    """Check, before any computation, that folder ``out`` can be (re)written: it is not a file, nothing on its path
+    is a file, it is empty or ``force`` is set, and its nearest existing ancestor is writable.
+
+    Raises:
+        OutputExistsError: ``out`` (or a parent) is a file, or ``out`` holds files and ``force`` is not set.
+        SparsezooError: the folder cannot be created there (permissions).
+    """
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise OutputExistsError(f"output path {p} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise OutputExistsError(f"output folder {out} exists; {hint}")
+    base = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise SparsezooError(f"cannot write to {out}: {base} is not writable")
+    return out

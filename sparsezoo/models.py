@@ -36,6 +36,9 @@ def local_model_dir(name: str) -> Path | None:
     """The folder ``name`` points at if it is a local timm model folder, else None."""
     p = Path(name.removeprefix("local-dir:")).expanduser()
     if p.is_dir() and (p / "config.json").is_file():
+        from sparsezoo.hf_models import _local_config
+
+        _local_config(str(p))  # a folder with a broken config.json says so, not "unknown model"
         return p
     if name.startswith("local-dir:") or (_looks_like_path(name) and not name.startswith("hf-hub:")):
         raise ModelNotFoundError(f"model folder {p} not found or has no config.json")
@@ -214,8 +217,10 @@ def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int 
             kwargs["img_size"] = img_size
     try:
         model = timm.create_model(timm_name, pretrained=pretrained, **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise WeightsUnavailableError(f"cannot create {name}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # RuntimeError, OSError, SafetensorError (truncated or random bytes), KeyError, …
+        where = f"{folder / 'model.safetensors'}" if folder is not None else name
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsUnavailableError(f"cannot create {name} from {where}: {first}") from None
     if spec.weights == "offline":
         from sparsezoo import offline_weights
 

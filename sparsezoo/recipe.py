@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -251,12 +252,18 @@ def _build(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise bad from None
+        if not math.isfinite(value):
+            raise RecipeError(f"{path} must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -379,6 +386,9 @@ def set_value(recipe_dict: dict, dotted: str, raw: str) -> None:
         value = raw
     last = keys[-1]
     if isinstance(node, list) and last.isdigit():
+        if int(last) >= len(node):
+            raise RecipeError(f"--set {dotted}: index {last} is out of range (the list has {len(node)} items; "
+                              f"set the whole list, e.g. --set {'.'.join(keys[:-1])}=[...])")
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value  # unknown keys are reported by Recipe.from_dict

@@ -11,6 +11,7 @@ mask marks the padding, which every sparsity statistic and penalty leaves out.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ class TextData:
     description: str
 
 
+def _root_cause(e: BaseException) -> BaseException:
+    while (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    return e
+
+
 def _open(spec: DataSpec):
     import datasets
 
@@ -44,10 +51,17 @@ def _open(spec: DataSpec):
         if kind is None:
             raise DataError(f"{path}: text data files must be .csv, .tsv, .json or .jsonl")
         extra = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        quiet = logging.getLogger("datasets")  # it logs its own line for a file it cannot parse; ours is enough
+        level, quiet.level = quiet.level, logging.CRITICAL
         try:
             return datasets.load_dataset(kind, data_files={"train": str(path)}, **extra), f"file {path}"
-        except Exception as e:  # malformed CSV/JSON
-            raise DataError(f"cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+        except Exception as e:  # malformed CSV/JSON, not UTF-8
+            first = (str(_root_cause(e)).strip() or type(e).__name__).splitlines()[0]
+            if isinstance(_root_cause(e), UnicodeDecodeError) or "utf" in first.lower():
+                raise DataError(f"cannot read {path}: it is not UTF-8 text ({first}); save it as UTF-8") from None
+            raise DataError(f"cannot read {path}: {first}") from None
+        finally:
+            quiet.setLevel(level)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return datasets.load_from_disk(str(path)), f"saved dataset {path}"

@@ -64,6 +64,17 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         lg.setLevel(level)
         lg.handlers = [handler]  # replace, so repeated main() calls in one process do not stack handlers
         lg.propagate = False
+    # torch.compile's C++ toolchain check warns "No CUDA runtime is found" on every CPU-only machine
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+def _one_line(e: Exception) -> str:
+    """The message of ``e`` on one line. An error raised in a DataLoader worker comes back wrapped in a
+    multi-line "Caught X in DataLoader worker … Original Traceback …" text whose last line is the original."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(e):
+        return lines[-1].split(": ", 1)[-1]
+    return " ".join(line.strip() for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (SparsezooError, AnalysisError) as e:
-        print(f"sparsezoo {args.command}: error: {e}", file=sys.stderr)
+        print(f"sparsezoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except OSError as e:  # disk full, permission denied, a path that is a file, … (after our own checks)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"sparsezoo {args.command}: error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"sparsezoo {args.command}: interrupted", file=sys.stderr)
         return 130

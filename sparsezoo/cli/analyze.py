@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from sparsezoo.cli._options import add_data_options, add_model_options, data_spec, load_models
-from sparsezoo.cli.finetune import positive_int
+from sparsezoo.cli.finetune import nonneg_float, positive_int
 
 HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
 
@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="timm name, hf-hub:org/name, or a folder (e.g. a run folder)")
     add_model_options(p, "a second model to analyze side by side (e.g. the dense original)")
     p.add_argument("--activation", metavar="NAME", help="replace the activations first: relu|relu2|gelu|silu|topk:K")
-    p.add_argument("--threshold", type=float, metavar="TAU",
+    p.add_argument("--threshold", type=nonneg_float, metavar="TAU",
                    help="thresholded activations: y = f(x)·1[|f(x)| > TAU] (turns near-zeros into zeros)")
     add_data_options(p, required=False)
     p.add_argument("--samples", type=positive_int, default=512, help="samples to measure (default 512)")
@@ -49,12 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.errors import DataError, OutputExistsError
-    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text
+    from sparsezoo.errors import DataError
+    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_folder
 
     out = Path(args.out or Path("reports") / Path(args.model.removeprefix("hf-hub:")).name)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise OutputExistsError(f"output folder {out} exists; pass --force to overwrite it")
+    check_output_folder(out, args.force)
     if not args.weights_only and not args.data:
         raise DataError("--data is required (or pass --weights-only to analyze the weights alone)")
     if args.batch_size < 4 and not args.no_cka:

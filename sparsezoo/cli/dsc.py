@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.dsc.experiments import run_experiments
     from analysis.dsc.plots import save_plots
     from analysis.dsc.report import summary_markdown
-    from sparsezoo.errors import OutputExistsError
-    from sparsezoo.io import atomic_dir
+    from sparsezoo.io import atomic_dir, check_output_folder
 
     config = get_config(args.config)
     for assignment in args.overrides:
@@ -63,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(config, indent=2, ensure_ascii=False))
         return 0
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise OutputExistsError(f"output folder {out} exists and is not empty; pass --force to replace it")
+    check_output_folder(out, args.force)
 
     start = time.perf_counter()
     results = run_experiments(config, sweeps, progress=sys.stderr.isatty() and not args.no_progress)

@@ -62,12 +62,10 @@ def _class_names(model) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.errors import OutputExistsError
-    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text
+    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_folder
 
     out = Path(args.out or Path("reports") / f"{Path(args.model.removeprefix('hf-hub:')).name}-explain")
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise OutputExistsError(f"output folder {out} exists; pass --force to overwrite it")
+    check_output_folder(out, args.force)
     class_method = None if args.class_method == "none" else args.class_method
 
     import torch

@@ -15,6 +15,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -24,11 +25,18 @@ from sparsezoo.errors import RecipeError
 HELP = "fine-tune a timm model with sparsity penalties on its features"
 
 
-def nonneg_float(text: str) -> float:
+def finite_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    v = finite_float(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return v
@@ -127,7 +135,11 @@ def recipe_from_args(args: argparse.Namespace):
     saved = Path(args.out) / "recipe.yaml" if args.out else None
     if args.recipe:
         d = load_recipe(args.recipe).to_dict()
-    elif args.resume and saved is not None and saved.is_file() and not args.model:
+    elif args.resume and not args.model:
+        if saved is None or not saved.is_file():
+            from sparsezoo.errors import ResumeError
+
+            raise ResumeError(f"nothing to resume: {saved or '--out'} not found (--resume continues the run in --out)")
         d = load_recipe(str(saved)).to_dict()
     else:
         d = Recipe().to_dict()
