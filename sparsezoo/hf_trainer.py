@@ -16,18 +16,25 @@ Both accept any ``num_items_in_batch`` convention (absent, None, a count): the t
 Trainer's own normalization, and the penalty (a per-batch mean) is divided by the gradient-accumulation steps
 whenever the Trainer will not divide the loss itself, so one λ means the same with or without accumulation.
 Padding never counts: the batch's ``attention_mask`` is handed to the penalty before each forward.
+
+:class:`SparsityTrainer` hooks the model only while ``train()`` runs (a callback attaches the penalty at
+``on_train_begin`` and detaches it at ``on_train_end``, and ``train()`` detaches it if it raises), so the model
+comes back with no hooks and its ``inplace`` flags as they were, and a second trainer on the same model adds no
+second set of hooks. ``nn.DataParallel`` (which the Trainer uses for several GPUs in one process) is refused
+with :class:`~sparsezoo.penalties.DataParallelError`: run one process per GPU (torchrun or accelerate launch).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
-from sparsezoo.penalties import SparsityPenalty
+from sparsezoo.penalties import DATA_PARALLEL_MESSAGE, DataParallelError, SparsityPenalty, check_no_data_parallel
 
 
 def _mask(inputs: Mapping[str, Any]) -> torch.Tensor | None:
@@ -35,21 +42,79 @@ def _mask(inputs: Mapping[str, Any]) -> torch.Tensor | None:
     return m.bool() if isinstance(m, torch.Tensor) else None
 
 
+def _refuse_data_parallel(model: torch.nn.Module | None, args: Any) -> None:
+    if model is not None:
+        check_no_data_parallel(model)
+    if args is not None and args.n_gpu > 1:
+        raise DataParallelError(f"args.n_gpu={args.n_gpu}: the Trainer would wrap the model in nn.DataParallel; "
+                                f"{DATA_PARALLEL_MESSAGE}")
+
+
+class _PenaltyHooks(TrainerCallback):
+    """Attaches the trainer's penalty for the duration of each ``train()`` call."""
+
+    def __init__(self, trainer: SparsityTrainer):
+        self._trainer = weakref.ref(trainer)  # the trainer holds this callback: no reference cycle
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._trainer()._attach_sparsity()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._trainer()._detach_sparsity()
+
+
 class SparsityTrainer(Trainer):
     """``transformers.Trainer`` with a sparsity penalty on the model's feature sites.
 
+    The penalty's hooks are attached when ``train()`` starts and detached when it ends or raises (a penalty
+    passed in already attached is left attached). :meth:`compute_loss` called outside ``train()`` with autograd
+    on attaches them for that call.
+
     Args:
         sparsity: a :class:`~sparsezoo.penalties.SparsityPenalty` built on the model, or ``{kind: λ}``
-            (e.g. ``{"l1": 1e-4}``) to build one on all activation sites.
+            (e.g. ``{"l1": 1e-4}``) to build one on all activation sites (rebuilt on the new model, with the
+            current λ, when ``model_init`` makes a new one for ``train()``).
         *args, **kwargs: everything ``Trainer`` takes.
+
+    Raises:
+        DataParallelError: the model is or contains ``nn.DataParallel``, or ``args.n_gpu > 1`` (the Trainer
+            would wrap it in one); use DDP (torchrun / accelerate launch) instead.
     """
 
-    def __init__(self, *args, sparsity: SparsityPenalty | Mapping[str, float], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sparsity = sparsity if isinstance(sparsity, SparsityPenalty) else SparsityPenalty(self.model, lams=sparsity)
-        self.sparsity.attach()
+    def __init__(self, model=None, args=None, *rest, sparsity: SparsityPenalty | Mapping[str, float], **kwargs):
+        _refuse_data_parallel(model, args)  # before the Trainer moves the model anywhere
+        super().__init__(model, args, *rest, **kwargs)
+        _refuse_data_parallel(self.model, self.args)  # a model from model_init, default args
+        self._owns_sparsity = not isinstance(sparsity, SparsityPenalty)  # built here, so rebuilt for model_init
+        self.sparsity = SparsityPenalty(self.model, lams=sparsity) if self._owns_sparsity else sparsity
+        self._detach_at_end = False
+        self.add_callback(_PenaltyHooks(self))
         self._pen_sums: dict[str, float] = {}
         self._pen_count = 0
+
+    def _attach_sparsity(self) -> None:
+        model = self.model  # the unwrapped model; model_init may have made a new one for this train()
+        _refuse_data_parallel(model, None)
+        if not any(m is self.sparsity.model for m in model.modules()):  # model_init built a new model
+            if not self._owns_sparsity:
+                raise ValueError("the SparsityPenalty was built on another model than the one being trained "
+                                 "(model_init makes a new one each train()): pass sparsity={kind: λ} instead")
+            self.sparsity.detach()
+            self.sparsity = SparsityPenalty(model, lams=self.sparsity.lams)
+        if not self.sparsity.attached:
+            self.sparsity.attach()
+            self._detach_at_end = True
+
+    def _detach_sparsity(self) -> None:
+        if self._detach_at_end:
+            self.sparsity.detach()
+            self._detach_at_end = False
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:  # on_train_end has detached already unless train() raised
+            self._detach_sparsity()
 
     def _loss_scaled_for_ga(self, num_items_in_batch) -> bool:
         fixed = getattr(self, "loss_is_scaled_for_ga", None)
@@ -59,6 +124,9 @@ class SparsityTrainer(Trainer):
                     or getattr(self, "compute_loss_func", None) is not None)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs):
+        if not self.sparsity.attached and torch.is_grad_enabled():  # called outside train(): hooks for this call
+            with self.sparsity:
+                return self.compute_loss(model, inputs, return_outputs, **kwargs)
         self.sparsity.position_mask = _mask(inputs)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
         penalty = self.sparsity.penalty()

@@ -21,18 +21,27 @@ count for nothing (the mean runs over real tokens only).
 
 Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and only the kinds whose
 λ is currently > 0, so λ = 0 costs nothing and leaves training exactly as it was.
+
+Life cycle: construction only selects sites; :meth:`~SparsityPenalty.attach` registers the hooks and turns off
+``inplace`` on the site modules that need it (DESIGN §5), :meth:`~SparsityPenalty.detach` removes the hooks and
+turns back on exactly the flags it turned off. Both are idempotent. Several penalties may be attached to one
+model at once and work independently (each has its own hooks and sums); an ``inplace`` flag stays off until
+the last penalty that needed it off is detached. ``nn.DataParallel`` is refused (:class:`DataParallelError`):
+its replicas, one thread per GPU, would all write into one penalty's sums.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from analysis.collect import HookSet
-from analysis.sites import Site, disable_inplace, find_sites
+from analysis.sites import Site, find_sites
+from sparsezoo.errors import SparsezooError
 
 PenaltyFn = Callable[[Tensor, int, bool, "Tensor | None"], Tensor]
 PENALTIES: dict[str, PenaltyFn] = {}
@@ -40,6 +49,22 @@ PENALTIES: dict[str, PenaltyFn] = {}
 # plain sum): such sites may keep timm's in-place activations, which saves a copy per site and step
 INPLACE_SAFE_ON_NONNEGATIVE: set[str] = set()
 _EPS = 1e-12
+# site module -> how many attached penalties need its `inplace` off; the flag goes back on when this drops to 0
+_INPLACE_HOLDS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+
+
+class DataParallelError(SparsezooError):
+    """``nn.DataParallel`` is not supported: its per-GPU replicas would share one penalty's hook state."""
+
+
+DATA_PARALLEL_MESSAGE = ("nn.DataParallel is not supported (its replicas would share the sparsity hooks' state); "
+                         "use DDP, one process per GPU: torchrun --nproc_per_node=N or accelerate launch")
+
+
+def check_no_data_parallel(model: nn.Module) -> None:
+    """Raise :class:`DataParallelError` if ``model`` is, or contains, an ``nn.DataParallel``."""
+    if any(isinstance(m, nn.DataParallel) for m in model.modules()):
+        raise DataParallelError(DATA_PARALLEL_MESSAGE)
 
 
 def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Callable[[PenaltyFn], PenaltyFn]:
@@ -94,16 +119,22 @@ class SparsityPenalty(HookSet):
         exclude: regex(es) removing sites.
         site_weights: ``{regex: w}``; a site's terms are multiplied by the first matching weight.
         track_zero_frac: also count exact zeros at the sites (for a target-sparsity controller).
-        inplace_off: turn off ``inplace`` on the site modules whose penalty needs their output in backward
-            (every site except non-negative ones under l1 alone; required, see DESIGN §5).
+        inplace_off: while attached, turn off ``inplace`` on the site modules whose penalty needs their output
+            in backward (every site except non-negative ones under l1 alone; required, see DESIGN §5).
+            :meth:`detach` turns back on exactly the flags that :meth:`attach` turned off.
 
-    Call :meth:`penalty` once per forward pass; λ can be changed at any time with :meth:`set_lam`.
+    Raises:
+        DataParallelError: ``model`` is or contains an ``nn.DataParallel`` (use DDP: torchrun / accelerate).
+
+    Nothing is hooked until :meth:`attach` (or ``with``); call :meth:`penalty` once per forward pass; λ can be
+    changed at any time with :meth:`set_lam`. Other penalties on the same model work independently.
     """
 
     def __init__(self, model: nn.Module, l1: float = 0.0, hoyer_square: float = 0.0, *,
                  lams: Mapping[str, float] | None = None, sites: str | Iterable[str] | list[Site] | None = None,
                  exclude: str | Iterable[str] | None = None, site_weights: Mapping[str, float] | None = None,
                  track_zero_frac: bool = False, inplace_off: bool = True):
+        check_no_data_parallel(model)
         self.model = model
         if lams is None:  # keyword form: only the kinds given a λ > 0
             lams = {k: v for k, v in (("l1", l1), ("hoyer_square", hoyer_square)) if v != 0}
@@ -121,7 +152,8 @@ class SparsityPenalty(HookSet):
         self.weights = {s.name: next((w for p, w in weights if p.search(s.name)), 1.0) for s in self.sites}
         # in-place activations break autograd for penalties that save the site's output (DESIGN §5)
         needs_copy = [s for s in self.sites if not (s.nonnegative and set(self.lams) <= INPLACE_SAFE_ON_NONNEGATIVE)]
-        self.inplace_disabled = disable_inplace(needs_copy) if inplace_off else []
+        self._needs_copy = needs_copy if inplace_off else []
+        self._inplace_held: list[Site] = []  # sites whose `inplace` this penalty holds off while attached
         self.track_zero_frac = track_zero_frac
         self.position_mask: Tensor | None = None  # [B, T] bool for token models: padding excluded; set per step
         self.last_terms: dict[str, Tensor] = {}
@@ -164,12 +196,58 @@ class SparsityPenalty(HookSet):
 
         return hook
 
-    def _reset(self, *_):
+    def _reset(self, module: nn.Module | None = None, _args=None) -> None:
+        if module is not None and module is not self.model:  # a DataParallel replica (wrapped after attach)
+            raise DataParallelError(DATA_PARALLEL_MESSAGE)
         self._acc.clear()
         self._count = 0
 
     def _register(self) -> list:
         return [self.model.register_forward_pre_hook(self._reset), *(s.hook(self._hook(s)) for s in self.sites)]
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are registered (between :meth:`attach` and :meth:`detach`)."""
+        return bool(self._handles)
+
+    @property
+    def inplace_disabled(self) -> list[str]:
+        """Names of the site modules whose ``inplace`` this penalty turns off while attached: while attached, those
+        it holds off; while detached, those :meth:`attach` would turn off now."""
+        if self.attached:
+            return [s.name for s in self._inplace_held]
+        return [s.name for s in self._needs_copy if getattr(s.module, "inplace", False) or s.module in _INPLACE_HOLDS]
+
+    def attach(self) -> SparsityPenalty:
+        """Register the hooks and turn off ``inplace`` where needed; a no-op when already attached."""
+        if self.attached:
+            return self
+        held = []
+        for s in {id(s.module): s for s in self._needs_copy}.values():
+            if s.module in _INPLACE_HOLDS:  # another attached penalty already turned it off
+                _INPLACE_HOLDS[s.module] += 1
+            elif getattr(s.module, "inplace", False):
+                s.module.inplace = False
+                _INPLACE_HOLDS[s.module] = 1
+            else:
+                continue
+            held.append(s)
+        self._inplace_held = held
+        return super().attach()
+
+    def detach(self) -> None:
+        """Remove the hooks and turn back on the ``inplace`` flags :meth:`attach` turned off (once no other
+        attached penalty needs them off); a no-op when not attached."""
+        super().detach()
+        for s in self._inplace_held:
+            left = _INPLACE_HOLDS.get(s.module, 1) - 1
+            if left > 0:
+                _INPLACE_HOLDS[s.module] = left
+            else:
+                _INPLACE_HOLDS.pop(s.module, None)
+                s.module.inplace = True
+        self._inplace_held = []
+        self._reset()  # drop sums (and their autograd graphs) of a forward whose penalty was never taken
 
     # -------------------------------------------------------------------------------- results
     def penalty(self) -> Tensor:
