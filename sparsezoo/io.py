@@ -107,6 +107,9 @@ def check_output_folder(out: str | os.PathLike, force: bool, hint: str = "pass -
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(f"output folder {out} exists; {hint}")
     base = next(p for p in (out, *out.parents) if p.exists())
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise SparsezooError(f"cannot write to {out}: {base} is not writable")
+    try:  # a real write (an unnamed temporary file): permission bits say nothing for root or immutable folders
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as e:
+        raise SparsezooError(f"cannot write to {out}: {base} is not writable ({e.strerror})") from None
     return out

@@ -92,6 +92,12 @@ def one_class(root: Path) -> None:
     class_folder(root / "imgs", "a", 4)
 
 
+def corrupt_image(root: Path) -> None:
+    class_folder(root / "imgs", "a", 6)
+    class_folder(root / "imgs", "b", 6)
+    (root / "imgs" / "a" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+
 def recipe_lam_inf(root: Path) -> None:
     write("r.yaml", "model: {name: test_resnet, pretrained: false}\npenalties: [{kind: l1, lam: .inf}]\n")(root)
 
@@ -192,6 +198,8 @@ CASES = [
     Case("grad-accum-larger-than-data", [*FT, "--batch-size", "64", "--grad-accum", "64"], "less than one step"),
     Case("lambda-overflows-the-loss", [*FT, "--l1", "1e308", "--epochs", "1", "--max-steps-per-epoch", "2",
                                        "--batch-size", "8"], "training diverged"),
+    Case("corrupt-image-mid-epoch", ["finetune", *TINY[:2], "--data", "imgs", "--img-size", "32", "--batch-size", "2",
+                                     "--out", "o"], "zz.png", corrupt_image),
     # output folders and resume
     Case("resume-and-force", [*FT, "--resume", "--force"], "exclude each other"),
     Case("resume-missing-folder", ["finetune", "--resume", "--out", "nothere"], "nothing to resume"),
