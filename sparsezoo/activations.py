@@ -18,6 +18,8 @@ is recorded in the recipe only (say so wherever the model is shared).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -102,6 +104,6 @@ def threshold_activations(sites: list[Site], tau: float) -> list:
     Implemented as forward hooks that replace the output, registered before any measuring hook so that
     measurements see the thresholded codes; returns the hook handles (``.remove()`` undoes it).
     """
-    if tau < 0:
-        raise RecipeError(f"the activation threshold must be >= 0, got {tau:g}")
+    if not math.isfinite(tau) or tau < 0:
+        raise RecipeError(f"the activation threshold must be a finite number >= 0, got {tau:g}")
     return [s.module.register_forward_hook(lambda m, a, y: y * (y.abs() > tau), prepend=True) for s in sites]

@@ -32,6 +32,7 @@ its replicas, one thread per GPU, would all write into one penalty's sums.
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -167,8 +168,8 @@ class SparsityPenalty(HookSet):
         """Change λ of a configured kind (e.g. from a schedule); kinds are fixed at construction."""
         if kind not in self.lams:
             raise ValueError(f"penalty kind {kind!r} is not configured here (configured: {', '.join(self.lams)})")
-        if lam < 0:
-            raise ValueError(f"λ for {kind!r} must be >= 0, got {lam}")
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"λ for {kind!r} must be a finite number >= 0, got {lam}")
         self.lams[kind] = float(lam)
 
     # -------------------------------------------------------------------------------- hooks

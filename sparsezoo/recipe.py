@@ -278,6 +278,18 @@ def validate(r: Recipe) -> None:
         if not cond:
             raise RecipeError(msg)
 
+    def finite(x: Any, path: str) -> None:  # a Recipe built in Python skips _build's checks
+        if isinstance(x, float):
+            need(math.isfinite(x), f"{path} must be a finite number, got {x!r}")
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                finite(v, f"{path}.{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                finite(v, f"{path}[{i}]")
+
+    finite(r.to_dict(), "recipe")
+
     need(r.version == RECIPE_VERSION, f"recipe.version {r.version} is not supported (expected {RECIPE_VERSION})")
     need(bool(r.model.name), "recipe.model.name is required (a timm model name, hf-hub:org/name or a folder)")
     need(0 < r.data.val_fraction < 1, f"recipe.data.val_fraction must be in (0, 1), got {r.data.val_fraction}")

@@ -297,3 +297,21 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, finished_run, tmp
 
 def test_ids_are_unique():
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_the_python_api_refuses_non_finite_numbers_too():
+    import timm
+
+    from sparsezoo.activations import threshold_activations
+    from sparsezoo.errors import RecipeError
+    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.recipe import PenaltySpec, Recipe, validate
+
+    model = timm.create_model("test_resnet", pretrained=False)
+    for lam in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite"):
+            SparsityPenalty(model, l1=lam)
+        with pytest.raises(RecipeError, match="finite"):
+            validate(Recipe(penalties=[PenaltySpec(kind="l1", lam=lam)]))
+        with pytest.raises(RecipeError, match="finite"):
+            threshold_activations([], lam)
