@@ -1,12 +1,13 @@
 """Model cards for sparsezoo runs: front matter the Hub indexes, and a body people read.
 
-A card is rendered from the Jinja template ``model_cards/sparsezoo-card-template.md`` with
-:class:`huggingface_hub.ModelCard`. Its front matter (:func:`card_data`) holds ``library_name`` (timm or
-transformers), ``base_model``, ``tags`` (always ``sparsezoo`` and ``sparse-features``), ``datasets`` (Hub data
-sets only), ``license``, a ``model-index`` with top-1 accuracy and the headline sparsity, and a
-machine-readable ``sparsity:`` block (:func:`sparsity_block`): for every measure its definition name (see
-:mod:`analysis.sparsity`), threshold and aggregate, the model-wide and per-stage values copied unrounded from
-``metrics.json``, the dense baseline's values when a baseline run is given, and the recipe hash.
+A card is rendered from the Jinja template ``sparsezoo/templates/model_card.md`` (package data, read with
+:mod:`importlib.resources`, so it works from an installed wheel) with :class:`huggingface_hub.ModelCard`. Its
+front matter (:func:`card_data`) holds ``library_name`` (timm or transformers), ``base_model``, ``tags`` (always
+``sparsezoo`` and ``sparse-features``), ``datasets`` (Hub data sets only), ``license``, a ``model-index`` with
+top-1 accuracy and the headline sparsity, and a machine-readable ``sparsity:`` block (:func:`sparsity_block`):
+for every measure its definition name (see :mod:`analysis.sparsity`), threshold and aggregate, the model-wide
+and per-stage values copied unrounded from ``metrics.json``, the dense baseline's values when a baseline run is
+given, and the recipe hash.
 
 Example::
 
@@ -29,7 +30,7 @@ from typing import Any, Literal
 from sparsezoo.errors import SparsezooError
 from sparsezoo.recipe import Recipe, load_recipe
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "sparsezoo-card-template.md"
+TEMPLATE = "templates/model_card.md"  # package data of sparsezoo (pyproject.toml: package-data)
 TAGS = ("sparsezoo", "sparse-features")
 Library = Literal["timm", "transformers"]
 
@@ -284,6 +285,18 @@ def read_baseline(path: str | Path, run: Run) -> Run:
 # ----------------------------------------------------------------------------- the card
 
 
+def card_template() -> str:
+    """The Jinja source of the model card (``sparsezoo/templates/model_card.md``, shipped inside the package)."""
+    from importlib import resources
+
+    try:
+        folder, name = TEMPLATE.split("/")
+        return resources.files("sparsezoo").joinpath(folder).joinpath(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CardError(f"the model card template sparsezoo/{TEMPLATE} is missing from this installation of sparsezoo "
+                        f"({type(e).__name__}); reinstall it") from None
+
+
 def card_data(run: Run, repo_id: str | None = None, baseline: Run | None = None, license: str | None = None):
     """Front matter of the card (:class:`huggingface_hub.ModelCardData`)."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -322,8 +335,7 @@ def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = 
     """
     from huggingface_hub import ModelCard
 
-    if not TEMPLATE.is_file():
-        raise CardError(f"model card template {TEMPLATE} not found (sparsezoo must be installed from its source tree)")
+    template = card_template()
     repo = repo_id or f"<org>/{run.path.name}"
     data = card_data(run, repo_id, baseline, license)
     hub_task, auto_class = task(run)
@@ -342,7 +354,7 @@ def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = 
                           for p in run.recipe.penalties if p.lam > 0) or "no penalty (dense)"
     name = repo.split("/")[-1]
     return ModelCard.from_template(
-        data, template_path=str(TEMPLATE),
+        data, template_str=template,
         repo_id=repo, title=name, library=run.library, task=hub_task, auto_class=auto_class,
         processor_class="AutoImageProcessor" if hub_task == "image-classification" else "AutoTokenizer",
         start=describe_start(run), penalties=penalties, dataset_name=ds_name, split=split,
