@@ -108,12 +108,18 @@ def read_json(path: Path) -> Any:
         raise CardError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
 
 
-def read_run(path: str | Path) -> Run:
+def read_run(path: str | Path, *, check_weights: bool = True) -> Run:
     """Read a finished run folder (``config.json``, weights, ``recipe.yaml``, ``metrics.json``) and check it.
+
+    ``metrics.json`` must say ``"complete": true`` (what ``sparsezoo finetune`` writes once training has ended),
+    and, with ``check_weights``, the weights must be intact safetensors holding only finite numbers
+    (:func:`sparsezoo.weight_check.check_weights`): a card is never written, nor a run published, for broken
+    weights.
 
     Raises:
         CardError: a file is missing or unreadable, the run is not complete, or ``metrics.json`` was written
             for another recipe than ``recipe.yaml``.
+        BrokenWeightsError: a weight file is truncated, corrupt or holds NaN/inf.
         RecipeError: ``recipe.yaml`` is not a valid recipe.
     """
     path = Path(path)
@@ -129,11 +135,15 @@ def read_run(path: str | Path) -> Run:
         raise CardError(f"{path} has no recipe.yaml")
     recipe = load_recipe(str(path / "recipe.yaml"))
     metrics = read_json(path / "metrics.json")
-    if not isinstance(metrics, dict) or not metrics.get("complete"):
+    if not isinstance(metrics, dict) or metrics.get("complete") is not True:
         raise CardError(f"run {path} is not complete (metrics.json has no complete: true); wait for it to finish")
     if metrics.get("recipe_hash") != recipe.hash():
         raise CardError(f"{path}/metrics.json is for recipe {metrics.get('recipe_hash')}, but recipe.yaml hashes to "
                         f"{recipe.hash()}; the files come from different runs")
+    if check_weights:
+        from sparsezoo.weight_check import check_weights as check
+
+        check(path)
     return Run(path, library, config, recipe, metrics)
 
 
@@ -272,7 +282,7 @@ def _accuracy(final: dict) -> float | None:
 
 def read_baseline(path: str | Path, run: Run) -> Run:
     """A dense run of the same model and data, to compare against. Raises CardError if it is not one."""
-    baseline = read_run(path)
+    baseline = read_run(path, check_weights=False)  # its numbers go into the card, its weights nowhere
     if any(p.lam > 0 for p in baseline.recipe.penalties):
         raise CardError(f"baseline {path} is not dense: its recipe has penalties with λ > 0")
     for what, a, b in (("model", baseline.recipe.model.name, run.recipe.model.name),

@@ -4,10 +4,13 @@ Every network call sparsezoo makes lives in this module, through ``huggingface_h
 Hugging Face environment: ``HF_TOKEN`` (or ``hf auth login``), ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``
 and ``HF_HUB_OFFLINE=1``. Downloads go to the Hugging Face cache, so they work offline once fetched.
 
-- :func:`push` uploads a finished run folder (an allowlist of files, see :data:`UPLOAD_FILES`) and its model
-  card (:mod:`sparsezoo.cards`) in one commit whose message names the recipe.
-- :func:`pull` downloads a checkpoint's safe files (never pickles, never code) and checks every file against
-  the hash the Hub lists for it (sha256 of LFS files, git blob id of the others).
+- :func:`push` uploads a finished run folder (an allowlist of files at its top, see :data:`UPLOAD_FILES`;
+  never a symbolic link) and its model card (:mod:`sparsezoo.cards`) in one commit whose message names the
+  recipe, once the run is complete and its weights intact and finite; :func:`plan_push` lists what it would
+  upload (size and sha256 of each file) without a token or the network.
+- :func:`pull` downloads a checkpoint's safe files at the top of the repo (never pickles, never code, nothing
+  in sub-folders) and checks every file against the hash the Hub lists for it (sha256 of LFS files, git blob id
+  of the others).
 - :func:`load` pulls and builds the model: ``sparsezoo.load("org/name")``.
 - :func:`list_zoo` finds the checkpoints tagged ``sparsezoo`` with their headline numbers.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -34,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.cards import Library, detect_library, read_baseline, read_json, read_run, render_card
+from sparsezoo.cards import CardError, Library, Run, detect_library, read_baseline, read_json, read_run, render_card
 from sparsezoo.errors import OutputExistsError, SparsezooError, WeightsUnavailableError
 from sparsezoo.io import atomic_dir
 from sparsezoo.recipe import Recipe, load_recipe
+from sparsezoo.weight_check import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,10 @@ class HubConflictError(HubError):
 
 class HubIntegrityError(HubError):
     """A downloaded file does not match the hash the Hub lists for it."""
+
+
+class UnsafeRunFileError(HubError):
+    """A file :func:`push` would upload is a symbolic link or not a regular file."""
 
 
 class UnsafeModelError(HubError):
@@ -207,11 +216,94 @@ def _matches(local: Path, remote) -> bool:
 # ----------------------------------------------------------------------------- push
 
 
+def _top_level(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a file at the top of a run folder or repo that matches one of the glob ``patterns``
+    (fnmatch's ``*`` also matches ``/``, so nested paths are excluded first)."""
+    return "/" not in name and "\\" not in name and any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
+
 def upload_files(run: str | Path) -> dict[str, Path]:
-    """Files of a run folder that :func:`push` uploads (top level, names in :data:`UPLOAD_FILES`)."""
+    """Files of a run folder that :func:`push` uploads (top level, names in :data:`UPLOAD_FILES`).
+
+    Raises:
+        CardError: the run folder does not exist.
+        UnsafeRunFileError: one of these names is a symbolic link (it could point anywhere, ``/etc/passwd``
+            included) or not a regular file; push uploads only regular files inside the run folder.
+    """
     run = Path(run)
-    return {p.name: p for p in sorted(run.iterdir())
-            if p.is_file() and p.name != CARD and any(fnmatch.fnmatch(p.name, pat) for pat in UPLOAD_FILES)}
+    if not run.is_dir():
+        raise CardError(f"run folder {run} not found")
+    files = {}
+    for p in sorted(run.iterdir()):
+        if p.name == CARD or not _top_level(p.name, UPLOAD_FILES):
+            continue
+        if p.is_symlink():
+            raise UnsafeRunFileError(f"{p} is a symbolic link (to {os.readlink(p)}); push uploads only regular files "
+                                     "inside the run folder: copy the file in instead of linking it")
+        if not p.is_file():
+            raise UnsafeRunFileError(f"{p} is not a regular file; push uploads only regular files")
+        files[p.name] = p
+    return files
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """One file of a push: its name in the repo, size in bytes and sha256 (hex) of its content.
+
+    ``path`` is the local file, None for the model card (``README.md``), which is rendered, not read.
+    """
+
+    name: str
+    size: int
+    sha256: str
+    path: Path | None
+
+
+@dataclass
+class PushPlan:
+    """What :func:`push` would commit, computed without the network (:func:`plan_push`).
+
+    ``files``: the run's files, then the rendered card ``README.md`` last. A push uploads exactly these (minus
+    those the Hub already holds with the same content).
+    """
+
+    repo_id: str
+    revision: str
+    run: Run
+    files: list[UploadFile]
+    card: str
+
+
+def plan_push(run: str | Path, repo_id: str, *, revision: str = "main", baseline: str | Path | None = None,
+              license: str | None = None) -> PushPlan:
+    """What ``push(run, repo_id, …)`` would upload, checked as push checks it, with no token and no network.
+
+    The run must be complete (``metrics.json``: ``complete: true``), its weights intact safetensors holding only
+    finite numbers, and every file to upload a regular file inside the run folder.
+
+    Example:
+        >>> plan = plan_push("runs/r50-l1", "myorg/resnet50-l1e-4")
+        >>> [(f.name, f.size, f.sha256[:8]) for f in plan.files]
+        [('config.json', 1208, '3c1f…'), …, ('README.md', 6230, '9e0a…')]
+
+    Raises:
+        HubError: ``repo_id`` is not ``org/name``, or ``revision`` is a commit.
+        UnsafeRunFileError, CardError, BrokenWeightsError, RecipeError: the run folder cannot be published.
+    """
+    repo_id, _ = split_repo(repo_id)
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise HubError(f"{revision!r} is a commit; push to a branch (--revision NAME)")
+    paths = upload_files(run)
+    info = read_run(run)
+    card = str(render_card(info, repo_id, baseline=read_baseline(baseline, info) if baseline else None,
+                           license=license))
+    files = []
+    for name, path in paths.items():
+        sha256, _ = _hashes(path)
+        files.append(UploadFile(name, path.stat().st_size, sha256, path))
+    data = card.encode("utf-8")
+    files.append(UploadFile(CARD, len(data), hashlib.sha256(data).hexdigest(), None))
+    return PushPlan(repo_id, revision, info, files, card)
 
 
 @dataclass
@@ -237,6 +329,8 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
     (``README.md``). Pushing the same run again only refreshes the card. A revision that already holds another
     model (other weights, config, recipe or metrics, or files this run does not have) is a conflict: push to a
     new branch with ``revision`` or replace it with ``force`` (files the run lacks are then deleted).
+    Nothing is sent before the run passes the checks of :func:`plan_push` (complete run, intact finite weights,
+    no symbolic links), which also lists what would be uploaded without a token or the network.
 
     Args:
         run: run folder of ``sparsezoo finetune`` (timm) or a transformers run (``save_pretrained`` layout).
@@ -250,22 +344,21 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
 
     Raises:
         CardError, RecipeError: the run folder is incomplete or inconsistent.
+        BrokenWeightsError, UnsafeRunFileError: the weights are broken, or a file is a symbolic link.
         HubAuthError, HubPermissionError, HubConflictError, HubUnavailableError, HubError.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
     from huggingface_hub.hf_api import RepoFile
 
-    repo_id, _ = split_repo(repo_id)
-    info = read_run(run)
-    card = render_card(info, repo_id, baseline=read_baseline(baseline, info) if baseline else None, license=license)
-    files = upload_files(info.path)
+    plan = plan_push(run, repo_id, revision=revision, baseline=baseline, license=license)
+    repo_id, info = plan.repo_id, plan.run
+    files = {f.name: f.path for f in plan.files if f.path is not None}
+    sha256 = {f.name: f.sha256 for f in plan.files}
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (write access)")
-    if re.fullmatch(r"[0-9a-f]{40}", revision):
-        raise HubError(f"{revision!r} is a commit; push to a branch (--revision NAME)")
     api = HfApi(token=token)
-    card_bytes = str(card).encode("utf-8")
+    card_bytes = plan.card.encode("utf-8")
     with _hub_errors(repo_id, revision):
         created_repo = _create_repo(api, repo_id, private)
         refs = api.list_repo_refs(repo_id)
@@ -292,6 +385,10 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
                               created_branch=created_branch, unchanged=True)
         recipe = info.recipe
         ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p])) for p in changed]
+        for op in ops:  # hashed by the client as it reads the file for upload: the same content as checked?
+            if op.upload_info.sha256.hex() != sha256[op.path_in_repo]:
+                raise HubError(f"{files[op.path_in_repo]} changed while it was being pushed; nothing was uploaded, "
+                               "push again once the run folder is final")
         ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card_bytes))
         ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
         top1 = info.final.get("top1", info.final.get("accuracy"))
@@ -336,7 +433,8 @@ class Snapshot:
 
 def pull(repo: str, *, revision: str | None = None, out: str | Path | None = None, force: bool = False,
          token: str | None = None) -> Snapshot:
-    """Download a checkpoint's files (:data:`DOWNLOAD_FILES`) into the Hugging Face cache and verify them.
+    """Download a checkpoint's files (:data:`DOWNLOAD_FILES`, at the top of the repo: the files :func:`push`
+    writes, never those in sub-folders) into the Hugging Face cache and verify them.
 
     Works offline (``HF_HUB_OFFLINE=1``, or when the Hub cannot be reached) from what an earlier pull cached.
     Each file is checked against the Hub's listing of the commit: sha256 for LFS files (the weights), the git
@@ -361,30 +459,26 @@ def pull(repo: str, *, revision: str | None = None, out: str | Path | None = Non
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
             raise OutputExistsError(f"output folder {out} exists; pass --force to replace it")
     with _hub_errors(repo_id, revision):
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(DOWNLOAD_FILES), token=token))
+        # fnmatch's "*" matches "/" too: "*/*" keeps the allowlist's patterns to the top of the repo
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(DOWNLOAD_FILES),
+                                        ignore_patterns=["*/*"], token=token))
         listing = _listing(repo_id, folder.name, token)
-    files = sorted(f for f in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-                   if any(fnmatch.fnmatch(f, pat) for pat in DOWNLOAD_FILES))
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and _top_level(p.name, DOWNLOAD_FILES))
     for name in files:
         entry = listing.get(name)
         if entry is None or not _matches(folder / name, entry):
             _evict(folder / name)
             raise HubIntegrityError(f"{name} of {repo_id} (commit {folder.name[:12]}) does not match the hash the Hub "
                                     "lists for it; removed it from the cache")
-    if not any(fnmatch.fnmatch(f, pat) for f in files for pat in WEIGHT_FILES) or "config.json" not in files:
+    if not any(_top_level(f, WEIGHT_FILES) for f in files) or "config.json" not in files:
         raise UnsafeModelError(f"{repo_id} has no safetensors weights with a config.json; sparsezoo loads only "
                                "safetensors checkpoints (it never unpickles)")
     snapshot = Snapshot(repo_id, revision, folder.name, folder, files)
     if out is not None:
-        atomic_dir(out, lambda tmp: [shutil.copy2(folder / f, _mkparent(tmp / f)) for f in files])
+        atomic_dir(out, lambda tmp: [shutil.copy2(folder / f, tmp / f) for f in files])
         snapshot.path = out
     log.info("%s@%s (commit %s): %d files verified", repo_id, revision or "main", folder.name[:12], len(files))
     return snapshot
-
-
-def _mkparent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _listing(repo_id: str, commit: str, token: str | None) -> dict:
@@ -446,6 +540,7 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
 
     Raises:
         HubError subclasses (see :func:`pull`), UnsafeModelError, WeightsUnavailableError, RecipeError.
+        BrokenWeightsError: a weight file is truncated or not safetensors.
     """
     local = Path(name).expanduser()
     if not name.startswith("hf-hub:") and local.is_dir():
@@ -459,6 +554,7 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
     library = detect_library(config) if isinstance(config, dict) else None
     if library is None:
         raise WeightsUnavailableError(f"{folder}/config.json is neither a timm nor a transformers model config")
+    check_weights(folder, finite=False)  # a truncated or corrupt file: one line, not the loader's traceback
     model, processor = (_build_timm(folder), None) if library == "timm" else _build_transformers(folder, config)
     recipe = load_recipe(str(folder / "recipe.yaml")) if (folder / "recipe.yaml").is_file() else None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None

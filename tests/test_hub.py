@@ -5,6 +5,7 @@ fresh process (``python -m sparsezoo …`` or a small script) pointed at :class:
 on 127.0.0.1. Publisher and consumer use separate HF_HOME folders, so pulls really download.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -368,6 +369,15 @@ def error_results(hub, runs, published, tmp_path_factory):
     incomplete = tmp / "incomplete"
     shutil.copytree(runs["cnn"], incomplete, ignore=shutil.ignore_patterns("checkpoints"))
     (incomplete / "metrics.json").unlink()
+    linked, truncated, diverged = tmp / "linked", tmp / "truncated", tmp / "diverged"
+    for folder in (linked, truncated, diverged):
+        shutil.copytree(runs["cnn"], folder, ignore=shutil.ignore_patterns("checkpoints"))
+    (linked / "vocab.txt").symlink_to("/etc/passwd")
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    tensors = load_file(diverged / "model.safetensors")
+    next(t for t in tensors.values() if t.is_floating_point()).view(-1)[0] = float("nan")
+    save_file(tensors, str(diverged / "model.safetensors"))
     hub.add_repo("myorg/pickled", {"config.json": b'{"architecture": "test_resnet"}', "pytorch_model.bin": b"\x80\x04."})
     hub.tag(CNN, "v0")
     hub.add_repo("myorg/secret", {"config.json": b"{}"}, private=True)
@@ -384,6 +394,11 @@ def error_results(hub, runs, published, tmp_path_factory):
         "pickle only": ("online", ["pull", "myorg/pickled"], alice, "has no safetensors weights"),
         "not a repo id": ("online", ["pull", "resnet50"], alice, "'resnet50' is not a Hub repo id"),
         "incomplete run": ("online", ["push", str(incomplete), "--repo", "myorg/x"], alice, "has no metrics.json"),
+        "symbolic link": ("online", ["push", str(linked), "--repo", "myorg/x"], alice,
+                          "vocab.txt is a symbolic link (to /etc/passwd)"),
+        "truncated weights": ("online", ["push", str(truncated), "--repo", "myorg/x"], alice,
+                              "model.safetensors: not a valid safetensors file, truncated or corrupt"),
+        "NaN weights": ("online", ["push", str(diverged), "--repo", "myorg/x"], alice, "holds 1 NaN/inf values"),
         "hub down": ("down", ["pull", CNN], alice, "cannot reach the Hub at"),
         "push, hub down": ("down", ["push", cnn, "--repo", "myorg/x"], alice, "cannot reach the Hub"),
         "list, hub down": ("down", ["list"], alice, "cannot reach the Hub"),
@@ -408,7 +423,8 @@ def error_results(hub, runs, published, tmp_path_factory):
 
 ERRORS = ["missing repo", "revision not found", "hub down", "offline, not cached", "no token for push", "invalid token",
           "no permission", "other content", "push, hub down", "list, hub down", "pickle only", "not a repo id",
-          "incomplete run", "push to a tag", "private repo", "push offline", "list offline"]
+          "incomplete run", "push to a tag", "private repo", "push offline", "list offline", "symbolic link",
+          "truncated weights", "NaN weights"]
 
 
 @pytest.mark.parametrize("name", ERRORS)
@@ -430,3 +446,47 @@ def test_pull_never_fetches_pickles(hub, error_results):
     assert any(path.endswith("myorg/pickled/resolve/" + hub.commits("myorg/pickled")[0].oid + "/config.json")
                for _, path, _ in hub.requests)
     assert not any(path.endswith("pytorch_model.bin") for _, path, _ in hub.requests)
+
+
+def test_pull_takes_only_top_level_files(hub, tmp_path):
+    """fnmatch's "*" matches "/": the allowlist's patterns must not reach files in sub-folders of the repo."""
+    from safetensors.torch import save as save_bytes
+
+    good = save_bytes({"w": torch.ones(2)})
+    nested = ["model-1/evil-of-2.safetensors", "a/model.safetensors", "sub/config.json", "sub/vocab.txt",
+              "checkpoints/model-00001-of-00002.safetensors"]
+    hub.add_repo("myorg/nested", {"model.safetensors": good, "config.json": b'{"architecture": "test_resnet"}',
+                                  **{path: good for path in nested}})
+    code, out, err = run_cli(hub, tmp_path / "home", "pull", "myorg/nested", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
+        "config.json", "model.safetensors"]
+    fetched = {path.split("/resolve/")[1].split("/", 1)[1] for _, path, _ in hub.requests
+               if "myorg/nested/resolve/" in path}
+    assert fetched == {"config.json", "model.safetensors"}
+    cached = [p.name for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert "evil-of-2.safetensors" not in cached
+
+
+def test_dry_run_lists_exactly_what_push_then_uploads(hub, runs, published, tmp_path):
+    served = len(hub.requests)
+    code, out, err = run_cli(hub, tmp_path / "pub", "push", runs["cnn"], "--repo", "myorg/dry", "--dry-run", token=None)
+    assert code == 0, err
+    assert len(hub.requests) == served and "myorg/dry" not in hub.state.repos  # no token, nothing asked of the Hub
+    listed = {line.split()[0]: line.split()[3].removeprefix("sha256:") for line in out.splitlines()[1:]}
+    assert run_cli(hub, tmp_path / "pub", "push", runs["cnn"], "--repo", "myorg/dry")[0] == 0
+    stored = hub.files("myorg/dry")
+    assert {name: hashlib.sha256(data).hexdigest() for name, data in stored.items() if name != ".gitattributes"} == listed
+
+
+def test_load_of_truncated_hub_weights_is_one_clear_error(hub, runs, tmp_path):
+    weights = (runs["cnn"] / "model.safetensors").read_bytes()
+    hub.add_repo("myorg/truncated", {"config.json": (runs["cnn"] / "config.json").read_bytes(),
+                                     "model.safetensors": weights[:len(weights) - 100]})
+    script = ("import sparsezoo\ntry:\n    sparsezoo.load('myorg/truncated')\n"
+              "except sparsezoo.hub.SparsezooError as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, **hub.env(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(r.stdout.strip().splitlines()) == 1
+    assert r.stdout.startswith("BrokenWeightsError ") and "model.safetensors: not a valid safetensors file" in r.stdout

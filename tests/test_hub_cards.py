@@ -1,14 +1,20 @@
 """Model cards and the Hub helpers that need no network: what the card says, and which files a push takes."""
 
+import hashlib
 import json
+import re
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file, save_file
 
 from sparsezoo.cards import CardError, base_model, read_baseline, read_run, render_card, sparsity_block
 from sparsezoo.cli import main
-from sparsezoo.hub import HubError, split_repo, upload_files
+from sparsezoo.errors import SparsezooError
+from sparsezoo.hub import HubError, UnsafeRunFileError, plan_push, split_repo, upload_files
 from sparsezoo.recipe import Recipe
+from sparsezoo.weight_check import BrokenWeightsError
 
 TIMM_CONFIG = {"architecture": "resnet18", "num_classes": 10, "label_names": [str(i) for i in range(10)],
                "pretrained_cfg": {"tag": "a1_in1k", "license": "apache-2.0", "input_size": [3, 32, 32]}}
@@ -19,13 +25,13 @@ SPARSITY = {"sites": 3, "zero_frac_mean_sites": 0.6131, "zero_frac_all_entries":
 
 
 def make_run(path, config=TIMM_CONFIG, lam=1e-4, sparsity=SPARSITY, top1=0.75, model="resnet18.a1_in1k", **recipe):
-    """A run folder with the files a finished fine-tune leaves (the weights are a placeholder)."""
+    """A run folder with the files a finished fine-tune leaves (the weights are two small tensors)."""
     r = Recipe.from_dict({"model": model if isinstance(model, dict) else {"name": model},
                           "data": {"source": recipe.pop("source", "digits")},
                           "penalties": [{"kind": "l1", "lam": lam}] if lam else [], **recipe})
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(config))
-    (path / "model.safetensors").write_bytes(b"weights")
+    save_file({"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.zeros(4)}, str(path / "model.safetensors"))
     (path / "recipe.yaml").write_text(r.to_yaml())
     final = {"top1": top1, "loss": 0.5, "sparsity": sparsity}
     (path / "metrics.json").write_text(json.dumps({"complete": True, "recipe_hash": r.hash(), "final": final,
@@ -144,3 +150,147 @@ def test_repo_names():
     for bad in ("r50", "a/b/c", "myorg/", "my org/x", "org/x--y"):
         with pytest.raises(HubError, match="is not a Hub repo id"):
             split_repo(bad)
+
+
+# ----------------------------------------------------------------------------- what push refuses, and its dry run
+
+
+def one_error_line(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert all(f in err for f in fragments), err
+    return err
+
+
+@pytest.mark.parametrize("make_link", [
+    lambda run: (run / "vocab.txt").symlink_to("/etc/passwd"),
+    lambda run: (run / "tokenizer.json").symlink_to(run.parent / "elsewhere.json"),
+    lambda run: ((run / "model.safetensors").rename(run / "real.safetensors"),
+                 (run / "model.safetensors").symlink_to("real.safetensors")),  # even one inside the folder
+], ids=["outside", "sibling folder", "inside"])
+def test_push_refuses_symbolic_links(tmp_path, capsys, make_link):
+    run = make_run(tmp_path / "run")
+    (tmp_path / "elsewhere.json").write_text("{}")
+    make_link(run)
+    with pytest.raises(UnsafeRunFileError, match="is a symbolic link"):
+        upload_files(run)
+    with pytest.raises(UnsafeRunFileError):
+        plan_push(run, "myorg/r18")
+    assert main(["push", str(run), "--repo", "myorg/r18", "--dry-run"]) == 2
+    one_error_line(capsys, "sparsezoo push: error:", str(run), "is a symbolic link")
+
+
+def test_push_refuses_an_allowlisted_name_that_is_not_a_file(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "vocab.txt").mkdir()
+    with pytest.raises(UnsafeRunFileError, match="vocab.txt is not a regular file"):
+        upload_files(run)
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def poison(path, value):
+    tensors = load_file(path)
+    tensors["conv.weight"][1, 0, 0, 0] = value
+    save_file(tensors, str(path))
+
+
+def shard(run):
+    """Split the weights into two shards with an index, the way transformers saves large models."""
+    tensors = load_file(run / "model.safetensors")
+    (run / "model.safetensors").unlink()
+    weight_map = {}
+    for i, name in enumerate(sorted(tensors), 1):
+        file = f"model-{i:05d}-of-00002.safetensors"
+        save_file({name: tensors[name]}, str(run / file))
+        weight_map[name] = file
+    (run / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return run
+
+
+BROKEN_WEIGHTS = {  # name: (breakage, file named in the message, problem named in the message)
+    "truncated": (lambda run: truncate(run / "model.safetensors"), "model.safetensors", "truncated or corrupt"),
+    "random bytes": (lambda run: (run / "model.safetensors").write_bytes(bytes(range(256)) * 8), "model.safetensors",
+                     "not a valid safetensors file"),
+    "empty": (lambda run: (run / "model.safetensors").write_bytes(b""), "model.safetensors", "not a valid safetensors"),
+    "nan": (lambda run: poison(run / "model.safetensors", float("nan")), "model.safetensors",
+            "tensor 'conv.weight' holds 1 NaN/inf values"),
+    "inf": (lambda run: poison(run / "model.safetensors", float("-inf")), "model.safetensors", "NaN/inf"),
+    "truncated shard": (lambda run: truncate(shard(run) / "model-00002-of-00002.safetensors", 0.9),
+                        "model-00002-of-00002.safetensors", "truncated or corrupt"),
+    "missing shard": (lambda run: (shard(run) / "model-00001-of-00002.safetensors").unlink(),
+                      "model.safetensors.index.json", "names model-00001-of-00002.safetensors, which"),
+    "index naming a foreign file": (
+        lambda run: (shard(run) / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"conv.weight": "../elsewhere.safetensors"}})),
+        "model.safetensors.index.json", "which is not a shard"),
+    "no weights": (lambda run: (run / "model.safetensors").rename(run / "extra.safetensors"), "run",
+                   "has no safetensors weights"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_WEIGHTS)
+def test_card_and_push_refuse_broken_weights_with_one_line_naming_the_file(tmp_path, capsys, name):
+    breakage, file, problem = BROKEN_WEIGHTS[name]
+    run = make_run(tmp_path / "run")
+    breakage(run)
+    with pytest.raises(BrokenWeightsError, match=re.escape(problem)):
+        read_run(run)
+    assert main(["card", str(run), "--out", str(tmp_path / "card.md")]) == 2
+    one_error_line(capsys, "sparsezoo card: error:", file, problem)
+    assert not (tmp_path / "card.md").exists()
+    assert main(["push", str(run), "--repo", "myorg/r18", "--dry-run"]) == 2
+    one_error_line(capsys, "sparsezoo push: error:", file, problem)
+
+
+def test_sharded_weights_pass_and_are_all_uploaded(tmp_path):
+    run = shard(make_run(tmp_path / "run"))
+    plan = plan_push(run, "myorg/r18")
+    assert [f.name for f in plan.files] == ["config.json", "metrics.json", "model-00001-of-00002.safetensors",
+                                            "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+                                            "recipe.yaml", "README.md"]
+
+
+@pytest.mark.parametrize("complete", [False, "yes", 1, None])
+def test_card_needs_metrics_saying_the_run_completed(tmp_path, capsys, complete):
+    run = make_run(tmp_path / "run")
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["complete"] = complete
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["card", str(run)]) == 2
+    one_error_line(capsys, "is not complete (metrics.json has no complete: true)")
+
+
+@pytest.mark.parametrize("name", ["truncated", "random bytes", "missing shard"])
+def test_load_of_broken_weights_raises_one_clear_line(tmp_path, name):
+    import sparsezoo
+
+    breakage, file, problem = BROKEN_WEIGHTS[name]
+    run = make_run(tmp_path / "run")
+    breakage(run)
+    with pytest.raises(BrokenWeightsError) as e:
+        sparsezoo.load(str(run))
+    assert isinstance(e.value, SparsezooError) and len(str(e.value).splitlines()) == 1
+    assert file in str(e.value) and problem in str(e.value)
+
+
+def test_dry_run_lists_every_file_with_size_and_sha256_and_the_card(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    run = make_run(tmp_path / "run")
+    (run / "notes.txt").write_text("not for the Hub")
+    assert main(["push", str(run), "--repo", "myorg/r18", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("dry run: would push 4 files + README.md to myorg/r18@main")
+    listed = {line.split()[0]: (int(line.split()[1]), line.split()[3].removeprefix("sha256:")) for line in out[1:]}
+    assert main(["card", str(run), "--repo", "myorg/r18"]) == 0
+    card = capsys.readouterr().out.encode()
+    expected = {name: (len(data), hashlib.sha256(data).hexdigest())
+                for name, data in [(p.name, p.read_bytes()) for p in sorted(run.iterdir()) if p.name != "notes.txt"]}
+    assert listed == {**expected, "README.md": (len(card), hashlib.sha256(card).hexdigest())}
+    plan = plan_push(run, "myorg/r18")
+    assert plan.card.encode() == card
+    assert [(f.name, f.size, f.sha256) for f in plan.files] == [(n, *listed[n]) for n in listed]

@@ -4,8 +4,12 @@ Uploads only the weights (model.safetensors), config.json, tokenizer/processor f
 metrics.json and the rendered card (README.md); never checkpoints/ or logs. The commit message names the
 recipe. Needs a token with write access (`hf auth login`, or HF_TOKEN). Pushing the same run again only
 refreshes the card; a revision that holds another model needs --revision NAME (a new branch) or --force.
+Nothing is uploaded unless the run is complete, its weights are intact safetensors holding only finite
+numbers, and none of its files is a symbolic link. --dry-run runs these checks and lists each file that would
+be uploaded, with its size and sha256, and the rendered card, without a token or the network.
 
 examples:
+  sparsezoo push runs/r50-l1 --repo myorg/resnet50-l1e-4 --dry-run
   sparsezoo push runs/r50-l1 --repo myorg/resnet50-l1e-4
   sparsezoo push runs/r50-l1 --repo myorg/resnet50-l1e-4 --baseline runs/r50-dense --revision v2
   sparsezoo push runs/minilm-l1 --repo myorg/minilm-l1 --private
@@ -27,11 +31,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace another model at --revision")
     p.add_argument("--baseline", metavar="RUN", help="dense run of the same model and data, for the card's comparison")
     p.add_argument("--license", help="license in the card (default: the base model's, else 'unknown')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the run and list what would be uploaded (size, sha256); needs no token or network")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.hub import push
+    from sparsezoo.hub import plan_push, push
 
+    if args.dry_run:
+        plan = plan_push(args.run_dir, args.repo, revision=args.revision, baseline=args.baseline,
+                         license=args.license)
+        print(f"dry run: would push {len(plan.files) - 1} files + README.md to {plan.repo_id}@{plan.revision} "
+              "(nothing uploaded; files the Hub already holds unchanged are skipped on a real push)")
+        width = max(len(f.name) for f in plan.files)
+        for f in plan.files:
+            what = f"  (the model card: sparsezoo card {args.run_dir} --repo {plan.repo_id})" if f.path is None else ""
+            print(f"{f.name:<{width}}  {f.size:>12} bytes  sha256:{f.sha256}{what}")
+        return 0
     r = push(args.run_dir, args.repo, revision=args.revision, private=args.private, force=args.force,
              baseline=args.baseline, license=args.license)
     if r.unchanged:
