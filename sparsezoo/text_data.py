@@ -43,8 +43,13 @@ def _root_cause(e: BaseException) -> BaseException:
 def _open(spec: DataSpec):
     import datasets
 
+    from sparsezoo.named_data import named
+
     datasets.disable_progress_bars()  # the CLI's stderr carries our lines only
     src = spec.source
+    known = named(src, "text")
+    if known is not None:
+        return known.load(spec), f"{known.name}: {known.description}"
     path = Path(src).expanduser()
     if path.is_file():
         kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix.lower())
@@ -105,8 +110,6 @@ def load_text_data(spec: DataSpec) -> TextData:
     """Resolve ``spec.source`` to train/val datasets with columns ``text`` (``text_pair``) and ``label``."""
     from datasets import ClassLabel, DatasetDict
 
-    if spec.source == "digits":
-        raise DataError("digits is an image dataset; text models need a text dataset (.csv/.jsonl or a dataset id)")
     dsd, description = _open(spec)
     if not isinstance(dsd, DatasetDict):
         dsd = DatasetDict({spec.train_split: dsd})

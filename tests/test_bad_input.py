@@ -179,6 +179,8 @@ CASES = [
     Case("data-folder-missing", ["finetune", *TINY[:2], "--data", "./missing", "--out", "o"], "not found"),
     Case("data-csv-on-image-model", ["finetune", *TINY[:2], "--data", "d.csv", "--out", "o"], "is a file",
          write("d.csv", "text,label\na,0\n")),
+    Case("text-set-on-image-model", [*FT, "--data", "rotten_tomatoes"], "text data set"),
+    Case("mnist-unknown-split", [*FT, "--data", "mnist", "--val-split", "dev"], "not an option of mnist"),
     Case("data-one-class", ["finetune", *TINY[:2], "--data", "imgs", "--out", "o"], "at least 2", one_class),
     Case("data-empty-folder", ["finetune", *TINY[:2], "--data", "imgs", "--out", "o"], "no images",
          lambda root: (root / "imgs").mkdir()),
@@ -190,7 +192,7 @@ CASES = [
     Case("site-kind-unknown", [*FT, "--site-kinds", "bogus"], "invalid choice"),
     Case("text-csv-not-utf8", ["finetune", "MINILM", "--data", "bad.csv", "--out", "o"], "not UTF-8",
          write("bad.csv", b"text,label\n\xff\xfe caf\xe9,0\nok,1\n")),
-    Case("text-data-digits", ["finetune", "MINILM", "--data", "digits", "--out", "o"], "image dataset"),
+    Case("text-data-digits", ["finetune", "MINILM", "--data", "digits", "--out", "o"], "image data set"),
     Case("text-data-wrong-suffix", ["finetune", "MINILM", "--data", "d.txt", "--out", "o"], "must be .csv",
          write("d.txt", "x")),
     # late validation: checked before anything is written

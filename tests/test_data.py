@@ -99,7 +99,7 @@ def test_missing_and_empty_folders_and_corrupt_images(tmp_path):
     data = load_image_data(DataSpec(source=str(root), val_fraction=0.5))
     with pytest.raises(DataError, match="cannot read image"):
         [data.train[i] for i in range(len(data.train))] + [data.val[i] for i in range(len(data.val))]
-    with pytest.raises(DataError, match="apply to Hugging Face datasets"):
+    with pytest.raises(DataError, match="not an option of digits"):
         load_image_data(DataSpec(source="digits", label_column="y"))
 
 

