@@ -1,13 +1,18 @@
 """Sparsity penalties on feature sites, computed inside the forward pass by forward hooks.
 
-Normalization (DESIGN §5), chosen so that one λ means the same across architectures: for each site the
-penalty's per-position value is averaged over batch and positions, then averaged over sites::
+Normalization: the per-sample Lasso penalty of sparse coding, ``λ‖Γ‖₁`` on every coefficient of the sample's
+codes (Li, Feng & Zhou, arXiv:2408.05540, and basis pursuit generally), summed over the feature sites and
+averaged over the batch::
 
-    penalty = Σ_kinds λ_kind · (1/S) Σ_sites w_site · mean_{b,pos} f_kind(a[b, :, pos])
+    penalty = Σ_kinds λ_kind · (1/B) Σ_b Σ_sites w_site · Σ_pos f_kind(a[b, :, pos])
 
 with ``f_l1(x) = ‖x‖₁`` and ``f_hoyer_square(x) = ‖x‖₁² / ‖x‖₂²`` (scale-invariant, so a BatchNorm after
-the site cannot cheat it; an all-zero code counts 0). ``S`` is the number of site outputs in the forward
-pass and ``w_site`` the per-site weight (default 1).
+the site cannot cheat it; an all-zero code counts 0), ``B`` the batch size and ``w_site`` the per-site weight
+(default 1). So λ is the ℓ1 weight *per code coefficient*: every activation entry of every sample feels the same
+pull ``λ`` toward 0 whatever the architecture, depth or resolution, just as each sample's cross-entropy (the mean
+over the batch) pulls on it. (Averaging over positions and sites instead, as earlier versions did, weakened the
+pull on each entry by the number of positions times the number of sites, ~10⁴ for a CNN at 96 px, and made
+it depend on both.) ``--l1 1e-4`` is a moderate setting, ``1e-5`` / ``1e-3`` gentle / strong (README, "Zoo").
 
 Add the penalty to any training loop in two lines::
 
@@ -17,7 +22,7 @@ Add the penalty to any training loop in two lines::
             loss.backward(); opt.step(); opt.zero_grad()
 
 For token models set ``reg.position_mask = attention_mask.bool()`` before each forward: padded positions then
-count for nothing (the mean runs over real tokens only).
+count for nothing (the sum runs over real tokens only).
 
 Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and only the kinds whose
 λ is currently > 0, so λ = 0 costs nothing and leaves training exactly as it was.
@@ -69,7 +74,8 @@ def check_no_data_parallel(model: nn.Module) -> None:
 
 
 def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Callable[[PenaltyFn], PenaltyFn]:
-    """Register ``fn(a, channel_dim, nonnegative, mask) -> scalar`` (mean over valid positions) under ``name``.
+    """Register ``fn(a, channel_dim, nonnegative, mask) -> scalar`` under ``name``: per sample, the sum over the
+    valid positions of the code vectors' penalty (Σ over positions, divided by the batch size).
 
     ``mask`` is None or a bool tensor over the positions of a token site (``[B, T]`` for ``a`` of shape
     ``[B, T, C]``); positions where it is False (padding) must not contribute.
@@ -84,28 +90,29 @@ def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Ca
     return deco
 
 
-def _masked_mean(per_position: Tensor, mask: Tensor) -> Tensor:
-    m = mask.to(per_position.dtype)
-    return (per_position * m).sum() / m.sum().clamp_min(1.0)
+def _per_sample(per_position: Tensor, mask: Tensor | None) -> Tensor:
+    """Σ over the (valid) positions of every sample, divided by the batch size (dim 0)."""
+    if mask is not None:
+        per_position = per_position * mask.to(per_position.dtype)
+    return per_position.sum() / per_position.shape[0]
 
 
 @register_penalty("l1", inplace_safe_on_nonnegative=True)
 def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: Tensor | None = None) -> Tensor:
-    """mean over (batch, positions) of ``‖a[b, :, pos]‖₁`` = ``Σ|a| · C / numel``; units of ``a``."""
+    """Per sample, Σ over positions of ``‖a[b, :, pos]‖₁`` (= Σ|a| / B); units of ``a``."""
     mag = a if nonnegative else a.abs()
     if mask is not None:
-        return _masked_mean(mag.sum(dim=channel_dim, dtype=torch.float32), mask)
-    return mag.sum(dtype=torch.float32) * (a.shape[channel_dim] / a.numel())
+        return _per_sample(mag.sum(dim=channel_dim, dtype=torch.float32), mask)
+    return mag.sum(dtype=torch.float32) / a.shape[0]
 
 
 @register_penalty("hoyer_square")
 def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: Tensor | None = None) -> Tensor:
-    """mean over (batch, positions) of ``‖x‖₁² / ‖x‖₂²`` per code vector x; in [1, C] (0 if x = 0)."""
+    """Per sample, Σ over positions of ``‖x‖₁² / ‖x‖₂²`` per code vector x (each in [1, C]; 0 if x = 0)."""
     a = a.float()
     l1 = (a if nonnegative else a.abs()).sum(dim=channel_dim)
     l2sq = a.square().sum(dim=channel_dim)
-    per_position = l1.square() / (l2sq + _EPS)
-    return _masked_mean(per_position, mask) if mask is not None else per_position.mean()
+    return _per_sample(l1.square() / (l2sq + _EPS), mask)
 
 
 class SparsityPenalty(HookSet):
@@ -159,7 +166,6 @@ class SparsityPenalty(HookSet):
         self.position_mask: Tensor | None = None  # [B, T] bool for token models: padding excluded; set per step
         self.last_terms: dict[str, Tensor] = {}
         self._acc: dict[str, list[Tensor]] = {}
-        self._count = 0
         self._zeros: dict[str, list[Tensor]] = {}
         self._handles: list = []
 
@@ -182,7 +188,6 @@ class SparsityPenalty(HookSet):
             cd = site.channel_dim(out.dim())
             m = self.position_mask
             mask = m if m is not None and out.dim() == 3 and tuple(m.shape) == tuple(out.shape[:2]) else None
-            self._count += 1
             for kind, lam in self.lams.items():
                 if lam > 0 and w > 0:
                     term = PENALTIES[kind](out, cd, site.nonnegative, mask)
@@ -201,7 +206,6 @@ class SparsityPenalty(HookSet):
         if module is not None and module is not self.model:  # a DataParallel replica (wrapped after attach)
             raise DataParallelError(DATA_PARALLEL_MESSAGE)
         self._acc.clear()
-        self._count = 0
 
     def _register(self) -> list:
         return [self.model.register_forward_pre_hook(self._reset), *(s.hook(self._hook(s)) for s in self.sites)]
@@ -259,9 +263,9 @@ class SparsityPenalty(HookSet):
         total = None
         self.last_terms = {}
         for kind, terms in self._acc.items():
-            mean = torch.stack(terms).sum() / self._count
-            self.last_terms[kind] = mean.detach()
-            weighted = self.lams[kind] * mean
+            value = torch.stack(terms).sum()  # Σ over site outputs of the per-sample sums
+            self.last_terms[kind] = value.detach()
+            weighted = self.lams[kind] * value
             total = weighted if total is None else total + weighted
         self._reset()
         if total is None:

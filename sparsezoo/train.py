@@ -486,7 +486,8 @@ def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict
             "near_zero_frac": f"fraction with |a| <= tau (abs tau={DEFAULT_TAU_ABS:g}; rel tau={DEFAULT_TAU_REL:g}"
                               " x per-position max |a|)",
             "hoyer_mean": "mean over non-empty code vectors of (sqrt(n) - l1/l2)/(sqrt(n) - 1)",
-            "penalty.l1": "mean over sites of mean over (batch, positions) of ||a[b,:,pos]||_1",
-            "penalty.hoyer_square": "mean over sites of mean over (batch, positions) of ||a||_1^2/||a||_2^2",
+            "penalty.l1": "per sample (mean over the batch), sum over sites and positions of ||a[b,:,pos]||_1",
+            "penalty.hoyer_square": "per sample (mean over the batch), sum over sites and positions of"
+                                    " ||a||_1^2/||a||_2^2",
         },
     }

@@ -96,7 +96,7 @@ def test_finetune_then_reproduce_from_the_saved_recipe_then_resume(tmp_path, cap
     code, _, _ = run_cli(capsys, "finetune", "--resume", "--out", str(a), "--no-progress")  # already complete
     assert code == 0
     code, _, err = run_cli(capsys, "finetune", "test_resnet", *FAST, "--l1", "0.1", "--resume", "--out", str(a))
-    assert code == 2 and "recipe differs" in err and "penalties" in err
+    assert code == 2 and "recipe changed" in err and "penalties" in err
 
 
 def test_print_recipe_reflects_flags(capsys):

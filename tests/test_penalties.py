@@ -25,19 +25,23 @@ class TwoSites(nn.Module):
         return self.a2(self.c2(self.a1(self.c1(x))))
 
 
-def test_l1_is_per_position_l1_averaged_over_batch_and_positions():
-    # B=1, C=2, H=1, W=2: codes (1, -2) and (0, 3): l1 = 3 and 3 -> mean 3
+def test_l1_is_the_per_sample_l1_of_all_codes_averaged_over_the_batch():
+    # B=1, C=2, H=1, W=2: codes (1, -2) and (0, 3): l1 = 3 + 3 = 6 for the one sample
     a = torch.tensor([[[[1.0, 0.0]], [[-2.0, 3.0]]]])
-    assert l1_penalty(a, 1, False).item() == pytest.approx(3.0)
-    # tokens [B=2, T=1, C=3]: l1 = 6 and 0 -> mean 3
+    assert l1_penalty(a, 1, False).item() == pytest.approx(6.0)
+    # tokens [B=2, T=1, C=3]: samples have l1 6 and 0 -> mean over the batch 3
     t = torch.tensor([[[1.0, 2.0, 3.0]], [[0.0, 0.0, 0.0]]])
     assert l1_penalty(t, -1, True).item() == pytest.approx(3.0)
+    # λ per coefficient: the gradient on every entry is λ/B whatever the number of positions
+    x = torch.rand(2, 3, 5, 7, requires_grad=True)
+    l1_penalty(x, 1, True).backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.5))
 
 
 def test_hoyer_square_hand_computed():
-    # codes (1, -2): 9/5; (0, 3): 9/9 -> mean 1.4
+    # codes (1, -2): 9/5; (0, 3): 9/9 -> sum over the sample's positions 2.8
     a = torch.tensor([[[[1.0, 0.0]], [[-2.0, 3.0]]]])
-    assert hoyer_square_penalty(a, 1, False).item() == pytest.approx(1.4)
+    assert hoyer_square_penalty(a, 1, False).item() == pytest.approx(2.8)
     assert hoyer_square_penalty(torch.zeros(1, 4, 2, 2), 1, True).item() == 0.0  # empty codes count 0
 
 
@@ -59,8 +63,8 @@ def test_handle_matches_hand_computed_total_with_weights_and_two_kinds():
         got = reg.penalty()
     h1 = m.a1(m.c1(x))
     h2 = m.a2(m.c2(h1))
-    l1 = (l1_penalty(h1, 1, True) + 2.0 * l1_penalty(h2, 1, False)) / 2
-    hs = (hoyer_square_penalty(h1, 1, True) + 2.0 * hoyer_square_penalty(h2, 1, False)) / 2
+    l1 = l1_penalty(h1, 1, True) + 2.0 * l1_penalty(h2, 1, False)  # summed over the sites
+    hs = hoyer_square_penalty(h1, 1, True) + 2.0 * hoyer_square_penalty(h2, 1, False)
     assert got.item() == pytest.approx((0.5 * l1 + 0.25 * hs).item(), rel=1e-6)
     assert reg.last_terms["l1"].item() == pytest.approx(l1.item(), rel=1e-6)
 
@@ -181,5 +185,5 @@ def test_padded_positions_count_for_nothing(kind):
     garbage[~mask] = 100.0  # whatever the padded positions hold
     fn = PENALTIES[kind]
     assert fn(garbage, -1, False, mask).item() == pytest.approx(fn(a, -1, False, mask).item())
-    valid = torch.cat([a[0, :3], a[1, :4]])[None]  # the 7 real tokens as one sequence
-    assert fn(a, -1, False, mask).item() == pytest.approx(fn(valid, -1, False, None).item(), rel=1e-6)
+    valid = torch.cat([a[0, :3], a[1, :4]])[None]  # the 7 real tokens as one sequence (a batch of 1, not 2)
+    assert fn(a, -1, False, mask).item() == pytest.approx(fn(valid, -1, False, None).item() / 2, rel=1e-6)
