@@ -106,6 +106,78 @@ class CKACollector(SiteCollector):
         return {"sites": self.keys, "matrix": cka.tolist(), "batches": self.batches}
 
 
+@torch.no_grad()
+def cka_between(model_a: nn.Module, model_b: nn.Module, loader, sites: Iterable[str],
+                max_samples: int | None = None) -> dict[str, float | None]:
+    """Linear CKA between two models' representations at each site name both have, on the same samples.
+
+    The same minibatch estimator as :class:`CKACollector` (unbiased HSIC per batch of ≥ 4 samples, summed over
+    batches; padded tokens zeroed): 1 = the same representation up to rotation and isotropic scaling. Typical use:
+    a sparse fine-tune against its dense baseline. None for a site seen in no batch of ≥ 4 samples.
+    """
+    from analysis.collect import batch_size, split_batch
+
+    names = list(sites)
+    found = [{s.name: s for s in find_sites(m, kinds=("activation",))} for m in (model_a, model_b)]
+    missing = [n for n in names if n not in found[0] or n not in found[1]]
+    if missing:
+        raise AnalysisError(f"site(s) {', '.join(missing[:3])} are not activation sites of both models")
+    sums: dict[str, Tensor] = {}
+    seen = 0
+    for m in (model_a, model_b):
+        m.eval()
+    for batch in loader:
+        inputs, mask = split_batch(batch)
+        n = batch_size(inputs)
+        if max_samples is not None:
+            n = min(n, max_samples - seen)
+            if n <= 0:
+                break
+            inputs = {k: v[:n] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:n]
+            mask = mask[:n] if mask is not None else None
+        seen += n
+        if n < 4:
+            continue
+        grams = [_site_grams(m, sites_m, names, inputs, mask) for m, sites_m in zip((model_a, model_b), found,
+                                                                                     strict=True)]
+        for name in names:
+            h = hsic_unbiased_matrix(torch.stack([grams[0][name], grams[1][name]]))
+            sums[name] = h if name not in sums else sums[name] + h
+    result: dict[str, float | None] = {}
+    for name in names:
+        h = sums.get(name)
+        result[name] = None if h is None else float(h[0, 1] / (h[0, 0] * h[1, 1]).clamp_min(1e-300).sqrt())
+    return result
+
+
+def _site_grams(model: nn.Module, sites: dict[str, Site], names: list[str], inputs, mask: Tensor | None) -> dict:
+    """Linear Gram matrix ``X Xᵀ`` (features flattened per sample, padding zeroed) of each named site's first
+    output, for one forward pass of ``model`` on ``inputs``."""
+    from analysis.collect import call_model, to_device
+
+    out: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def fn(t: Tensor) -> None:
+            if name in out:  # a module run twice per forward: its first call is the site
+                return
+            f = t.detach().float()
+            if mask is not None and f.dim() == 3 and tuple(mask.shape) == tuple(f.shape[:2]):
+                f = f * mask.to(f.device).unsqueeze(-1)
+            f = f.reshape(f.shape[0], -1)
+            out[name] = (f @ f.T).cpu()
+
+        return fn
+
+    handles = [sites[name].hook(keep(name)) for name in names]
+    try:
+        call_model(model, to_device(inputs, next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ relative change
 
 

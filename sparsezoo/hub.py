@@ -528,8 +528,9 @@ class ZooModel:
 
 
 def load(name: str, *, revision: str | None = None, token: str | None = None) -> ZooModel:
-    """Load a zoo checkpoint: ``sparsezoo.load("org/name")`` (also ``hf-hub:org/name``, ``org/name@rev``,
-    or a local run folder).
+    """Load a zoo checkpoint: by its zoo short name ``ENTRY:VARIANT`` (``sparsezoo.load("mnv2-elpv:l1-1e-4")``;
+    ``ORG/ENTRY:VARIANT`` for an entry published under another org, see :mod:`sparsezoo.zoo`), or
+    ``sparsezoo.load("org/name")`` (also ``hf-hub:org/name``, ``org/name@rev``, or a local run folder).
 
     Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
     the safetensors weights only, and ``trust_remote_code`` is never enabled.
@@ -542,6 +543,9 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
         HubError subclasses (see :func:`pull`), UnsafeModelError, WeightsUnavailableError, RecipeError.
         BrokenWeightsError: a weight file is truncated or not safetensors.
     """
+    from sparsezoo.zoo import registry
+
+    name = registry().resolve(name) or name
     local = Path(name).expanduser()
     if not name.startswith("hf-hub:") and local.is_dir():
         folder, repo_id, commit = local, None, None

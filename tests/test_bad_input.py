@@ -241,6 +241,17 @@ CASES = [
     Case("explain-site-nothing", [*EX, "--site", "nothing"], "no feature site matches"),
     Case("explain-out-inside-a-file", [*EX[:-1], "f/ex"], "not a folder", write("f", "x")),
     Case("explain-samples-zero", [*EX, "--samples", "0"], "must be >= 1"),
+    # the zoo
+    Case("zoo-unknown-entry", ["zoo", "build", "mnv2-elpf"], "did you mean mnv2-elpv"),
+    Case("zoo-unknown-variant", ["zoo", "build", "mnv2-elpv", "--variants", "l1-9"], "has no variant"),
+    Case("zoo-bad-override", ["zoo", "build", "mnv2-elpv", "--set", "train.epoch=1"], "unknown key"),
+    Case("zoo-folder-of-another-entry", ["zoo", "build", "mnv2-elpv", "--root", "z"], "holds a build of zoo entry",
+         write("z/mnv2-elpv/zoo-entry.json", '{"entry": "effnet-lite0-mnist"}')),
+    Case("zoo-folder-not-a-build", ["zoo", "build", "mnv2-elpv", "--root", "z"], "not a zoo build folder",
+         write("z/mnv2-elpv/notes.txt", "mine")),
+    Case("zoo-publish-not-built", ["zoo", "publish", "mnv2-elpv", "--org", "me", "--root", "z"], "is not built"),
+    Case("zoo-publish-no-org", ["zoo", "publish", "mnv2-elpv"], "required: --org"),
+    Case("zoo-no-verb", ["zoo"], "required"),
     # the deep-sparse-coding lab
     Case("dsc-unknown-config", ["dsc", "--config", "bogus", "--out", "d"], "bogus"),
     Case("dsc-seed-word", ["dsc", "--seed", "abc", "--out", "d"], "invalid int value"),
@@ -317,3 +328,17 @@ def test_the_python_api_refuses_non_finite_numbers_too():
             validate(Recipe(penalties=[PenaltySpec(kind="l1", lam=lam)]))
         with pytest.raises(RecipeError, match="finite"):
             threshold_activations([], lam)
+
+
+def test_a_zoo_build_whose_data_package_is_missing_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import sparsezoo.named_data as nd
+
+    monkeypatch.setitem(nd.NAMED, "elpv", dataclasses.replace(nd.NAMED["elpv"], distribution="elpv-dataset-missing"))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["zoo", "build", "mnv2-elpv", "--root", "z", "--cards-dir", "c"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install --no-deps elpv-dataset-missing==1.0.0.post1" in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,7 @@ COMMANDS = {
     "card": "sparsezoo.cli.card",
     "explain": "sparsezoo.cli.explain",
     "dsc": "sparsezoo.cli.dsc",
+    "zoo": "sparsezoo.cli.zoo",
 }
 
 
