@@ -16,7 +16,7 @@ from sparsezoo.io import atomic_write_json, atomic_write_text
 from sparsezoo.recipe import load_recipe
 
 DEMO_RECIPE = "mobilenetv2_100-digits-demo"
-DEFAULT_LAMS = (0.0, 0.1, 0.3, 1.0)
+DEFAULT_LAMS = (0.0, 1e-5, 1e-4, 1e-3)  # off, gentle, moderate, strong (penalties.py)
 
 
 def run_demo(out: str | Path, lams: Sequence[float] = DEFAULT_LAMS, epochs: int | None = None,

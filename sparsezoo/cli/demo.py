@@ -26,7 +26,7 @@ def _lams(text: str) -> list[float]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--out", default="runs/demo", help="folder for the runs and summary (default: runs/demo)")
-    p.add_argument("--lams", type=_lams, default=None, help="comma-separated λ values (default: 0,0.1,0.3,1)")
+    p.add_argument("--lams", type=_lams, default=None, help="comma-separated λ values (default: 0,1e-5,1e-4,1e-3)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's 5)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.add_argument("--force", action="store_true", help="overwrite an existing demo in --out")
