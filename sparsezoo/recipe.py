@@ -13,7 +13,7 @@ Example::
     data: {source: digits, img_size: 64}
     penalties:
       - {kind: l1, lam: 1.0e-4, schedule: {warmup_epochs: 0.5, ramp_epochs: 1.0}}
-    optim: {name: adamw, lr: 3.0e-4}
+    optim: {name: adamw, lr: 1.0e-3}
     train: {epochs: 3, batch_size: 64, seed: 0}
 """
 
@@ -115,10 +115,14 @@ class PenaltySpec:
 
 @dataclass
 class OptimSpec:
-    """Optimizer and learning-rate schedule (linear warm-up, then cosine to ``lr·min_lr_ratio``)."""
+    """Optimizer and learning-rate schedule (linear warm-up, then cosine to ``lr·min_lr_ratio``).
+
+    The default lr is 1e-3: AdamW moves each weight by about lr per step whatever the loss's scale, so at 3e-4 a
+    few-epoch fine-tune cannot thin its features at any λ (measured on MobileNetV2/digits, 3 epochs: zero_frac
+    within 0.6 points of the dense run for λ up to 1e-3; README, "The λ scale")."""
 
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.05
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -81,7 +81,7 @@ def test_set_value_overrides_nested_and_list_fields():
 def test_diff_names_changed_fields():
     a = Recipe.from_dict({"model": {"name": "x"}})
     b = Recipe.from_dict({"model": {"name": "x"}, "optim": {"lr": 1e-2}})
-    assert diff(a, b) == ["optim.lr: 0.0003 -> 0.01"]
+    assert diff(a, b) == ["optim.lr: 0.001 -> 0.01"]
 
 
 def test_penalty_kinds_match_the_registry():
