@@ -205,8 +205,14 @@ def dataset(run: Run) -> tuple[str, str, str]:
     """(dataset type, readable name, split) of the evaluation data, for the model index and the card."""
     d = run.recipe.data
     split = d.val_split or f"{d.val_fraction:.0%} of {d.train_split} held out (stratified, split_seed {d.split_seed})"
+    from sparsezoo.named_data import NAMED
+
     if d.source == "digits":
         return "digits", "scikit-learn digits (load_digits, 8x8 images, 10 classes)", split
+    if d.source in NAMED:
+        ds = NAMED[d.source]
+        where = f", read offline from the PyPI package {ds.distribution}=={ds.version}" if ds.distribution else ""
+        return d.source, f"{d.source}: {ds.description} ({ds.license}{where})", split
     if _is_hub_id(d.source):
         return d.source, d.source + (f" ({d.config})" if d.config else ""), split
     return "local", f"local data `{Path(d.source).name}`", split
@@ -220,7 +226,9 @@ def local_inputs(run: Run) -> list[str]:
         out.append(f"weights file `{spec.weights}`")
     if Path(spec.name).exists() or spec.name.startswith(("/", ".", "~", "local-dir:")):
         out.append(f"model folder `{spec.name}`")
-    if data.source != "digits" and not _is_hub_id(data.source):
+    from sparsezoo.named_data import NAMED
+
+    if data.source not in NAMED and not _is_hub_id(data.source):
         out.append(f"data `{data.source}`")
     return out
 
