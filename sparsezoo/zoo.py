@@ -254,7 +254,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     import torch
 
     from analysis.layerwise import cka_between
-    from analysis.pipeline import analyze
+    from analysis.pipeline import analyze, headline
     from analysis.sites import find_sites
     from sparsezoo.cards import read_run
     from sparsezoo.inputs import load_model, sample_loader
@@ -271,7 +271,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
         summary = run.final["sparsity"]
         res = analyze(model, loader, max_samples=samples, cka=False, ista=False, attention_stats=False)
         mus = [c["local"]["mu"] for c in res["coherence"].values() if c["local"]["mu"] is not None]
-        factors = [m["factor"] for m in res["margins"].values() if m["factor"] is not None and m["code"] == "activation"]
+        head = headline(res)  # margins as the analysis report states them: layers followed by an activation
         sites = [s for s in find_sites(model) if s.name in base_sites]
         cka = None
         if v != entry.baseline and sites:
@@ -292,9 +292,8 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
             recovery_class=recovery_class(recovery), zero_frac=summary["zero_frac_mean_sites"],
             near_zero_frac=summary[near], l0_frac=summary["l0_per_position_frac_mean_sites"],
             dead_units=summary["dead_units"], sites=summary["sites"],
-            margin_median_factor=statistics.median(factors) if factors else None,
-            layers_inside_theorem=sum(1 for m in res["margins"].values() if m.get("inside")),
-            layers_measured=len(factors), mu_local_median=statistics.median(mus) if mus else None,
+            margin_median_factor=head["median_factor_outside"], layers_inside_theorem=head["layers_inside_theorem"],
+            layers_measured=head["layers_measured"], mu_local_median=statistics.median(mus) if mus else None,
             cka_to_baseline=cka, class_selectivity_top16=selectivity, analysis_samples=n)
     return out
 
