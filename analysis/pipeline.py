@@ -8,6 +8,7 @@ keyword inputs, and return plain, JSON-ready dicts. Dictionary coherence needs n
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 
@@ -133,5 +134,5 @@ def headline(result: dict) -> dict:
         out["layers_inside_theorem"] = sum(1 for v in m if v["inside"])
         out["layers_measured"] = len(m)
         factors = sorted(v["factor"] for v in m)
-        out["median_factor_outside"] = factors[len(factors) // 2] if factors else None
+        out["median_factor_outside"] = statistics.median(factors) if factors else None
     return out
