@@ -199,14 +199,14 @@ def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = N
     entry = reg.entry(name)
     names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
     recipes = {v: entry.recipe_for(v, overrides) for v in names}  # every recipe validated before any work
-    for source in {r.data.source for r in recipes.values()}:
-        if source in NAMED:
-            NAMED[source].require()  # a missing data package: one line naming the pip command, nothing written
     folder = Path(root) / name
     _check_folder(folder, name)
     check_output_folder(folder, force=True)
     if cards_dir is not None:
         check_output_folder(cards_dir, force=True)
+    for source in {r.data.source for r in recipes.values()}:
+        if source in NAMED:
+            NAMED[source].require()  # a missing data package: one line naming the pip command, nothing written
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / MARKER, {"entry": name})
