@@ -1,5 +1,7 @@
 """Layerwise convergence: CKA known answers, ISTA exactness and its fixed point, relative change, blocks."""
 
+import copy
+
 import numpy as np
 import pytest
 import timm
@@ -126,3 +128,22 @@ def test_convergence_api_returns_plain_data():
     json.dumps(res)
     assert res["cka"]["batches"] == 2 and len(res["cka"]["matrix"]) == len(find_sites(model))
     assert res["relative_change"] == []  # test_resnet has one block per stage: no equal-shape neighbours
+
+
+def test_cka_between_two_models_known_answers():
+    """1 for the same model and for one whose site output is an isotropically scaled copy (CKA's invariance);
+    below 1 for a model with other weights; padding-free token batches and < 4 samples are handled."""
+    from analysis.layerwise import cka_between
+
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+    b = copy.deepcopy(a)
+    with torch.no_grad():  # ReLU(3z) = 3 ReLU(z): the site output is scaled by 3
+        b[0].weight.mul_(3.0)
+        b[0].bias.mul_(3.0)
+    c = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+    loader = [torch.randn(16, 6), torch.randn(16, 6), torch.randn(2, 6)]
+    assert cka_between(a, a, loader, ["1"])["1"] == pytest.approx(1.0, abs=1e-9)
+    assert cka_between(a, b, loader, ["1"])["1"] == pytest.approx(1.0, abs=1e-9)
+    assert cka_between(a, c, loader, ["1"])["1"] < 0.95
+    assert cka_between(a, c, [torch.randn(3, 6)], ["1"])["1"] is None  # no batch of >= 4 samples
