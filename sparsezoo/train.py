@@ -255,9 +255,10 @@ def _diverged(work: Path, what: str) -> TrainingDivergedError:
 
 
 def _all_finite(model) -> bool:
+    """Whether every parameter is finite (one host sync for the whole model)."""
     import torch
 
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
 @contextlib.contextmanager

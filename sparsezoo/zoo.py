@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
 import math
 import re
 import shutil
@@ -42,8 +41,6 @@ from pathlib import Path
 from sparsezoo.errors import SparsezooError
 from sparsezoo.named_data import NAMED
 from sparsezoo.recipe import Recipe
-
-log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
 MARKER = "zoo-entry.json"

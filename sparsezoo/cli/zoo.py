@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sparsezoo.cli.finetune import positive_int
+
 HELP = "the model zoo: list entries, build one (baseline, variants, analysis, cards), publish it"
 
 
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--cards-dir", default="model_cards", help="where cards, plot and zoo-results.json go")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key for every variant (a reduced build), e.g. train.epochs=1")
-    b.add_argument("--samples", type=_positive, default=512, help="samples for the analysis (default 512)")
+    b.add_argument("--samples", type=positive_int, default=512, help="samples for the analysis (default 512)")
     pub = sub.add_parser("publish", help="push every variant of a built entry with its card")
     pub.add_argument("entry")
     pub.add_argument("--org", required=True, help="Hub user or organization")
@@ -38,12 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pub.add_argument("--root", default="zoo")
     pub.add_argument("--force", action="store_true", help="replace other models at the repos")
     pub.add_argument("--dry-run", action="store_true", help="check and list what would be uploaded")
-
-
-def _positive(text: str) -> int:
-    from sparsezoo.cli.finetune import positive_int
-
-    return positive_int(text)
 
 
 def _overrides(items: list[str]) -> dict:
