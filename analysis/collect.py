@@ -30,6 +30,67 @@ def split_batch(batch: Any) -> tuple[Any, Tensor | None]:
     return batch, None
 
 
+def batch_labels(batch: Any) -> Tensor | None:
+    """The class labels of a loader batch, or None: a dict's ``labels``/``label``, a tuple's second element."""
+    if isinstance(batch, dict):
+        labels = batch.get("labels", batch.get("label"))
+    elif isinstance(batch, (tuple, list)) and len(batch) > 1:
+        labels = batch[1]
+    else:
+        return None
+    return labels if isinstance(labels, Tensor) and labels.dim() == 1 else None
+
+
+def output_logits(out: Any) -> Tensor | None:
+    """The logits of a model output: a 2-D tensor, or a Hugging Face output's ``logits``."""
+    logits = getattr(out, "logits", out)
+    if isinstance(out, (tuple, list)) and out:
+        logits = out[0]
+    return logits if isinstance(logits, Tensor) and logits.dim() == 2 else None
+
+
+class AccuracyMeter:
+    """Top-1 and mean cross-entropy of the model's predictions over one pass (:func:`run_pass` feeds it).
+
+    Measured only where every batch has labels and the model returns ``(batch, classes)`` logits with
+    ``num_classes`` columns (when given: an ImageNet head on a 10-class data set is not a classifier of that
+    data); otherwise :meth:`result` says why it is not. Exact: integer counts and a float64 sum of the losses.
+    """
+
+    def __init__(self, num_classes: int | None = None):
+        self.num_classes = num_classes
+        self.correct = 0
+        self.samples = 0
+        self.loss_sum = 0.0
+        self.skipped: str | None = None
+
+    def update(self, out: Any, labels: Tensor | None) -> None:
+        if self.skipped:
+            return
+        logits = output_logits(out)
+        if labels is None:
+            self.skipped = "the data has no labels"
+        elif logits is None:
+            self.skipped = "the model returns no (batch, classes) logits"
+        elif self.num_classes is not None and logits.shape[1] != self.num_classes:
+            self.skipped = (f"the model has {logits.shape[1]} outputs, the data {self.num_classes} classes "
+                            "(its head is not a classifier of this data)")
+        elif len(labels) and int(labels.max()) >= logits.shape[1]:
+            self.skipped = f"labels go beyond the model's {logits.shape[1]} outputs"
+        if self.skipped:
+            return
+        labels = labels.to(logits.device)
+        self.correct += int((logits.argmax(1) == labels).sum())
+        self.loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+        self.samples += len(labels)
+
+    def result(self) -> dict:
+        """``{"top1", "loss", "samples"}`` (fraction, nats per sample), or ``{"skipped": reason}``."""
+        if self.skipped or not self.samples:
+            return {"skipped": self.skipped or "no samples"}
+        return {"top1": self.correct / self.samples, "loss": self.loss_sum / self.samples, "samples": self.samples}
+
+
 def batch_size(inputs: Any) -> int:
     if isinstance(inputs, dict):
         first = next(v for v in inputs.values() if isinstance(v, Tensor))
@@ -122,8 +183,10 @@ class SiteCollector(HookSet):
 
 @torch.no_grad()
 def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[SiteCollector], device: Any = None,
-             max_samples: int | None = None, progress: bool = False, desc: str = "measuring") -> int:
-    """Run ``model`` over ``loader`` once (eval mode, no grad) with all ``collectors`` attached.
+             max_samples: int | None = None, progress: bool = False, desc: str = "measuring",
+             accuracy: AccuracyMeter | None = None) -> int:
+    """Run ``model`` over ``loader`` once (eval mode, no grad) with all ``collectors`` attached; ``accuracy``
+    scores the predictions of the same forward passes.
 
     Returns the number of samples seen. With ``max_samples`` the last batch is cut so that exactly that
     many samples are used.
@@ -141,6 +204,7 @@ def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[SiteCollec
     try:
         for batch in loader:
             inputs, mask = split_batch(batch)
+            labels = batch_labels(batch)
             b = batch_size(inputs)
             if max_samples is not None and seen + b > max_samples:
                 keep = max_samples - seen
@@ -148,11 +212,14 @@ def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[SiteCollec
                     break
                 inputs = {k: v[:keep] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:keep]
                 mask = mask[:keep] if mask is not None else None
+                labels = labels[:keep] if labels is not None else None
                 b = keep
             inputs = to_device(inputs, device)
             for c in collectors:
                 c.position_mask = mask.to(device).bool() if mask is not None else None
-            call_model(model, inputs)
+            out = call_model(model, inputs)
+            if accuracy is not None:
+                accuracy.update(out, labels)
             seen += b
             bar.update(b)
             if max_samples is not None and seen >= max_samples:

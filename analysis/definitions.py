@@ -7,6 +7,9 @@ them: :mod:`analysis.sparsity`, :mod:`analysis.dictionary`, :mod:`analysis.margi
 from analysis.sparsity import DENSE_THRESHOLD, GINI_EVERY
 
 DEFINITIONS: dict[str, str] = {
+    # predictions (analysis.collect.AccuracyMeter), in the same pass as the sparsity
+    "top1": "fraction of samples whose largest logit is their label (reported in %; differences in points)",
+    "loss": "mean cross-entropy of the logits against the labels (nats per sample)",
     # sparsity (analysis.sparsity)
     "zero_frac": "fraction of activation entries exactly 0 at a site (unitless)",
     "near_zero_frac(abs,tau)": "fraction of entries with |a| <= tau",
@@ -43,6 +46,8 @@ DEFINITIONS: dict[str, str] = {
                        " dimension (2k-1 at stride 1), all output channels of the group; linear layers: non-zeros of"
                        " the output vector per position. max, mean, p95 over stripes (Papyan-Romano-Elad 2017)",
     "margin": "s* - max stripe sparsity; > 0 means the uniqueness theorem applies to this layer",
+    "factor_outside": "max stripe sparsity / s* of a layer (> 1: outside the theorem's regime by that factor);"
+                      " the headline gives the median over layers followed by an activation",
     # convergence (analysis.layerwise)
     "relative_change": "sqrt(sum ||F_{l+1} - F_l||^2 / sum ||F_l||^2) between consecutive equal-shape blocks",
     "cka": "minibatch linear CKA with the unbiased HSIC estimator (1 = same up to rotation and scale, ~0 ="

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
-from analysis.collect import run_pass, to_device
+from analysis.collect import AccuracyMeter, run_pass, to_device
 from analysis.sites import Site, find_sites, site_stages
 from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY, SparsityMeter, summarize
 
@@ -63,11 +63,13 @@ def model_info(model: nn.Module) -> dict:
 
 def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_samples: int | None = 512, cka: bool = True,
             ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True,
-            attention_stats: bool = True, device=None, progress: bool = False) -> dict:
+            attention_stats: bool = True, num_classes: int | None = None, device=None, progress: bool = False) -> dict:
     """Every analysis of ``model``: coherence (weights), and with ``loader`` sparsity, theory margins,
     layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
     agreement on the first ``ista_samples`` of them; for models with attention also the entropy and sparsity of
-    every head (this switches Hugging Face models to eager attention). Plain data; timings in ``timing``."""
+    every head (this switches Hugging Face models to eager attention). The same pass scores the predictions
+    (``accuracy``: top-1 and cross-entropy) where the batches have labels and the model's logits have
+    ``num_classes`` columns (:class:`analysis.collect.AccuracyMeter`). Plain data; timings in ``timing``."""
     from analysis.dictionary import coherence
     from analysis.layerwise import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
     from analysis.margins import StripeCollector, theory_margins
@@ -92,12 +94,15 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
     cka_c = CKACollector(model, site_list) if cka else None
     if cka_c is not None:
         collectors.append(cka_c)
+    accuracy = AccuracyMeter(num_classes)
     t = time.perf_counter()
-    n = run_pass(model, loader, collectors, device=device, max_samples=max_samples, progress=progress, desc="analyzing")
+    n = run_pass(model, loader, collectors, device=device, max_samples=max_samples, progress=progress,
+                 desc="analyzing", accuracy=accuracy)
     timing["data_pass_s"] = time.perf_counter() - t
     per_site = meter.results()
     stages = _stages(model, per_site)
     out["samples"] = n
+    out["accuracy"] = accuracy.result()
     out["sparsity"] = {"per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
     out["margins"] = theory_margins(stripes.results(), coh)
     if attention is not None and attention.sites:
@@ -117,9 +122,11 @@ def headline(result: dict) -> dict:
     """The few numbers a summary shows (NaN-free: missing values are None)."""
     coh = list(result.get("coherence", {}).values())
     mus = [c["local"]["mu"] for c in coh if c["local"]["mu"] is not None]  # depthwise layers: not applicable
-    out = {"layers": len(coh), "mu_local_mean": sum(mus) / len(mus) if mus else None,
-           "mu_local_layers": len(mus),
-           "mu_shift_max": max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None)}
+    acc = result.get("accuracy") or {}
+    out = {k: acc[k] for k in ("top1", "loss") if k in acc}
+    out.update({"layers": len(coh), "mu_local_mean": sum(mus) / len(mus) if mus else None,
+                "mu_local_median": statistics.median(mus) if mus else None, "mu_local_layers": len(mus),
+                "mu_shift_max": max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None)})
     if "sparsity" in result:
         s = result["sparsity"]["summary"]
         out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",

@@ -17,7 +17,7 @@ from typing import Any
 from analysis.definitions import DEFINITIONS
 from analysis.pipeline import headline
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: deltas are subject − baseline (deltas_subject_minus_baseline)
 
 
 def clean(obj: Any) -> Any:
@@ -31,38 +31,78 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
+def _delta(baseline: float | None, subject: float | None) -> float | None:
+    return None if baseline is None or subject is None else subject - baseline
 
 
-def compare(base: dict, other: dict) -> dict:
-    """Differences ``other − base`` for the numbers both analyses have (sites and layers in common)."""
+DELTA_KEY = "deltas_subject_minus_baseline"
+
+
+def compare(subject: dict, baseline: dict) -> dict:
+    """Signed differences **subject − baseline** (sparse − dense, new − old) of the numbers both analyses have
+    (sites and layers in common). Fractions stay fractions here (× 100 = points)."""
     out: dict = {"headline": {}}
-    ha, hb = headline(base), headline(other)
-    for k in ha:
-        if isinstance(ha[k], (int, float)) and isinstance(hb.get(k), (int, float)):
-            out["headline"][k] = hb[k] - ha[k]
-    if "sparsity" in base and "sparsity" in other:
-        pa, pb = base["sparsity"]["per_site"], other["sparsity"]["per_site"]
+    hs, hb = headline(subject), headline(baseline)
+    for k in hs:
+        if isinstance(hs[k], (int, float)) and isinstance(hb.get(k), (int, float)):
+            out["headline"][k] = hs[k] - hb[k]
+    if "sparsity" in subject and "sparsity" in baseline:
+        ps, pb = subject["sparsity"]["per_site"], baseline["sparsity"]["per_site"]
         out["sparsity_per_site"] = {
-            s: {k: _delta(pa[s].get(k), pb[s].get(k)) for k in ("zero_frac", "l0_per_position_mean", "hoyer_mean",
+            s: {k: _delta(pb[s].get(k), ps[s].get(k)) for k in ("zero_frac", "l0_per_position_mean", "hoyer_mean",
                                                                 "gini_mean", "dead_units")}
-            for s in pa if s in pb}
-        za, zb = base["sparsity"]["summary"].get("zero_frac_per_stage", {}), other["sparsity"]["summary"].get(
-            "zero_frac_per_stage", {})
-        out["zero_frac_per_stage"] = {k: zb[k] - za[k] for k in za if k in zb}
-    ca, cb = base.get("coherence", {}), other.get("coherence", {})
-    out["coherence"] = {n: {"mu": _delta(ca[n]["local"]["mu"], cb[n]["local"]["mu"]),
-                            "mu_shift": _delta(ca[n].get("mu_shift"), cb[n].get("mu_shift"))} for n in ca if n in cb}
-    if "margins" in base and "margins" in other:
-        ma, mb = base["margins"], other["margins"]
-        out["margins"] = {n: {"stripe_max": mb[n]["stripe_max"] - ma[n]["stripe_max"],
-                              "margin": _delta(ma[n]["margin"], mb[n]["margin"])} for n in ma if n in mb}
+            for s in ps if s in pb}
+        zs, zb = (m["sparsity"]["summary"].get("zero_frac_per_stage", {}) for m in (subject, baseline))
+        out["zero_frac_per_stage"] = {k: zs[k] - zb[k] for k in zs if k in zb}
+    cs, cb = subject.get("coherence", {}), baseline.get("coherence", {})
+    out["coherence"] = {n: {"mu": _delta(cb[n]["local"]["mu"], cs[n]["local"]["mu"]),
+                            "mu_shift": _delta(cb[n].get("mu_shift"), cs[n].get("mu_shift"))} for n in cs if n in cb}
+    if "margins" in subject and "margins" in baseline:
+        ms, mb = subject["margins"], baseline["margins"]
+        out["margins"] = {n: {"stripe_max": ms[n]["stripe_max"] - mb[n]["stripe_max"],
+                              "margin": _delta(mb[n]["margin"], ms[n]["margin"])} for n in ms if n in mb}
     return out
 
 
+# The headline block: (headline key, label, definition key, unit). Unit "fraction" is shown in % and its
+# differences in points; "count" as an integer; "" as a plain number.
+HEADLINE_FIGURES: list[tuple[str, str, str, str]] = [
+    ("top1", "top-1", "top1", "fraction"),
+    ("loss", "loss", "loss", ""),
+    ("zero_frac_mean_sites", "zero_frac", "zero_frac_mean_sites", "fraction"),
+    ("near_zero_frac(abs", "near_zero_frac", "near_zero_frac(abs,tau)", "fraction"),
+    ("l0_per_position_frac_mean_sites", "l0 per position / C", "l0_per_position", "fraction"),
+    ("dead_units", "dead units", "dead_units", "count"),
+    ("median_factor_outside", "theory margin: median factor outside", "factor_outside", ""),
+    ("layers_inside_theorem", "layers inside the theorem's regime", "margin", "count"),
+    ("mu_local_median", "median coherence μ", "mu", ""),
+]
+
+
+def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
+    """The report's first block: each key figure for every model, and for a comparison its change
+    (subject − baseline). Figures a model does not have (no labels, weights only) are left out."""
+    rows = []
+    for key, label, definition, unit in HEADLINE_FIGURES:
+        heads = [m["headline"] for m in models]
+        full = next((k for k in heads[0] if k == key or (key.endswith("(abs") and k.startswith(key))), None)
+        if full is None or heads[0].get(full) is None:
+            continue
+        if full.startswith("near_zero_frac("):
+            label = full.removesuffix("_mean_sites")
+        row = {"key": full, "label": label, "definition": definition, "unit": unit,
+               "values": [h.get(full) for h in heads]}
+        if key == "layers_inside_theorem":
+            row["of"] = [h.get("layers_measured") for h in heads]
+        if deltas is not None:
+            row["delta"] = deltas["headline"].get(full)
+        rows.append(row)
+    return rows
+
+
 def build_report(models: list[tuple[str, str, dict]], command: str) -> dict:
-    """``models``: (label, source, analysis result) for one model, or two (base first) for a comparison."""
+    """``models``: (label, source, analysis result) for one model, or two for a comparison: the subject first,
+    then its baseline; deltas are subject − baseline (``deltas_subject_minus_baseline``)."""
     rep = {
         "sparsezoo_report": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -71,8 +111,11 @@ def build_report(models: list[tuple[str, str, dict]], command: str) -> dict:
         "models": [{"label": label, "source": src, "headline": headline(res), "analysis": res}
                    for label, src, res in models],
     }
+    deltas = None
     if len(models) == 2:
-        rep["deltas"] = compare(models[0][2], models[1][2])
+        deltas = {"subject": models[0][0], "baseline": models[1][0], **compare(models[0][2], models[1][2])}
+        rep[DELTA_KEY] = deltas
+    rep["headline_figures"] = headline_figures(rep["models"], deltas)
     return clean(rep)
 
 
@@ -263,9 +306,59 @@ def _fmt(v: Any) -> str:
 
 
 def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    """A table in its own scroll box (``tw``), so a wide one scrolls instead of widening the page."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="tw {cls}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _def_id(key: str) -> str:
+    return "def-" + "".join(c if c.isalnum() else "-" for c in key)
+
+
+def _figure(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    if unit == "fraction":
+        return f"{100 * v:.1f} %"
+    return _fmt(int(v)) if unit == "count" else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
+
+
+def _change(d: float | None, unit: str) -> str:
+    """A signed change with its unit: points for fractions."""
+    if d is None:
+        return "—"
+    if unit == "fraction":
+        return f"{100 * d:+.1f} pts"
+    return f"{int(d):+,}" if unit == "count" else f"{d:+.3g}" if abs(d) >= 100 else f"{d:+.3f}"
+
+
+def headline_html(rep: dict) -> str:
+    """The first screen: the key figures of each model side by side, and the change subject − baseline."""
+    models = rep["models"]
+    deltas = rep.get(DELTA_KEY)
+    head = "".join(f"<th>{html.escape(m['label'])}</th>" for m in models)
+    if deltas:
+        head += f"<th>change ({html.escape(deltas['subject'])} − {html.escape(deltas['baseline'])})</th>"
+    body = []
+    for row in rep["headline_figures"]:
+        name = (f'<a href="#{_def_id(row["definition"])}">{html.escape(row["label"])}</a>')
+        cells = [_figure(v, row["unit"]) for v in row["values"]]
+        if "of" in row:
+            cells = [f"{c} / {_fmt(o)}" for c, o in zip(cells, row["of"], strict=True)]
+        if deltas:
+            cells.append(f"<b>{_change(row.get('delta'), row['unit'])}</b>")
+        body.append(f"<tr><td>{name}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    missing = [m["label"] for m in models if "top1" not in m["headline"] and "sparsity" in m["analysis"]]
+    note = ""
+    if missing:
+        why = "; ".join(f"{html.escape(m['label'])}: {html.escape(str(m['analysis'].get('accuracy', {}).get('skipped')))}"
+                        for m in models if m["label"] in missing)
+        note = f"<p class=\"note\">top-1 not measured ({why}).</p>"
+    what = ("What sparsity training bought and what it cost: " if deltas else "")
+    return (f'<div id="headline"><p>{what}figures over the analysis samples; names link to their definitions.</p>'
+            f'<div class="tw"><table class="headline"><thead><tr><th>figure</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>{note}</div>')
 
 
 def _side(models: list[dict], make) -> str:
@@ -304,9 +397,23 @@ def _margins_table(m: dict) -> str:
     mg = m["analysis"]["margins"]
     rows = [[n, v["code_site"] if v["code"] == "activation" else "linear (no activation)", v["stripe_shape"],
              v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
-             v["verdict"]] for n, v in mg.items()]
+             _verdict(v)] for n, v in mg.items()]
     return _table(["layer", "code (output of)", "stripe (positions)", "s*", "stripe max", "stripe mean", "stripe p95",
                    "stripe capacity", "margin", "verdict"], rows, "wide")
+
+
+def _verdict(v: dict) -> str:
+    """The compact verdict of a layer: "inside", "×F outside" or "n/a" (the sentence is above the table)."""
+    if v["inside"] is None:
+        return "n/a"
+    return "inside" if v["inside"] else f"×{v['factor']:.1f} outside"
+
+
+MARGINS_NOTE = ("<p>Verdict: <b>inside</b> means the layer's output code is sparse enough for the uniqueness "
+                "theorem (max stripe sparsity below s* = ½(1 + 1/μ)); <b>×F outside</b> means its max stripe "
+                "sparsity is F times s*; <b>n/a</b>: no bound (no two atoms overlap, or μ = 0). Layers with "
+                "no activation after them are linear: their code is not thresholded. The full sentence per layer "
+                "is the <code>verdict</code> field of report.json.</p>")
 
 
 def _ista_table(m: dict) -> str:
@@ -340,10 +447,10 @@ def _summary(m: dict) -> str:
 
 
 def _deltas(rep: dict) -> str:
-    d = rep["deltas"]
-    base, other = rep["models"][0]["label"], rep["models"][1]["label"]
-    parts = [f"<p>Deltas are <b>{html.escape(other)}</b> − <b>{html.escape(base)}</b>.</p>",
-             _table(["headline", "delta"], [[k, v] for k, v in d["headline"].items()])]
+    d = rep[DELTA_KEY]
+    parts = [f"<p>Changes are <b>{html.escape(d['subject'])}</b> − <b>{html.escape(d['baseline'])}</b> (subject − "
+             f"baseline; positive: the subject has more). Fractions are differences of fractions (× 100 = points).</p>",
+             _table(["headline", "change"], [[k, v] for k, v in d["headline"].items()])]
     if "zero_frac_per_stage" in d:
         parts.append(_table(["stage", "Δ zero_frac"], [[k, v] for k, v in d["zero_frac_per_stage"].items()]))
     if "sparsity_per_site" in d:
@@ -360,10 +467,13 @@ def _deltas(rep: dict) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d1d1f;max-width:1600px}
 h1{font-size:22px}h2{margin-top:34px;border-bottom:1px solid #ddd;padding-bottom:4px}h4{margin:6px 0}
-table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 th{background:#f4f4f6;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
-.wide{display:block;max-height:420px;overflow:auto}.row{display:flex;gap:18px;flex-wrap:wrap}.col{flex:1;min-width:420px}
-img{max-width:100%}code{background:#f4f4f6;padding:1px 4px}nav a{margin-right:12px}dt{font-weight:600}dd{margin:0 0 6px 12px}
+.tw{max-width:100%;overflow:auto;margin:8px 0}.wide{max-height:420px}
+.row{display:flex;gap:18px;flex-wrap:wrap}.col{flex:1 1 420px;min-width:0}
+img{max-width:100%}code{background:#f4f4f6;padding:1px 4px;overflow-wrap:anywhere}nav a{margin-right:12px}
+dt{font-weight:600}dd{margin:0 0 6px 12px}dt:target{background:#fff3b0}
+#headline table{font-size:15px}#headline td,#headline th{padding:4px 12px}.note{color:#555}
 """
 
 
@@ -375,13 +485,14 @@ def render_html(rep: dict, extra_sections: list[tuple[str, str, str]] = ()) -> s
     title = " vs ".join(m["label"] for m in models)
     sections: list[tuple[str, str, str]] = [("summary", "Summary", _side(models, _summary))]
     if len(models) == 2:
-        sections.append(("deltas", "Deltas", _deltas(rep)))
+        sections.append(("deltas", "Changes (subject − baseline)", _deltas(rep)))
     if has_data:
         sections.append(("sparsity", "Sparsity per site", _fig_per_site(models) + _side(models, _sparsity_table)))
         sections.append(("density", "Firing-density histograms", _side(models, _fig_density)))
     sections.append(("coherence", "Dictionary coherence", _fig_coherence(models) + _side(models, _coherence_table)))
     if has_data:
-        sections.append(("margins", "Theory margins", _fig_margins(models) + _side(models, _margins_table)))
+        sections.append(("margins", "Theory margins",
+                         _fig_margins(models) + MARGINS_NOTE + _side(models, _margins_table)))
         if all(m["analysis"].get("attention") for m in models):
             sections.append(("attention", "Attention entropy and sparsity per head",
                              _side(models, _fig_attention) + _side(models, _attention_table)))
@@ -392,12 +503,14 @@ def render_html(rep: dict, extra_sections: list[tuple[str, str, str]] = ()) -> s
             conv += "<h3>ISTA agreement</h3>" + _fig_ista(models) + _side(models, _ista_table)
         sections.append(("convergence", "Layerwise convergence", conv))
     sections += list(extra_sections)
-    defs = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rep["definitions"].items())
+    defs = "".join(f'<dt id="{_def_id(k)}">{html.escape(k)}</dt><dd>{html.escape(v)}</dd>'
+                   for k, v in rep["definitions"].items())
     sections.append(("definitions", "Definitions", f"<dl>{defs}</dl>"))
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>'
                    for sid, name, content in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sparsezoo report: "
             f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>sparsezoo report: {html.escape(title)}</h1>"
+            f"{headline_html(rep)}"
             f"<p>command: <code>{html.escape(rep['command'])}</code> · created {html.escape(rep['created'])}</p>"
             f"<nav>{nav}</nav>{body}</body></html>\n")

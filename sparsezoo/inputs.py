@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sparsezoo.recipe import DataSpec
 
@@ -45,8 +45,35 @@ def load_model(name: str, weights: str | None = None, pretrained: bool = True, t
     return LoadedModel(model.to(device).eval(), family, task, pre)
 
 
-def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size: int):
-    """(DataLoader, number of samples, data description): the first ``samples`` samples of ``spec.source``."""
+class Samples(NamedTuple):
+    loader: Any  # DataLoader of the first ``count`` samples (validation split first)
+    count: int
+    description: str
+    label_names: list[str]  # the data set's classes
+
+
+def class_names(model: Any) -> list[str] | None:
+    """Names of a model's output classes: a timm checkpoint's ``label_names``; ImageNet's class names for a timm
+    model with an ImageNet-sized head (1k, 12k or 21k classes, named by timm's ``ImageNetInfo``); a transformers
+    ``id2label`` that is not the placeholder ``LABEL_i``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    names = (cfg or {}).get("label_names")
+    if names:
+        return list(names)
+    if cfg is not None:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(model)
+        if subset:
+            info = ImageNetInfo(subset)
+            return [d.split(",")[0] for d in info.label_descriptions()]
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label)]
+    return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
+
+
+def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size: int) -> Samples:
+    """The first ``samples`` samples of ``spec.source`` (validation split first), preprocessed for the model."""
     import torch
     from torch.utils.data import ConcatDataset, DataLoader, Subset
 
@@ -59,8 +86,9 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
         data = load_text_data(spec)
         both = concatenate_datasets([data.val, data.train])
         n = min(samples, len(both))
-        return DataLoader(both.select(range(n)), batch_size=batch_size, shuffle=False, pin_memory=pin,
-                          collate_fn=TextCollator(loaded.preprocessor, spec.max_length)), n, data.description
+        return Samples(DataLoader(both.select(range(n)), batch_size=batch_size, shuffle=False, pin_memory=pin,
+                                  collate_fn=TextCollator(loaded.preprocessor, spec.max_length)),
+                       n, data.description, list(data.label_names))
     from sparsezoo.data import Transformed, build_transforms, load_image_data
 
     data = load_image_data(spec)
@@ -78,5 +106,5 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
         _, eval_tf, _ = build_transforms(loaded.model, spec, data)
     both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
     n = min(samples, len(both))
-    return DataLoader(Subset(both, range(n)), batch_size=batch_size, shuffle=False, num_workers=0, pin_memory=pin,
-                      collate_fn=collate), n, data.description
+    return Samples(DataLoader(Subset(both, range(n)), batch_size=batch_size, shuffle=False, num_workers=0,
+                              pin_memory=pin, collate_fn=collate), n, data.description, list(data.label_names))

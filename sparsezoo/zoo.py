@@ -31,7 +31,6 @@ import json
 import math
 import re
 import shutil
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -260,14 +259,13 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     base_top1 = runs[entry.baseline].final["top1"]
     loaded = {v: load_model(str(folder / v)) for v in names}
     data = runs[entry.baseline].recipe.data
-    loader, n, _ = sample_loader(loaded[entry.baseline], data, samples, 32)
+    loader, n, *_ = sample_loader(loaded[entry.baseline], data, samples, 32)
     base_sites = {s.name for s in find_sites(loaded[entry.baseline].model)}
     out = {}
     for v in names:
         run, model = runs[v], loaded[v].model
         summary = run.final["sparsity"]
         res = analyze(model, loader, max_samples=samples, cka=False, ista=False, attention_stats=False)
-        mus = [c["local"]["mu"] for c in res["coherence"].values() if c["local"]["mu"] is not None]
         head = headline(res)  # margins as the analysis report states them: layers followed by an activation
         sites = [s for s in find_sites(model) if s.name in base_sites]
         cka = None
@@ -290,7 +288,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
             near_zero_frac=summary[near], l0_frac=summary["l0_per_position_frac_mean_sites"],
             dead_units=summary["dead_units"], sites=summary["sites"],
             margin_median_factor=head["median_factor_outside"], layers_inside_theorem=head["layers_inside_theorem"],
-            layers_measured=head["layers_measured"], mu_local_median=statistics.median(mus) if mus else None,
+            layers_measured=head["layers_measured"], mu_local_median=head["mu_local_median"],
             cka_to_baseline=cka, class_selectivity_top16=selectivity, analysis_samples=n)
     return out
 

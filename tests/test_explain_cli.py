@@ -42,6 +42,12 @@ def test_report_for_the_offline_mobilenetv2_renders(tmp_path):
     assert all(len(f["examples"]) == 3 and f["firing_density"] > 0 for f in ex["features"])
     assert page.imgs == 3 * 3 * 3  # per example: receptive-field crop, feature map, class map (all data: URIs)
     assert rep["command"].startswith("sparsezoo explain mobilenetv2_100")
+    # predictions are shown by ImageNet class name (timm's ImageNetInfo), not by index
+    names = ex["class_names"]
+    assert len(names) == 1000 and names[488] == "chain" and names[683] == "oboe"
+    html_text = (out / "report.html").read_text()
+    preds = {e["pred"] for f in ex["features"] for e in f["examples"]}
+    assert all(f"pred {names[i]}" in html_text for i in preds)
 
 
 def test_report_for_minilm_renders_token_heat_maps(tmp_path):

@@ -67,6 +67,52 @@ def check_report(folder, sections):
     return rep, page
 
 
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# Measures the page as a reader's browser lays it out: the viewport, the page's own width, the headline block's
+# bottom edge, and the right edge and width of every table box.
+PROBE = """<script>window.addEventListener("load", () => {
+  const box = e => e.getBoundingClientRect();
+  const r = {width: innerWidth, height: innerHeight, page_width: document.documentElement.scrollWidth,
+             headline_bottom: box(document.getElementById("headline")).bottom,
+             tables: [...document.querySelectorAll("table")].map(t => {
+               const b = box(t.closest(".tw") || t); return [b.right, b.width]; })};
+  document.body.setAttribute("data-probe", JSON.stringify(r));
+});</script>"""
+
+
+def chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("chromium is not installed (.ci/run installs it); HTML checked without a browser")
+    return found
+
+
+def layout(report_html, tmp_path, width=1280, height=800):
+    """The page's layout in headless Chromium at ``width``×``height`` (see PROBE)."""
+    import html as _html
+    import re
+
+    probed = tmp_path / "probed.html"
+    probed.write_text(report_html.read_text().replace("</body>", PROBE + "</body>"))
+    res = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'probe-profile'}",
+                          f"--window-size={width},{height}", "--dump-dom", probed.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-probe="([^"]*)"', res.stdout)
+    assert found, res.stderr[-2000:]
+    return json.loads(_html.unescape(found.group(1)))
+
+
+def check_first_screen(report_html, tmp_path):
+    """The headline block is on the first screen (1280×800) and nothing is wider than the viewport."""
+    m = layout(report_html, tmp_path)
+    assert m["width"] == 1280
+    assert 0 < m["headline_bottom"] <= min(800, m["height"]), m
+    assert m["page_width"] <= m["width"], m
+    assert m["tables"] and all(right <= m["width"] and w <= m["width"] for right, w in m["tables"]), m
+
+
 def run(*argv):
     try:
         return main(list(argv))
@@ -84,22 +130,21 @@ def test_report_for_the_offline_mobilenetv2_renders(tmp_path):
     assert a["samples"] == 64 and len(a["sparsity"]["per_site"]) == 35
     assert rep["command"].startswith("sparsezoo analyze mobilenetv2_100")
     assert page.imgs > 7  # per-site, density, coherence, margins, relative change, CKA, ISTA + feature cards
-    assert rep["models"][0]["analysis"]["explain"]
+    assert rep["models"][0]["analysis"]["explain"]["class_names"][:2] == ["tench", "goldfish"]  # ImageNet's names
     assert all(v["verdict"] for v in a["margins"].values())
     ista = [v for v in a["convergence"]["ista"].values() if "skipped" not in v]
     assert ista and all(v["relative_error"][0] < 1e-3 for v in ista)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs it); HTML checked without a browser")
+    assert "top1" not in rep["models"][0]["headline"]  # an ImageNet head is not a classifier of digits
+    assert "1000 outputs, the data 10 classes" in a["accuracy"]["skipped"]
     shot = tmp_path / "shot.png"
-    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--disable-component-update", "--disable-sync", "--no-first-run",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+    res = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--enable-logging=stderr", "--v=0",
                           f"--screenshot={shot}", "--window-size=1400,3000", (out / "report.html").as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 50_000
     console = [line for line in res.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+    check_first_screen(out / "report.html", tmp_path)
 
 
 def test_compare_a_run_with_its_dense_original(tmp_path, small_recipe):
@@ -110,12 +155,58 @@ def test_compare_a_run_with_its_dense_original(tmp_path, small_recipe):
     out = tmp_path / "cmp"
     assert run("analyze", str(run_dir), "--compare", "test_resnet", "--no-pretrained", "--data", "digits",
                "--samples", "32", "--batch-size", "16", "--no-fused", "--ista-steps", "4", "--out", str(out)) == 0
-    rep, page = check_report(out, SECTIONS | {"deltas"})
+    rep, page = check_report(out, SECTIONS | {"deltas", "headline"})
     assert [m["label"] for m in rep["models"]] == ["run", "test_resnet"]
-    d = rep["deltas"]
+    d = rep["deltas_subject_minus_baseline"]
+    assert (d["subject"], d["baseline"]) == ("run", "test_resnet") and "deltas" not in rep
     assert set(d["sparsity_per_site"]) == set(rep["models"][0]["analysis"]["sparsity"]["per_site"])
     z = [m["analysis"]["sparsity"]["summary"]["zero_frac_mean_sites"] for m in rep["models"]]
-    assert d["headline"]["zero_frac_mean_sites"] == pytest.approx(z[1] - z[0])
+    assert d["headline"]["zero_frac_mean_sites"] == pytest.approx(z[0] - z[1])
+    # the run was fine-tuned on digits: top-1 in the same pass; the random ImageNet-sized head is not scored
+    acc = rep["models"][0]["analysis"]["accuracy"]
+    assert acc["samples"] == 32 and 0 <= acc["top1"] <= 1 and acc["loss"] > 0
+    assert rep["models"][0]["headline"]["top1"] == acc["top1"]
+    assert "skipped" in rep["models"][1]["analysis"]["accuracy"]
+    figures = {f["key"]: f for f in rep["headline_figures"]}
+    assert figures["zero_frac_mean_sites"]["delta"] == pytest.approx(z[0] - z[1])
+    assert figures["top1"]["values"] == [acc["top1"], None]
+    html_text = (out / "report.html").read_text()
+    assert "change (run − test_resnet)" in html_text and "Deltas are" not in html_text
+    assert html_text.index('id="headline"') < html_text.index("<nav>")
+    assert all(f'id="def-{k}"' in html_text for k in ("top1", "zero-frac-mean-sites", "factor-outside", "mu"))
+    check_first_screen(out / "report.html", tmp_path)
+
+
+def _hand_made(top1, zero_frac, dead, mu):
+    """An analysis result with only what the headline reads."""
+    summary = {"sites": 2, "zero_frac_mean_sites": zero_frac, "zero_frac_all_entries": zero_frac,
+               "l0_per_position_frac_mean_sites": 1 - zero_frac, "dead_units": dead, "dense_units": 0,
+               "near_zero_frac(abs,tau=0.01)_mean_sites": zero_frac + 0.01}
+    layer = {"local": {"mu": mu}, "mu_shift": None}
+    return {"model": {"parameters": 1}, "accuracy": {"top1": top1, "loss": 1 - top1, "samples": 100},
+            "coherence": {"conv": layer}, "samples": 100,
+            "sparsity": {"summary": summary, "per_site": {}, "stages": {}}}
+
+
+def test_changes_are_subject_minus_baseline_with_units():
+    from analysis.report import build_report, headline_html
+
+    sparse, dense = _hand_made(0.90, 0.63, 12, 0.50), _hand_made(0.92, 0.41, 2, 0.55)
+    rep = build_report([("sparse", "runs/sparse", sparse), ("dense", "runs/dense", dense)], "test")
+    d = rep["deltas_subject_minus_baseline"]
+    assert d["headline"]["zero_frac_mean_sites"] == pytest.approx(0.22)
+    assert d["headline"]["top1"] == pytest.approx(-0.02) and d["headline"]["dead_units"] == 10
+    figures = {f["key"]: f for f in rep["headline_figures"]}
+    assert figures["zero_frac_mean_sites"]["values"] == [0.63, 0.41]
+    assert figures["mu_local_median"]["delta"] == pytest.approx(-0.05)
+    headline = headline_html(rep)
+    for text in ("63.0 %", "41.0 %", "+22.0 pts", "90.0 %", "-2.0 pts", "+10", "change (sparse − dense)",
+                 'href="#def-zero-frac-mean-sites"', 'href="#def-top1"'):
+        assert text in headline, text
+    # one model alone: the same figures, no change column
+    single = build_report([("sparse", "runs/sparse", sparse)], "test")
+    assert "deltas_subject_minus_baseline" not in single
+    assert "63.0 %" in headline_html(single) and "change (" not in headline_html(single)
 
 
 def test_weights_only_report_needs_no_data(tmp_path):

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.pipeline import analyze
     from analysis.report import build_report, render_html
     from analysis.sites import find_sites
-    from sparsezoo.inputs import sample_loader
+    from sparsezoo.inputs import class_names, sample_loader
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     progress = sys.stderr.isatty()
@@ -78,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
             acts = replace_activations(built[0].model, acts, args.activation)
         if args.threshold is not None:
             threshold_activations(acts, args.threshold)
-    loader = None
+    loader = labels = None
     if not args.weights_only:
-        loader, n, desc = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
+        loader, _, desc, labels = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
     results = []
     for name, loaded in zip(names, built, strict=True):
         res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
                       ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
-                      fused=not args.no_fused, device=device, progress=progress)
+                      fused=not args.no_fused, num_classes=len(labels) if labels else None, device=device,
+                      progress=progress)
         if loader is not None:
             res["data"] = desc
         results.append((Path(name).name if Path(name).exists() else name, name, res))
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             text = loaded.task == "text-classification"
             ex = explain(loaded.model, loader, site=args.explain_site or "", features=args.explain_top_k,
                          max_samples=args.samples, tokenizer=loaded.preprocessor if text else None,
-                         device=device, progress=progress)
+                         class_names=class_names(loaded.model), device=device, progress=progress)
             res["explain"] = to_json(ex)
             explained.append((label, ex))
         extra.append(("explain", "Feature explanations", render_section(explained)))
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         h = m["headline"]
         mu = "n/a" if h["mu_local_mean"] is None else f"{h['mu_local_mean']:.3f}"
         line = f"{m['label']}: {h['layers']} layers, mean local coherence {mu}"
+        if "top1" in h:
+            line += f"; top-1 {100 * h['top1']:.1f} %, loss {h['loss']:.4f}"
         if "zero_frac_mean_sites" in h:
             near = next((k for k in h if k.startswith("near_zero_frac(abs")), None)
             line += f"; {m['analysis']['samples']} samples, zero_frac {h['zero_frac_mean_sites']:.4f}"

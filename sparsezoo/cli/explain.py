@@ -50,17 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing report folder")
 
 
-def _class_names(model) -> list[str] | None:
-    """Names of the model's output classes: a timm checkpoint's ``label_names``, a transformers ``id2label`` that
-    is not the placeholder ``LABEL_i``."""
-    names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
-    if names:
-        return list(names)
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    names = [str(id2label[i]) for i in sorted(id2label)]
-    return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
-
-
 def run(args: argparse.Namespace) -> int:
     from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_folder
 
@@ -73,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from analysis.interpret import explain, to_json
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.render import render_page
-    from sparsezoo.inputs import sample_loader  # the same models and samples as sparsezoo analyze
+    from sparsezoo.inputs import class_names, sample_loader  # the same models and samples as sparsezoo analyze
 
     check_methods(args.method, class_method)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     names = [args.model] + ([args.compare] if args.compare else [])
     built = load_models(args, device)
-    loader, _, _ = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
+    loader = sample_loader(built[0], data_spec(args), args.samples, args.batch_size).loader
     tokenizer = built[0].preprocessor if built[0].task == "text-classification" else None
     results = []
     for name, loaded in zip(names, built, strict=True):
@@ -87,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         res = explain(model, loader, site=args.site, features=args.features or args.top_k, method=args.method,
                       class_method=class_method, examples=args.examples, n_steps=args.n_steps,
                       internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
-                      class_names=_class_names(model), class_layer=args.class_layer, device=device,
+                      class_names=class_names(model), class_layer=args.class_layer, device=device,
                       progress=sys.stderr.isatty())
         results.append((Path(name).name if Path(name).exists() else name, res))
     command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
