@@ -81,13 +81,18 @@ def test_compare_a_sparse_run_with_a_dense_model(tmp_path, small_recipe):
     run_dir = tmp_path / "run"
     finetune(small_recipe(train__epochs=1, penalties=[{"kind": "l1", "lam": 0.5}]), run_dir)
     out = tmp_path / "cmp"
-    assert run("explain", "test_resnet", "--no-pretrained", "--compare", str(run_dir), "--data", "digits",
+    assert run("explain", str(run_dir), "--compare", "test_resnet", "--no-pretrained", "--data", "digits",
                "--img-size", "32", "--samples", "48", "--site", r"layer3", "--top-k", "2", "--examples", "2",
                "--n-steps", "8", "--class-method", "integrated_gradients", "--out", str(out)) == 0
     rep, page = check(out)
-    assert [m["label"] for m in rep["models"]] == ["test_resnet", "run"]
+    assert [m["label"] for m in rep["models"]] == ["run", "test_resnet"]
     html = (out / "report.html").read_text()
-    assert "run − test_resnet" in html and "Measured, not presumed" in html
+    assert "change (run − test_resnet)" in html and "Measured, not presumed" in html
+    d = rep["deltas_subject_minus_baseline"]  # the sparse run minus the dense model
+    assert (d["subject"], d["baseline"]) == ("run", "test_resnet")
+    s = [m["explain"]["summary"] for m in rep["models"]]
+    assert d["summary"]["feature_attr_gini_mean"] == pytest.approx(s[0]["feature_attr_gini_mean"] -
+                                                                   s[1]["feature_attr_gini_mean"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -97,7 +97,7 @@ def summarize(result: dict) -> dict[str, float | int | None]:
     }
 
 
-def compare(base: dict, other: dict) -> dict[str, float]:
-    """``other − base`` for every headline number both :func:`summarize` results have."""
-    return {k: other[k] - base[k] for k in base
-            if isinstance(base[k], (int, float)) and isinstance(other.get(k), (int, float))}
+def compare(subject: dict, baseline: dict) -> dict[str, float]:
+    """``subject − baseline`` (sparse − dense) for every headline number both :func:`summarize` results have."""
+    return {k: subject[k] - baseline[k] for k in subject
+            if isinstance(subject[k], (int, float)) and isinstance(baseline.get(k), (int, float))}

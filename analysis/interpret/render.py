@@ -186,10 +186,10 @@ def _verdict(results: list[tuple[str, dict]]) -> str:
         va, vb = sa.get(key), sb.get(key)
         if va is None or vb is None:
             continue
-        word = "more" if vb > va else "less" if vb < va else "equally"
+        word = "more" if va > vb else "less" if va < vb else "equally"
         measure = "class-selective" if "selectivity" in key else "concentrated (Gini)"
-        lines.append(f"<li>{html.escape(what)}: <b>{html.escape(lb)}</b> {_fmt(vb)} vs <b>{html.escape(la)}</b> "
-                     f"{_fmt(va)}: {word} {measure}.</li>")
+        lines.append(f"<li>{html.escape(what)}: <b>{html.escape(la)}</b> {_fmt(va)} vs <b>{html.escape(lb)}</b> "
+                     f"{_fmt(vb)} (change {va - vb:+.3f}): {word} {measure}.</li>")
     return f"<p>Measured, not presumed (means over each model's own selected features):</p><ul>{''.join(lines)}</ul>"
 
 
@@ -206,7 +206,7 @@ def render_section(results: list[tuple[str, dict]]) -> str:
     headers = ["quantity", *[label for label, _ in results]]
     delta = compare(results[0][1]["summary"], results[1][1]["summary"]) if len(results) == 2 else None
     if delta is not None:
-        headers.append(f"{results[1][0]} − {results[0][0]}")
+        headers.append(f"change ({results[0][0]} − {results[1][0]})")
     rows = [[what, *[r["summary"].get(key) for _, r in results], *([delta.get(key)] if delta is not None else [])]
             for key, what in SUMMARY_ROWS]
     more = [["samples scanned", *[r["samples"] for _, r in results]], ["site", *[r["site"] for _, r in results]],

@@ -82,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
     command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
     page = render_page(results, command)
     doc = {"command": command, "models": [{"label": label, "explain": to_json(res)} for label, res in results]}
+    if len(results) == 2:
+        from analysis.interpret import compare
+
+        doc["deltas_subject_minus_baseline"] = {"subject": results[0][0], "baseline": results[1][0],
+                                                "summary": compare(results[0][1]["summary"], results[1][1]["summary"])}
 
     def fill(tmp: Path) -> None:
         atomic_write_json(tmp / "report.json", doc)
