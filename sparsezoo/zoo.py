@@ -216,14 +216,19 @@ def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = N
         if created and not any(p.is_dir() for p in folder.iterdir()):  # nothing built: leave nothing behind
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    previous = _read_results(folder).get("variants", {})
+    earlier = _read_results(folder)
+    previous = earlier.get("variants", {})
     if on_step:
         on_step(f"{name}: measuring {len(names)} variants")
     results = measure(entry, folder, names, samples)
     for v, r in results.items():
         r.wall_seconds = walls[v] if walls[v] is not None else (previous.get(v) or {}).get("wall_seconds")
+    measured = {v: dataclasses.asdict(r) for v, r in results.items()}
+    if variants and earlier.get("overrides", {}) == (overrides or {}) and earlier.get("analysis_samples") == samples:
+        # a build of some variants keeps the numbers of the others (same baseline, overrides and samples)
+        measured = {v: measured.get(v) or previous[v] for v in entry.variant_names() if v in measured or v in previous}
     out = {"entry": name, "title": entry.title, "base_model": entry.base_model, "overrides": overrides or {},
-           "analysis_samples": samples, "variants": {v: dataclasses.asdict(r) for v, r in results.items()}}
+           "analysis_samples": samples, "variants": measured}
     atomic_write_json(folder / RESULTS, out)
     if cards_dir is not None:
         write_cards(entry, folder, names, Path(cards_dir), org or reg.org)

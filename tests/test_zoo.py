@@ -99,13 +99,18 @@ def test_a_reduced_build_publishes_and_loads_back_by_repo_id_and_short_name(tmp_
         assert res["cka_to_baseline"] is not None and -1 <= res["cka_to_baseline"] <= 1
     assert (cards / "effnet-lite0-mnist.png").stat().st_size > 5000
     assert json.loads((cards / ZOO_RESULTS).read_text())["entries"]["effnet-lite0-mnist"] == results
-    # rebuilding is a no-op for the fine-tunes (resumable build): same weights, byte for byte
-    before = (root / "effnet-lite0-mnist" / "l1-1e-4" / "model.safetensors").read_bytes()
-    r = subprocess.run([sys.executable, "-m", "sparsezoo", "zoo", "build", "effnet-lite0-mnist", *REDUCED,
+    # building another variant fine-tunes only that one (resumable build: the others keep their weights, byte
+    # for byte) and keeps the numbers of the variants it did not build
+    weights = {v: (root / "effnet-lite0-mnist" / v / "model.safetensors").read_bytes() for v in ("dense", "l1-1e-4")}
+    r = subprocess.run([sys.executable, "-m", "sparsezoo", "zoo", "build", "effnet-lite0-mnist",
+                        *[a if a != "l1-1e-4" else "l1-1e-5" for a in REDUCED],
                         "--root", str(root), "--cards-dir", str(cards)], env=env, capture_output=True, text=True,
                        timeout=900)
-    assert r.returncode == 0 and "fine-tuning" in r.stderr and "epoch 1/1" not in r.stderr, r.stderr[-2000:]
-    assert (root / "effnet-lite0-mnist" / "l1-1e-4" / "model.safetensors").read_bytes() == before
+    assert r.returncode == 0 and r.stderr.count("epoch 1/1") == 1, r.stderr[-2000:]
+    assert all((root / "effnet-lite0-mnist" / v / "model.safetensors").read_bytes() == b for v, b in weights.items())
+    again = json.loads((root / "effnet-lite0-mnist" / "results.json").read_text())
+    assert list(again["variants"]) == ["dense", "l1-1e-5", "l1-1e-4"]
+    assert again["variants"]["l1-1e-4"] == results["variants"]["l1-1e-4"]
 
     import timm
 
