@@ -293,16 +293,9 @@ def _fit_rate(d: list[float]) -> dict:
     return {"rho": math.exp(slope), "r2": r2, "points": len(pts)}
 
 
-@torch.no_grad()
-def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None, steps: int = 16,
-                   coherences: dict[str, dict] | None = None, tol: float = 1e-3) -> dict[str, dict]:
-    """ISTA agreement of every conv/linear → (BatchNorm) → activation layer on one batch of ``inputs``.
-
-    Layers whose activation input is not exactly the (folded) layer output (e.g. a residual add before the
-    activation) are reported as skipped, with the reason.
-    """
-    sites = list(sites) if sites is not None else find_sites(model)
-    triples = layer_triples(model, sites)
+def _capture(model: nn.Module, inputs, triples: list) -> dict[str, dict[str, Tensor]]:
+    """``{layer name: {"x": its input, "y": its activation's output}}`` of one eval-mode forward of ``inputs``
+    (the model's mode is restored after)."""
     captured: dict[str, dict] = {}
     handles = []
     for name, layer, _, site in triples:
@@ -318,50 +311,76 @@ def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None
         for h in handles:
             h.remove()
         model.train(was_training)
+    return captured
+
+
+def _ista_trace(op: _Operator, drive: Tensor, phi, eta: float, steps: int, y: Tensor) -> dict[str, list[float]]:
+    """Per ISTA iterate k: relative error to ``y``, support Jaccard with ``y``, and (k ≥ 2) the step size."""
+    ynorm = float(y.norm()) or 1e-30
+    rel_err, jacc, step = [], [], []
+    supp_y = y != 0
+    prev = g1norm = None
+    for gk in layer_ista(op.fwd, op.adj, drive, phi, eta, steps):
+        rel_err.append(float((gk - y).norm()) / ynorm)
+        s = gk != 0
+        union = int((s | supp_y).sum())
+        jacc.append(int((s & supp_y).sum()) / union if union else 1.0)
+        if prev is None:
+            g1norm = max(float(gk.norm()), 1e-30)  # step sizes are relative to ‖Γ¹‖
+        else:
+            step.append(float((gk - prev).norm()) / g1norm)
+        prev = gk
+    return {"relative_error": rel_err, "support_jaccard": jacc, "step_size": step}
+
+
+def _theory_rate(layer: nn.Module, y: Tensor, coherence: dict) -> tuple[float, float | None, float | None]:
+    """(s: mean non-zeros per position of ``y``, μ: the layer's coherence or None, the rate (2s − 1)μ or None)."""
+    channel_dim = 1 if y.dim() >= 3 and not isinstance(layer, nn.Linear) else -1
+    s_code = float((y != 0).sum(channel_dim).float().mean())
+    mu = coherence.get("mu_shift") if coherence.get("mu_shift") is not None else (coherence.get("local") or {}).get("mu")
+    return s_code, mu, (2 * s_code - 1) * mu if mu is not None else None
+
+
+def _layer_agreement(layer: nn.Module, bn: nn.Module | None, site: Site, x: Tensor, y: Tensor, steps: int,
+                     coherence: dict, tol: float) -> dict:
+    """ISTA agreement of one layer with its activation's actual output ``y`` on input ``x`` (or why it is skipped)."""
+    w, b = (t.to(x.device, torch.float32) for t in fold_bn(layer, bn))
+    op = _Operator(layer, w, x.shape)
+    bias = b.view(1, -1, *([1] * (y.dim() - 2))) if not isinstance(layer, nn.Linear) else b
+    drive = op.fwd(x) + bias
+    if drive.shape != y.shape:
+        return {"skipped": f"activation output {tuple(y.shape)} is not the layer output {tuple(drive.shape)}"}
+    phi = site.module
+    first_err = float((phi(drive.clone()) - y).norm()) / (float(y.norm()) or 1e-30)
+    if first_err > tol:
+        return {"skipped": f"activation input is not this layer's output (relative gap {first_err:.2g}; "
+                           "e.g. a residual add)", "activation": site.name}
+    eta = 1.0 / op.norm_sq()
+    trace = _ista_trace(op, drive, phi, eta, steps, y)
+    fit = _fit_rate(trace["step_size"]) if trace["step_size"] else {"rho": None, "r2": None, "points": 0}
+    s_code, mu, theory = _theory_rate(layer, y, coherence)
+    return {"activation": site.name, "steps": steps, "eta": eta, **trace, "rho_hat": fit["rho"],
+            "rho_fit_r2": fit["r2"], "s_code_mean": s_code, "mu": mu, "theory_rate": theory,
+            "theory_vacuous": theory is None or theory >= 1}
+
+
+@torch.no_grad()
+def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None, steps: int = 16,
+                   coherences: dict[str, dict] | None = None, tol: float = 1e-3) -> dict[str, dict]:
+    """ISTA agreement of every conv/linear → (BatchNorm) → activation layer on one batch of ``inputs``.
+
+    Layers whose activation input is not exactly the (folded) layer output (e.g. a residual add before the
+    activation) are reported as skipped, with the reason.
+    """
+    sites = list(sites) if sites is not None else find_sites(model)
+    triples = layer_triples(model, sites)
+    captured = _capture(model, inputs, triples)
     out = {}
     for name, layer, bn, site in triples:
         cap = captured.get(name, {})
-        if "x" not in cap or "y" not in cap:
-            continue
-        x, y = cap["x"].float(), cap["y"].float()
-        w, b = (t.to(x.device, torch.float32) for t in fold_bn(layer, bn))
-        op = _Operator(layer, w, x.shape)
-        bias = b.view(1, -1, *([1] * (y.dim() - 2))) if not isinstance(layer, nn.Linear) else b
-        drive = op.fwd(x) + bias
-        if drive.shape != y.shape:
-            out[name] = {"skipped": f"activation output {tuple(y.shape)} is not the layer output {tuple(drive.shape)}"}
-            continue
-        phi = site.module
-        g = phi(drive.clone())
-        ynorm = float(y.norm()) or 1e-30
-        first_err = float((g - y).norm()) / ynorm
-        if first_err > tol:
-            out[name] = {"skipped": f"activation input is not this layer's output (relative gap {first_err:.2g}; "
-                                    "e.g. a residual add)", "activation": site.name}
-            continue
-        eta = 1.0 / op.norm_sq()
-        rel_err, jacc, step = [], [], []
-        supp_y = y != 0
-        prev = None
-        for gk in layer_ista(op.fwd, op.adj, drive, phi, eta, steps):
-            rel_err.append(float((gk - y).norm()) / ynorm)
-            s = gk != 0
-            union = int((s | supp_y).sum())
-            jacc.append(int((s & supp_y).sum()) / union if union else 1.0)
-            if prev is not None:
-                step.append(float((gk - prev).norm()) / max(float(g.norm()), 1e-30))
-            prev = gk
-        fit = _fit_rate(step) if step else {"rho": None, "r2": None, "points": 0}
-        cd = 1 if y.dim() >= 3 and not isinstance(layer, nn.Linear) else -1
-        s_code = float((y != 0).sum(cd).float().mean())
-        coh = (coherences or {}).get(name, {})
-        mu = coh.get("mu_shift") if coh.get("mu_shift") is not None else (coh.get("local") or {}).get("mu")
-        theory = (2 * s_code - 1) * mu if mu is not None else None
-        out[name] = {
-            "activation": site.name, "steps": steps, "eta": eta, "relative_error": rel_err, "support_jaccard": jacc,
-            "step_size": step, "rho_hat": fit["rho"], "rho_fit_r2": fit["r2"], "s_code_mean": s_code, "mu": mu,
-            "theory_rate": theory, "theory_vacuous": theory is None or theory >= 1,
-        }
+        if "x" in cap and "y" in cap:
+            out[name] = _layer_agreement(layer, bn, site, cap["x"].float(), cap["y"].float(), steps,
+                                         (coherences or {}).get(name, {}), tol)
     return out
 
 
