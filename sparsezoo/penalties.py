@@ -28,11 +28,12 @@ Hooks compute only while autograd is enabled (not under ``torch.no_grad``), and 
 λ is currently > 0, so λ = 0 costs nothing and leaves training exactly as it was.
 
 Life cycle: construction only selects sites; :meth:`~SparsityPenalty.attach` registers the hooks and turns off
-``inplace`` on the site modules that need it (DESIGN §5), :meth:`~SparsityPenalty.detach` removes the hooks and
-turns back on exactly the flags it turned off. Both are idempotent. Several penalties may be attached to one
-model at once and work independently (each has its own hooks and sums); an ``inplace`` flag stays off until
-the last penalty that needed it off is detached. ``nn.DataParallel`` is refused (:class:`DataParallelError`):
-its replicas, one thread per GPU, would all write into one penalty's sums.
+``inplace`` on the site modules that need it (see :data:`INPLACE_SAFE_ON_NONNEGATIVE`), and
+:meth:`~SparsityPenalty.detach` removes the hooks and turns back on exactly the flags it turned off. Both are
+idempotent. Several penalties may be attached to one model at once and work independently (each has its own hooks
+and sums); an ``inplace`` flag stays off until the last penalty that needed it off is detached.
+``nn.DataParallel`` is refused (:class:`DataParallelError`): its replicas, one thread per GPU, would all write
+into one penalty's sums.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from analysis.sites import Site, find_sites
 from sparsezoo.errors import SparsezooError
 
 PenaltyFn = Callable[[Tensor, int, bool, "Tensor | None"], Tensor]
+# the registry of penalty kinds (register_penalty): recipes (sparsezoo.recipe.validate) and the finetune CLI read it
 PENALTIES: dict[str, PenaltyFn] = {}
 # kinds whose backward saves no activation when the site is non-negative (the l1 of a ReLU output is a
 # plain sum): such sites may keep timm's in-place activations, which saves a copy per site and step
@@ -90,6 +92,12 @@ def register_penalty(name: str, inplace_safe_on_nonnegative: bool = False) -> Ca
     return deco
 
 
+def unregister_penalty(name: str) -> None:
+    """Remove a kind added with :func:`register_penalty` (a no-op for an unknown name)."""
+    PENALTIES.pop(name, None)
+    INPLACE_SAFE_ON_NONNEGATIVE.discard(name)
+
+
 def _per_sample(per_position: Tensor, mask: Tensor | None) -> Tensor:
     """Σ over the (valid) positions of every sample, divided by the batch size (dim 0)."""
     if mask is not None:
@@ -128,7 +136,8 @@ class SparsityPenalty(HookSet):
         site_weights: ``{regex: w}``; a site's terms are multiplied by the first matching weight.
         track_zero_frac: also count exact zeros at the sites (for a target-sparsity controller).
         inplace_off: while attached, turn off ``inplace`` on the site modules whose penalty needs their output
-            in backward (every site except non-negative ones under l1 alone; required, see DESIGN §5).
+            in backward (every site except non-negative ones under l1 alone; required, see
+            :data:`INPLACE_SAFE_ON_NONNEGATIVE`).
             :meth:`detach` turns back on exactly the flags that :meth:`attach` turned off.
 
     Raises:
@@ -158,14 +167,14 @@ class SparsityPenalty(HookSet):
             self.sites = find_sites(model, include=sites, exclude=exclude)
         weights = [(re.compile(p), float(w)) for p, w in (site_weights or {}).items()]
         self.weights = {s.name: next((w for p, w in weights if p.search(s.name)), 1.0) for s in self.sites}
-        # in-place activations break autograd for penalties that save the site's output (DESIGN §5)
+        # in-place activations break autograd for penalties that save the site's output (INPLACE_SAFE_ON_NONNEGATIVE)
         needs_copy = [s for s in self.sites if not (s.nonnegative and set(self.lams) <= INPLACE_SAFE_ON_NONNEGATIVE)]
         self._needs_copy = needs_copy if inplace_off else []
         self._inplace_held: list[Site] = []  # sites whose `inplace` this penalty holds off while attached
         self.track_zero_frac = track_zero_frac
         self.position_mask: Tensor | None = None  # [B, T] bool for token models: padding excluded; set per step
         self.last_terms: dict[str, Tensor] = {}
-        self._acc: dict[str, list[Tensor]] = {}
+        self._terms: dict[str, list[Tensor]] = {}  # kind -> the per-site terms of the current forward
         self._zeros: dict[str, list[Tensor]] = {}
         self._handles: list = []
 
@@ -180,18 +189,19 @@ class SparsityPenalty(HookSet):
 
     # -------------------------------------------------------------------------------- hooks
     def _hook(self, site: Site) -> Callable:
-        w = self.weights[site.name]
+        weight = self.weights[site.name]
 
         def hook(out: Tensor) -> None:
             if not torch.is_grad_enabled():
                 return
-            cd = site.channel_dim(out.dim())
-            m = self.position_mask
-            mask = m if m is not None and out.dim() == 3 and tuple(m.shape) == tuple(out.shape[:2]) else None
+            channel_dim = site.channel_dim(out.dim())
+            position_mask = self.position_mask
+            mask = (position_mask if position_mask is not None and out.dim() == 3
+                    and tuple(position_mask.shape) == tuple(out.shape[:2]) else None)
             for kind, lam in self.lams.items():
-                if lam > 0 and w > 0:
-                    term = PENALTIES[kind](out, cd, site.nonnegative, mask)
-                    self._acc.setdefault(kind, []).append(term * w if w != 1.0 else term)
+                if lam > 0 and weight > 0:
+                    term = PENALTIES[kind](out, channel_dim, site.nonnegative, mask)
+                    self._terms.setdefault(kind, []).append(term * weight if weight != 1.0 else term)
             if self.track_zero_frac:
                 zeros = out.detach() == 0
                 if mask is not None:
@@ -205,7 +215,7 @@ class SparsityPenalty(HookSet):
     def _reset(self, module: nn.Module | None = None, _args=None) -> None:
         if module is not None and module is not self.model:  # a DataParallel replica (wrapped after attach)
             raise DataParallelError(DATA_PARALLEL_MESSAGE)
-        self._acc.clear()
+        self._terms.clear()
 
     def _register(self) -> list:
         return [self.model.register_forward_pre_hook(self._reset), *(s.hook(self._hook(s)) for s in self.sites)]
@@ -262,7 +272,7 @@ class SparsityPenalty(HookSet):
         """
         total = None
         self.last_terms = {}
-        for kind, terms in self._acc.items():
+        for kind, terms in self._terms.items():
             value = torch.stack(terms).sum()  # Σ over site outputs of the per-sample sums
             self.last_terms[kind] = value.detach()
             weighted = self.lams[kind] * value
