@@ -35,9 +35,6 @@ from typing import Any, Literal, Optional
 from sparsezoo.errors import RecipeError
 
 RECIPE_VERSION = 1
-PENALTY_KINDS = ("l1", "hoyer_square")  # keep in sync with sparsezoo.penalties (checked by a test)
-SITE_KINDS = ("activation", "block", "attention")  # analysis.sites.SITE_KINDS (checked by a test)
-ACTIVATION_RE = re.compile(r"^(relu|relu2|gelu|silu|topk:[1-9][0-9]*)$")  # sparsezoo.activations.ACTIVATIONS
 
 
 @dataclass
@@ -204,146 +201,254 @@ def _type_name(tp: Any) -> str:
 
 def _build(tp: Any, value: Any, path: str) -> Any:
     """Convert parsed YAML ``value`` to type ``tp``, or raise RecipeError naming ``path``."""
-    origin = typing.get_origin(tp)
-    bad = RecipeError(f"{path} must be {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise RecipeError(f"{path} must be a mapping, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        for k in value:
-            if k not in names:
-                close = difflib.get_close_matches(str(k), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
-                raise RecipeError(f"unknown key {path}.{k}{hint}")
-        return tp(**{k: _build(hints[k], v, f"{path}.{k}") for k, v in value.items()})
+        return _build_dataclass(tp, value, path)
+    origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _build(a, value, path)
-            except RecipeError:
-                pass
-        raise bad
+        return _build_union(tp, value, path)
+    if origin in (Literal, list, dict):
+        return _build_container(tp, value, path)
+    return _build_scalar(tp, value, path)
+
+
+def _mismatch(tp: Any, value: Any, path: str) -> RecipeError:
+    return RecipeError(f"{path} must be {_type_name(tp)}, got {value!r}")
+
+
+def _build_dataclass(tp: Any, value: Any, path: str) -> Any:
+    """A schema dataclass from a mapping (null = all defaults); an unknown key is reported with the closest name."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{path} must be a mapping, got {value!r}")
+    hints = typing.get_type_hints(tp)
+    names = [f.name for f in dataclasses.fields(tp)]
+    for k in value:
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(names)})"
+            raise RecipeError(f"unknown key {path}.{k}{hint}")
+    return tp(**{k: _build(hints[k], v, f"{path}.{k}") for k, v in value.items()})
+
+
+def _build_union(tp: Any, value: Any, path: str) -> Any:
+    """The first member type of ``Optional[...]`` / ``X | Y`` that ``value`` converts to (null if allowed)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _build(a, value, path)
+        except RecipeError:
+            pass
+    raise _mismatch(tp, value, path)
+
+
+def _build_container(tp: Any, value: Any, path: str) -> Any:
+    """A ``Literal`` choice, a ``list[X]`` or a ``dict[str, X]``."""
+    origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise bad
+            raise _mismatch(tp, value, path)
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise bad
+            raise _mismatch(tp, value, path)
         (arg,) = typing.get_args(tp)
         return [_build(arg, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        _, varg = typing.get_args(tp)
-        return {str(k): _build(varg, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
+    if not isinstance(value, dict):
+        raise _mismatch(tp, value, path)
+    _, varg = typing.get_args(tp)
+    return {str(k): _build(varg, v, f"{path}.{k}") for k, v in value.items()}
+
+
+def _build_scalar(tp: Any, value: Any, path: str) -> Any:
+    """A bool, int, float or str, strictly: no bool for a number, no number for a string."""
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+        return _build_float(value, path)
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        raise RecipeError(f"{path}: unsupported type {tp}")  # pragma: no cover - schema bug
+    if not ok:
+        raise _mismatch(tp, value, path)
+    return value
+
+
+def _build_float(value: Any, path: str) -> float:
+    """A finite float from a number or a numeric string (YAML 1.1 reads "1e-4", without a dot, as a string)."""
+    if isinstance(value, str):
         try:
             value = float(value)
-        except OverflowError:  # an integer beyond float range
-            raise bad from None
-        if not math.isfinite(value):
-            raise RecipeError(f"{path} must be a finite number, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise RecipeError(f"{path}: unsupported type {tp}")  # pragma: no cover - schema bug
+        except ValueError as e:
+            raise _mismatch(float, value, path) from e
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _mismatch(float, value, path)
+    try:
+        value = float(value)
+    except OverflowError as e:  # an integer beyond float range
+        raise _mismatch(float, value, path) from e
+    if not math.isfinite(value):
+        raise RecipeError(f"{path} must be a finite number, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- the live registries
+
+
+def penalty_kinds() -> list[str]:
+    """The penalty kinds a recipe may name: the registry :data:`sparsezoo.penalties.PENALTIES`, read now (kinds added
+    with :func:`~sparsezoo.penalties.register_penalty` included)."""
+    from sparsezoo.penalties import PENALTIES
+
+    return list(PENALTIES)
+
+
+def site_kinds() -> list[str]:
+    """The kinds of feature sites: :data:`analysis.sites.SITE_KINDS`."""
+    from analysis.sites import SITE_KINDS
+
+    return list(SITE_KINDS)
+
+
+def activation_names() -> list[str]:
+    """The activation variants of :data:`sparsezoo.activations.ACTIVATIONS`, one that takes an argument as ``name:K``."""
+    from sparsezoo.activations import ACTIVATIONS, parse_activation
+
+    names = []
+    for name in ACTIVATIONS:
+        try:
+            parse_activation(name)
+            names.append(name)
+        except RecipeError:  # needs an argument (topk:K)
+            names.append(f"{name}:K")
+    return names
+
+
+def _check_activation(spec: str) -> None:
+    """``spec`` is a variant :func:`sparsezoo.activations.parse_activation` accepts, written canonically
+    (``topk:32``, not ``topk:032``)."""
+    from sparsezoo.activations import parse_activation
+
+    try:
+        name, arg = parse_activation(spec)
+    except RecipeError as e:
+        raise _unknown_activation(spec) from e
+    if spec != (name if arg is None else f"{name}:{arg}"):
+        raise _unknown_activation(spec)
+
+
+def _unknown_activation(spec: str) -> RecipeError:
+    *most, last = activation_names()
+    return RecipeError(f"recipe.model.activation {spec!r} is unknown ({', '.join(most)} or {last})")
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise RecipeError(msg)
+
+
+def _check_finite(x: Any, path: str) -> None:
+    """Every float in ``x`` (a recipe dict) is finite; a Recipe built in Python skips _build's checks."""
+    if isinstance(x, float):
+        _need(math.isfinite(x), f"{path} must be a finite number, got {x!r}")
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            _check_finite(v, f"{path}.{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            _check_finite(v, f"{path}[{i}]")
+
+
+def _check_regex(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise RecipeError(f"{where}: invalid regex {pattern!r}: {e}") from e
 
 
 def validate(r: Recipe) -> None:
-    """Range and consistency checks that the type system cannot express."""
+    """Range and consistency checks that the type system cannot express; penalty kinds, site kinds and
+    activations are checked against their live registries (:func:`penalty_kinds`, :func:`site_kinds`,
+    :func:`activation_names`)."""
+    _check_finite(r.to_dict(), "recipe")
+    _need(r.version == RECIPE_VERSION, f"recipe.version {r.version} is not supported (expected {RECIPE_VERSION})")
+    _check_model_and_data(r)
+    _check_penalties(r.penalties)
+    _check_sites(r.sites)
+    _check_optim(r.optim)
+    _check_train(r.train)
 
-    def need(cond: bool, msg: str) -> None:
-        if not cond:
-            raise RecipeError(msg)
 
-    def finite(x: Any, path: str) -> None:  # a Recipe built in Python skips _build's checks
-        if isinstance(x, float):
-            need(math.isfinite(x), f"{path} must be a finite number, got {x!r}")
-        elif isinstance(x, dict):
-            for k, v in x.items():
-                finite(v, f"{path}.{k}")
-        elif isinstance(x, list):
-            for i, v in enumerate(x):
-                finite(v, f"{path}[{i}]")
-
-    finite(r.to_dict(), "recipe")
-
-    need(r.version == RECIPE_VERSION, f"recipe.version {r.version} is not supported (expected {RECIPE_VERSION})")
-    need(bool(r.model.name), "recipe.model.name is required (a timm model name, hf-hub:org/name or a folder)")
-    need(0 < r.data.val_fraction < 1, f"recipe.data.val_fraction must be in (0, 1), got {r.data.val_fraction}")
-    need(r.data.img_size is None or r.data.img_size >= 8, f"recipe.data.img_size must be >= 8, got {r.data.img_size}")
-    need(r.data.num_workers >= 0, "recipe.data.num_workers must be >= 0")
-    need(r.data.max_length >= 2, f"recipe.data.max_length must be >= 2, got {r.data.max_length}")
-    need(r.model.activation is None or bool(ACTIVATION_RE.match(r.model.activation)),
-         f"recipe.model.activation {r.model.activation!r} is unknown (relu, relu2, gelu, silu or topk:K)")
-    need(bool(r.sites.kinds) and set(r.sites.kinds) <= set(SITE_KINDS),
-         f"recipe.sites.kinds must be a non-empty subset of {list(SITE_KINDS)}, got {r.sites.kinds}")
+def _check_model_and_data(r: Recipe) -> None:
+    m, d = r.model, r.data
+    _need(bool(m.name), "recipe.model.name is required (a timm model name, hf-hub:org/name or a folder)")
+    _need(0 < d.val_fraction < 1, f"recipe.data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    _need(d.img_size is None or d.img_size >= 8, f"recipe.data.img_size must be >= 8, got {d.img_size}")
+    _need(d.num_workers >= 0, "recipe.data.num_workers must be >= 0")
+    _need(d.max_length >= 2, f"recipe.data.max_length must be >= 2, got {d.max_length}")
+    if m.activation is not None:
+        _check_activation(m.activation)
+    kinds = site_kinds()
+    _need(bool(r.sites.kinds) and set(r.sites.kinds) <= set(kinds),
+          f"recipe.sites.kinds must be a non-empty subset of {kinds}, got {r.sites.kinds}")
     for k in ("max_train_samples", "max_val_samples"):
-        v = getattr(r.data, k)
-        need(v is None or v > 0, f"recipe.data.{k} must be positive, got {v}")
-    for i, p in enumerate(r.penalties):
+        v = getattr(d, k)
+        _need(v is None or v > 0, f"recipe.data.{k} must be positive, got {v}")
+
+
+def _check_penalties(penalties: list[PenaltySpec]) -> None:
+    known = penalty_kinds() if penalties else []
+    for i, p in enumerate(penalties):
         where = f"recipe.penalties[{i}]"
-        need(p.kind in PENALTY_KINDS, f"{where}.kind {p.kind!r} is unknown (known: {', '.join(PENALTY_KINDS)})")
-        need(p.lam >= 0, f"{where}.lam must be >= 0 (a negative penalty rewards dense features), got {p.lam:g}")
-        need(p.schedule.warmup_epochs >= 0 and p.schedule.ramp_epochs >= 0, f"{where}.schedule epochs must be >= 0")
+        _need(p.kind in known, f"{where}.kind {p.kind!r} is unknown (known: {', '.join(known)})")
+        _need(p.lam >= 0, f"{where}.lam must be >= 0 (a negative penalty rewards dense features), got {p.lam:g}")
+        _need(p.schedule.warmup_epochs >= 0 and p.schedule.ramp_epochs >= 0, f"{where}.schedule epochs must be >= 0")
         if p.target_zero_frac is not None:
-            need(0 < p.target_zero_frac < 1, f"{where}.target_zero_frac must be in (0, 1), got {p.target_zero_frac}")
-            need(p.lam > 0, f"{where}.lam is the starting λ of the target controller and must be > 0")
-            need(p.target_every >= 1 and p.target_gain > 0, f"{where}: target_every >= 1 and target_gain > 0")
-    kinds = [p.kind for p in r.penalties]
-    need(len(set(kinds)) == len(kinds), f"recipe.penalties lists a kind twice: {kinds}")
+            _need(0 < p.target_zero_frac < 1, f"{where}.target_zero_frac must be in (0, 1), got {p.target_zero_frac}")
+            _need(p.lam > 0, f"{where}.lam is the starting λ of the target controller and must be > 0")
+            _need(p.target_every >= 1 and p.target_gain > 0, f"{where}: target_every >= 1 and target_gain > 0")
+    kinds = [p.kind for p in penalties]
+    _need(len(set(kinds)) == len(kinds), f"recipe.penalties lists a kind twice: {kinds}")
+
+
+def _check_sites(sites: SiteSpec) -> None:
     for key in ("include", "exclude"):
-        for pat in getattr(r.sites, key):
-            try:
-                re.compile(pat)
-            except re.error as e:
-                raise RecipeError(f"recipe.sites.{key}: invalid regex {pat!r}: {e}") from None
-    for pat, w in r.sites.weights.items():
-        try:
-            re.compile(pat)
-        except re.error as e:
-            raise RecipeError(f"recipe.sites.weights: invalid regex {pat!r}: {e}") from None
-        need(w >= 0, f"recipe.sites.weights[{pat!r}] must be >= 0")
-    o = r.optim
-    need(o.lr > 0, f"recipe.optim.lr must be > 0, got {o.lr:g}")
-    need(o.weight_decay >= 0, "recipe.optim.weight_decay must be >= 0")
-    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "recipe.optim.betas must be two numbers in [0, 1)")
-    need(o.warmup_epochs >= 0, "recipe.optim.warmup_epochs must be >= 0")
-    need(0 <= o.min_lr_ratio <= 1, "recipe.optim.min_lr_ratio must be in [0, 1]")
-    need(o.grad_clip is None or o.grad_clip > 0, "recipe.optim.grad_clip must be > 0 or null")
-    need(o.grad_accum >= 1, "recipe.optim.grad_accum must be >= 1")
-    t = r.train
-    need(t.epochs >= 1, f"recipe.train.epochs must be >= 1, got {t.epochs}")
-    need(t.batch_size >= 1, f"recipe.train.batch_size must be >= 1, got {t.batch_size}")
-    need(t.eval_batch_size is None or t.eval_batch_size >= 1, "recipe.train.eval_batch_size must be >= 1")
-    need(t.log_every >= 1 and t.keep_checkpoints >= 1, "recipe.train.log_every and keep_checkpoints must be >= 1")
-    need(t.max_steps_per_epoch is None or t.max_steps_per_epoch >= 1, "recipe.train.max_steps_per_epoch must be >= 1")
+        for pattern in getattr(sites, key):
+            _check_regex(pattern, f"recipe.sites.{key}")
+    for pattern, weight in sites.weights.items():
+        _check_regex(pattern, "recipe.sites.weights")
+        _need(weight >= 0, f"recipe.sites.weights[{pattern!r}] must be >= 0")
+
+
+def _check_optim(optim: OptimSpec) -> None:
+    _need(optim.lr > 0, f"recipe.optim.lr must be > 0, got {optim.lr:g}")
+    _need(optim.weight_decay >= 0, "recipe.optim.weight_decay must be >= 0")
+    _need(len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas),
+          "recipe.optim.betas must be two numbers in [0, 1)")
+    _need(optim.warmup_epochs >= 0, "recipe.optim.warmup_epochs must be >= 0")
+    _need(0 <= optim.min_lr_ratio <= 1, "recipe.optim.min_lr_ratio must be in [0, 1]")
+    _need(optim.grad_clip is None or optim.grad_clip > 0, "recipe.optim.grad_clip must be > 0 or null")
+    _need(optim.grad_accum >= 1, "recipe.optim.grad_accum must be >= 1")
+
+
+def _check_train(train: TrainSpec) -> None:
+    _need(train.epochs >= 1, f"recipe.train.epochs must be >= 1, got {train.epochs}")
+    _need(train.batch_size >= 1, f"recipe.train.batch_size must be >= 1, got {train.batch_size}")
+    _need(train.eval_batch_size is None or train.eval_batch_size >= 1, "recipe.train.eval_batch_size must be >= 1")
+    _need(train.log_every >= 1 and train.keep_checkpoints >= 1,
+          "recipe.train.log_every and keep_checkpoints must be >= 1")
+    _need(train.max_steps_per_epoch is None or train.max_steps_per_epoch >= 1,
+          "recipe.train.max_steps_per_epoch must be >= 1")
 
 
 # ---------------------------------------------------------------------- files and the library
@@ -371,10 +476,10 @@ def load_recipe(path_or_name: str) -> Recipe:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"cannot read recipe {path}: {e}") from None
+        raise RecipeError(f"cannot read recipe {path}: {e}") from e
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()
-        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(first[:2])}") from None
+        raise RecipeError(f"recipe {path} is not valid YAML: {' '.join(first[:2])}") from e
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a YAML mapping, got {type(data).__name__}")
     return Recipe.from_dict(data)

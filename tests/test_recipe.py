@@ -3,7 +3,7 @@
 import pytest
 
 from sparsezoo.errors import RecipeError
-from sparsezoo.recipe import PENALTY_KINDS, Recipe, builtin_recipes, diff, load_recipe, set_value
+from sparsezoo.recipe import Recipe, builtin_recipes, diff, load_recipe, set_value
 
 
 def test_round_trip_through_yaml_keeps_every_field(tmp_path):
@@ -82,9 +82,3 @@ def test_diff_names_changed_fields():
     a = Recipe.from_dict({"model": {"name": "x"}})
     b = Recipe.from_dict({"model": {"name": "x"}, "optim": {"lr": 1e-2}})
     assert diff(a, b) == ["optim.lr: 0.001 -> 0.01"]
-
-
-def test_penalty_kinds_match_the_registry():
-    from sparsezoo.penalties import PENALTIES
-
-    assert set(PENALTY_KINDS) == set(PENALTIES)
