@@ -1,4 +1,4 @@
-"""Sparsity-regularized fine-tuning of a timm model.
+"""Sparsity-regularized fine-tuning of a timm or Hugging Face transformers model (image or text classification).
 
 Flags build a recipe (see ``--print-recipe``); ``--recipe`` starts from a file or a built-in recipe and
 flags override it. The recipe is saved in the output folder, so ``--recipe OUT/recipe.yaml`` reproduces a
@@ -7,6 +7,7 @@ run and ``--resume`` continues one.
 examples:
   sparsezoo finetune resnet50 --l1 1e-4 --data digits --img-size 64 --epochs 3 --out runs/r50-l1
   sparsezoo finetune resnet18 --no-pretrained --img-size 32 --data digits --l1 1e-3
+  sparsezoo finetune bert-base-uncased --task text-classification --data glue --l1 1e-4
   sparsezoo finetune --recipe runs/r50-l1/recipe.yaml --out runs/r50-l1-again
   sparsezoo finetune --resume --out runs/r50-l1
   torchrun --nproc_per_node=2 -m sparsezoo finetune resnet18 --data digits --out runs/ddp
@@ -22,14 +23,14 @@ from pathlib import Path
 
 from sparsezoo.errors import RecipeError
 
-HELP = "fine-tune a timm model with sparsity penalties on its features"
+HELP = "fine-tune a timm or Hugging Face transformers model with sparsity penalties on its features"
 
 
 def finite_float(text: str) -> float:
     try:
         v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return v
@@ -52,31 +53,68 @@ def fraction(text: str) -> float:
 def positive_int(text: str) -> int:
     try:
         v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return v
 
 
+def site_kind(text: str) -> str:
+    """A kind of feature site of the live registry :data:`analysis.sites.SITE_KINDS` (read only when the flag is
+    given, so ``--help`` imports nothing heavy)."""
+    from sparsezoo.recipe import site_kinds
+
+    kinds = site_kinds()
+    if text not in kinds:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, kinds))})")
+    return text
+
+
+def penalty_setting(text: str) -> tuple[str, float]:
+    """``KIND=λ``: a kind of the live penalty registry :data:`sparsezoo.penalties.PENALTIES` (built-in or added
+    with :func:`~sparsezoo.penalties.register_penalty`) and its λ >= 0."""
+    from sparsezoo.recipe import penalty_kinds
+
+    kind, sep, lam = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KIND=λ, e.g. l1=1e-4, got {text!r}")
+    known = penalty_kinds()
+    if kind not in known:
+        raise argparse.ArgumentTypeError(f"unknown penalty kind {kind!r} (known: {', '.join(known)})")
+    return kind, nonneg_float(lam)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("model", nargs="?", help="timm name (resnet50, resnet50.a1_in1k), hf-hub:org/name, or a folder")
+    p.add_argument("model", nargs="?", help="timm name (resnet50, resnet50.a1_in1k), transformers Hub id, "
+                                            "hf-hub:org/name, or a folder")
     p.add_argument("--recipe", help="recipe YAML file or built-in recipe name to start from")
     p.add_argument("--out", help="run folder (default: runs/<model>-<penalties>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--print-recipe", action="store_true", help="print the resulting recipe and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g = p.add_argument_group("model")
+    _add_model_arguments(p.add_argument_group("model"))
+    _add_data_arguments(p.add_argument_group("data"))
+    _add_sparsity_arguments(p.add_argument_group("sparsity"))
+    _add_optimization_arguments(p.add_argument_group("optimization"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set optim.warmup_epochs=0.5 (repeatable)")
+
+
+def _add_model_arguments(g) -> None:
     g.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None,
                    help="random initialization")
     g.add_argument("--weights", help="FILE.safetensors, or 'offline' for weights shipped in an installed package")
     g.add_argument("--task", choices=["auto", "image-classification", "text-classification"],
                    help="for transformers models (default: detected from the architecture)")
     g.add_argument("--activation", metavar="NAME",
-                   help="replace the (FFN) activations first: relu | relu2 | gelu | silu | topk:K")
-    g = p.add_argument_group("data")
+                   help="replace the (FFN) activations first: relu | relu2 | gelu | silu | topk:K "
+                        "(sparsezoo.activations)")
+
+
+def _add_data_arguments(g) -> None:
     g.add_argument("--data", help="digits | image folder | saved dataset | .csv/.jsonl file | Hub dataset id")
     g.add_argument("--text-column", help="text column of a text dataset (default: detected)")
     g.add_argument("--text-pair-column", help="second text column for sentence-pair tasks")
@@ -87,18 +125,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--img-size", type=positive_int)
     g.add_argument("--augment", choices=["auto", "none", "light", "standard"])
     g.add_argument("--workers", type=int, help="data loader worker processes")
-    g = p.add_argument_group("sparsity")
+
+
+def _add_sparsity_arguments(g) -> None:
     g.add_argument("--l1", type=nonneg_float, help="λ of the l1 penalty (per-position l1, averaged over sites)")
     g.add_argument("--hoyer", type=nonneg_float, help="λ of the Hoyer-square penalty")
+    g.add_argument("--penalty", type=penalty_setting, action="append", default=[], metavar="KIND=λ",
+                   help="λ of any registered penalty kind (sparsezoo.penalties.register_penalty; repeatable)")
     g.add_argument("--target-zero-frac", type=fraction,
-                   help="adapt λ (of --l1, or of --hoyer) until the mean zero_frac reaches this value")
+                   help="adapt λ (of --l1, else --hoyer, else the first --penalty) until the mean zero_frac reaches "
+                        "this value")
     g.add_argument("--warmup-epochs", type=nonneg_float, help="epochs with λ = 0 before the ramp")
     g.add_argument("--ramp-epochs", type=nonneg_float, help="epochs over which λ rises to its value")
     g.add_argument("--sites", nargs="+", metavar="REGEX", help="penalize/measure only matching activation sites")
     g.add_argument("--exclude-sites", nargs="+", metavar="REGEX")
-    g.add_argument("--site-kinds", nargs="+", choices=["activation", "block", "attention"],
-                   help="kinds of sites (default: activation; attention = attention probabilities)")
-    g = p.add_argument_group("optimization")
+    g.add_argument("--site-kinds", nargs="+", type=site_kind, metavar="KIND",
+                   help="kinds of sites (analysis.sites.SITE_KINDS): activation (default), block, attention "
+                        "(= attention probabilities)")
+
+
+def _add_optimization_arguments(g) -> None:
     g.add_argument("--optimizer", choices=["adamw", "sgd"])
     g.add_argument("--lr", type=nonneg_float)
     g.add_argument("--weight-decay", type=nonneg_float)
@@ -110,8 +156,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g.add_argument("--max-steps-per-epoch", type=positive_int, help="cap each epoch (smoke runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any recipe field, e.g. --set optim.warmup_epochs=0.5 (repeatable)")
+
+
+# recipe section -> {recipe key: argparse dest}: a flag that is given (not None) sets the key
+_FLAGS = {
+    "model": {"pretrained": "pretrained", "weights": "weights", "task": "task", "activation": "activation"},
+    "data": {"source": "data", "image_column": "image_column", "label_column": "label_column",
+             "val_split": "val_split", "img_size": "img_size", "augment": "augment", "num_workers": "workers",
+             "text_column": "text_column", "text_pair_column": "text_pair_column", "max_length": "max_length"},
+    "sites": {"include": "sites", "exclude": "exclude_sites", "kinds": "site_kinds"},
+    "optim": {"name": "optimizer", "lr": "lr", "weight_decay": "weight_decay", "grad_clip": "grad_clip",
+              "grad_accum": "grad_accum"},
+    "train": {"epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "precision": "precision",
+              "compile": "compile", "max_steps_per_epoch": "max_steps_per_epoch"},
+}
+
+
+def recipe_from_args(args: argparse.Namespace):
+    """The recipe these flags describe (validated)."""
+    from sparsezoo.recipe import Recipe
+
+    d = _starting_recipe(args)
+    if args.model:
+        d["model"]["name"] = args.model
+    if not d["model"]["name"]:
+        raise RecipeError("no model given: name one (e.g. resnet50) or pass --recipe")
+    for section, flags in _FLAGS.items():
+        for key, dest in flags.items():
+            value = getattr(args, dest)
+            if value is not None:
+                d[section][key] = value
+    _apply_penalty_flags(d, args)
+    _apply_set_flags(d, args.set)
+    return Recipe.from_dict(d)
+
+
+def _starting_recipe(args: argparse.Namespace) -> dict:
+    """The recipe dict the flags modify: ``--recipe``, the run's own recipe for a bare ``--resume``, or the defaults."""
+    from sparsezoo.recipe import Recipe, load_recipe
+
+    if args.recipe:
+        return load_recipe(args.recipe).to_dict()
+    if args.resume and not args.model:
+        saved = Path(args.out) / "recipe.yaml" if args.out else None
+        if saved is None or not saved.is_file():
+            from sparsezoo.errors import ResumeError
+
+            raise ResumeError(f"nothing to resume: {saved or '--out'} not found (--resume continues the run in --out)")
+        return load_recipe(str(saved)).to_dict()
+    return Recipe().to_dict()
 
 
 def _set_penalty(d: dict, kind: str, lam: float) -> dict:
@@ -128,41 +221,22 @@ def _set_penalty(d: dict, kind: str, lam: float) -> dict:
     return pen
 
 
-def recipe_from_args(args: argparse.Namespace):
-    """The recipe these flags describe (validated)."""
-    from sparsezoo.recipe import Recipe, load_recipe, set_value
+def _target_kind(args: argparse.Namespace) -> str:
+    """The penalty ``--target-zero-frac`` adapts: that of --l1, else of --hoyer, else of the first --penalty, else l1."""
+    if args.l1 is not None or (args.hoyer is None and not args.penalty):
+        return "l1"
+    return "hoyer_square" if args.hoyer is not None else args.penalty[0][0]
 
-    saved = Path(args.out) / "recipe.yaml" if args.out else None
-    if args.recipe:
-        d = load_recipe(args.recipe).to_dict()
-    elif args.resume and not args.model:
-        if saved is None or not saved.is_file():
-            from sparsezoo.errors import ResumeError
 
-            raise ResumeError(f"nothing to resume: {saved or '--out'} not found (--resume continues the run in --out)")
-        d = load_recipe(str(saved)).to_dict()
-    else:
-        d = Recipe().to_dict()
-    if args.model:
-        d["model"]["name"] = args.model
-    if not d["model"]["name"]:
-        raise RecipeError("no model given: name one (e.g. resnet50) or pass --recipe")
-    for key, value in (("pretrained", args.pretrained), ("weights", args.weights), ("task", args.task),
-                       ("activation", args.activation)):
-        if value is not None:
-            d["model"][key] = value
-    for key, value in (("source", args.data), ("image_column", args.image_column), ("label_column", args.label_column),
-                       ("val_split", args.val_split), ("img_size", args.img_size), ("augment", args.augment),
-                       ("num_workers", args.workers), ("text_column", args.text_column),
-                       ("text_pair_column", args.text_pair_column), ("max_length", args.max_length)):
-        if value is not None:
-            d["data"][key] = value
+def _apply_penalty_flags(d: dict, args: argparse.Namespace) -> None:
     if args.l1 is not None:
         _set_penalty(d, "l1", args.l1)
     if args.hoyer is not None:
         _set_penalty(d, "hoyer_square", args.hoyer)
+    for kind, lam in args.penalty:
+        _set_penalty(d, kind, lam)
     if args.target_zero_frac is not None:
-        kind = "l1" if args.l1 is not None or args.hoyer is None else "hoyer_square"
+        kind = _target_kind(args)
         pen = next((p for p in d["penalties"] if p["kind"] == kind), None) or _set_penalty(d, kind, 1e-5)
         if pen["lam"] == 0:
             pen["lam"] = 1e-5
@@ -172,27 +246,17 @@ def recipe_from_args(args: argparse.Namespace):
             pen["schedule"]["warmup_epochs"] = args.warmup_epochs
         if args.ramp_epochs is not None:
             pen["schedule"]["ramp_epochs"] = args.ramp_epochs
-    if args.sites is not None:
-        d["sites"]["include"] = args.sites
-    if args.exclude_sites is not None:
-        d["sites"]["exclude"] = args.exclude_sites
-    if args.site_kinds is not None:
-        d["sites"]["kinds"] = args.site_kinds
-    for key, value in (("name", args.optimizer), ("lr", args.lr), ("weight_decay", args.weight_decay),
-                       ("grad_clip", args.grad_clip), ("grad_accum", args.grad_accum)):
-        if value is not None:
-            d["optim"][key] = value
-    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("seed", args.seed),
-                       ("precision", args.precision), ("compile", args.compile),
-                       ("max_steps_per_epoch", args.max_steps_per_epoch)):
-        if value is not None:
-            d["train"][key] = value
-    for item in args.set:
+
+
+def _apply_set_flags(d: dict, items: list[str]) -> None:
+    """``--set KEY=VALUE`` overrides, in order (after every other flag)."""
+    from sparsezoo.recipe import set_value
+
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise RecipeError(f"--set expects KEY=VALUE, got {item!r}")
         set_value(d, key.strip(), value)
-    return Recipe.from_dict(d)
 
 
 def format_history(history: list[dict]) -> str:
