@@ -358,6 +358,33 @@ print(json.dumps(results))
 """
 
 
+ALICE = "hf_alice"
+ERROR_CASES = {  # name: (environment, argv ({folder}: a run folder of error_results), token, message on stderr)
+    "missing repo": ("online", ["pull", "myorg/missing"], ALICE, "repository myorg/missing not found"),
+    "revision not found": ("online", ["pull", CNN, "--revision", "v9"], ALICE, "myorg/cnn-l1 has no revision 'v9'"),
+    "no token for push": ("online", ["push", "{cnn}", "--repo", "myorg/x"], None, "no Hugging Face token"),
+    "invalid token": ("online", ["push", "{cnn}", "--repo", "myorg/x"], "hf_wrong", "rejected the token"),
+    "no permission": ("online", ["push", "{cnn}", "--repo", "myorg/x"], "hf_bob", "may not write to myorg/x"),
+    "other content": ("online", ["push", "{mini}", "--repo", CNN], ALICE, "already holds another model"),
+    "push to a tag": ("online", ["push", "{cnn}", "--repo", CNN, "--revision", "v0"], ALICE, "'v0' is a tag"),
+    "private repo": ("online", ["pull", "myorg/secret"], "hf_bob", "repository myorg/secret not found"),
+    "pickle only": ("online", ["pull", "myorg/pickled"], ALICE, "has no safetensors weights"),
+    "not a repo id": ("online", ["pull", "resnet50"], ALICE, "'resnet50' is not a Hub repo id"),
+    "incomplete run": ("online", ["push", "{incomplete}", "--repo", "myorg/x"], ALICE, "has no metrics.json"),
+    "symbolic link": ("online", ["push", "{linked}", "--repo", "myorg/x"], ALICE,
+                      "vocab.txt is a symbolic link (to /etc/passwd)"),
+    "truncated weights": ("online", ["push", "{truncated}", "--repo", "myorg/x"], ALICE,
+                          "model.safetensors: not a valid safetensors file, truncated or corrupt"),
+    "NaN weights": ("online", ["push", "{diverged}", "--repo", "myorg/x"], ALICE, "holds 1 NaN/inf values"),
+    "hub down": ("down", ["pull", CNN], ALICE, "cannot reach the Hub at"),
+    "push, hub down": ("down", ["push", "{cnn}", "--repo", "myorg/x"], ALICE, "cannot reach the Hub"),
+    "list, hub down": ("down", ["list"], ALICE, "cannot reach the Hub"),
+    "offline, not cached": ("offline", ["pull", CNN], ALICE, "HF_HUB_OFFLINE=1 and myorg/cnn-l1 is not"),
+    "push offline": ("offline", ["push", "{cnn}", "--repo", "myorg/x"], ALICE, "HF_HUB_OFFLINE=1 is set"),
+    "list offline": ("offline", ["list"], ALICE, "(HF_HUB_OFFLINE=1)"),
+}
+
+
 @pytest.fixture(scope="module")
 def error_results(hub, runs, published, tmp_path_factory):
     """name → (exit code, stdout, stderr, expected message) of a CLI call that must fail.
@@ -381,31 +408,10 @@ def error_results(hub, runs, published, tmp_path_factory):
     hub.add_repo("myorg/pickled", {"config.json": b'{"architecture": "test_resnet"}', "pytorch_model.bin": b"\x80\x04."})
     hub.tag(CNN, "v0")
     hub.add_repo("myorg/secret", {"config.json": b"{}"}, private=True)
-    cnn, mini, alice = str(runs["cnn"]), str(runs["mini"]), "hf_alice"
-    cases = {  # name: (environment, argv, token, message)
-        "missing repo": ("online", ["pull", "myorg/missing"], alice, "repository myorg/missing not found"),
-        "revision not found": ("online", ["pull", CNN, "--revision", "v9"], alice, "myorg/cnn-l1 has no revision 'v9'"),
-        "no token for push": ("online", ["push", cnn, "--repo", "myorg/x"], None, "no Hugging Face token"),
-        "invalid token": ("online", ["push", cnn, "--repo", "myorg/x"], "hf_wrong", "rejected the token"),
-        "no permission": ("online", ["push", cnn, "--repo", "myorg/x"], "hf_bob", "may not write to myorg/x"),
-        "other content": ("online", ["push", mini, "--repo", CNN], alice, "already holds another model"),
-        "push to a tag": ("online", ["push", cnn, "--repo", CNN, "--revision", "v0"], alice, "'v0' is a tag"),
-        "private repo": ("online", ["pull", "myorg/secret"], "hf_bob", "repository myorg/secret not found"),
-        "pickle only": ("online", ["pull", "myorg/pickled"], alice, "has no safetensors weights"),
-        "not a repo id": ("online", ["pull", "resnet50"], alice, "'resnet50' is not a Hub repo id"),
-        "incomplete run": ("online", ["push", str(incomplete), "--repo", "myorg/x"], alice, "has no metrics.json"),
-        "symbolic link": ("online", ["push", str(linked), "--repo", "myorg/x"], alice,
-                          "vocab.txt is a symbolic link (to /etc/passwd)"),
-        "truncated weights": ("online", ["push", str(truncated), "--repo", "myorg/x"], alice,
-                              "model.safetensors: not a valid safetensors file, truncated or corrupt"),
-        "NaN weights": ("online", ["push", str(diverged), "--repo", "myorg/x"], alice, "holds 1 NaN/inf values"),
-        "hub down": ("down", ["pull", CNN], alice, "cannot reach the Hub at"),
-        "push, hub down": ("down", ["push", cnn, "--repo", "myorg/x"], alice, "cannot reach the Hub"),
-        "list, hub down": ("down", ["list"], alice, "cannot reach the Hub"),
-        "offline, not cached": ("offline", ["pull", CNN], alice, "HF_HUB_OFFLINE=1 and myorg/cnn-l1 is not"),
-        "push offline": ("offline", ["push", cnn, "--repo", "myorg/x"], alice, "HF_HUB_OFFLINE=1 is set"),
-        "list offline": ("offline", ["list"], alice, "(HF_HUB_OFFLINE=1)"),
-    }
+    folders = {"cnn": runs["cnn"], "mini": runs["mini"], "incomplete": incomplete, "linked": linked,
+               "truncated": truncated, "diverged": diverged}
+    cases = {name: (where, [arg.format(**folders) for arg in argv], token, message)
+             for name, (where, argv, token, message) in ERROR_CASES.items()}
     before = {repo: hub.commits(repo)[0].oid for repo in hub.state.repos}
     results = {}
     for where in ("online", "down", "offline"):
@@ -417,17 +423,12 @@ def error_results(hub, runs, published, tmp_path_factory):
                            timeout=120)
         assert r.returncode == 0, r.stderr[-3000:]
         results.update({name: (*res, cases[name][3]) for name, res in json.loads(r.stdout).items()})
+    assert set(results) == set(cases)  # a case in an environment not run above would go untested
     assert {repo: hub.commits(repo)[0].oid for repo in hub.state.repos} == before  # nothing created or changed
     return results
 
 
-ERRORS = ["missing repo", "revision not found", "hub down", "offline, not cached", "no token for push", "invalid token",
-          "no permission", "other content", "push, hub down", "list, hub down", "pickle only", "not a repo id",
-          "incomplete run", "push to a tag", "private repo", "push offline", "list offline", "symbolic link",
-          "truncated weights", "NaN weights"]
-
-
-@pytest.mark.parametrize("name", ERRORS)
+@pytest.mark.parametrize("name", ERROR_CASES)
 def test_errors_give_one_line_and_exit_code_2(error_results, name):
     code, out, err, message = error_results[name]
     assert code == 2, (out, err)
