@@ -161,7 +161,7 @@ def _hub_errors(repo_id: str, revision: str | None = None) -> Iterator[None]:
         err = _translate(e, repo_id, revision)
         if err is None:
             raise
-        raise err from None
+        raise err from e
 
 
 def split_repo(name: str, revision: str | None = None) -> tuple[str, str | None]:
@@ -347,59 +347,103 @@ def push(run: str | Path, repo_id: str, *, revision: str = "main", private: bool
         BrokenWeightsError, UnsafeRunFileError: the weights are broken, or a file is a symbolic link.
         HubAuthError, HubPermissionError, HubConflictError, HubUnavailableError, HubError.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub import HfApi
 
     plan = plan_push(run, repo_id, revision=revision, baseline=baseline, license=license)
-    repo_id, info = plan.repo_id, plan.run
+    repo_id = plan.repo_id
     files = {f.name: f.path for f in plan.files if f.path is not None}
-    sha256 = {f.name: f.sha256 for f in plan.files}
+    api = HfApi(token=_write_token(token))
+    card_bytes = plan.card.encode("utf-8")
+    with _hub_errors(repo_id, revision):
+        target = _prepare_revision(api, repo_id, revision, private)
+        stale = sorted(p for p in target.remote if p not in files and p not in _KEEP_REMOTE)
+        changed = sorted(p for p, local in files.items() if p not in target.remote or not _matches(local, target.remote[p]))
+        _refuse_conflict(target, stale, [p for p in changed if p in target.remote], force)
+        card_same = CARD in target.remote and target.remote[CARD].blob_id == _git_blob_id(card_bytes)
+        url = f"{_endpoint()}/{repo_id}/tree/{revision}"
+        if not (stale or changed or not card_same):
+            return PushResult(repo_id, revision, target.head, url, sorted(files), created_repo=target.created_repo,
+                              created_branch=target.created_branch, unchanged=True)
+        ops = _commit_operations(plan, changed, stale, card_bytes)
+        message, description = _commit_message(plan.run, files)
+        commit = api.create_commit(repo_id, ops, revision=revision, parent_commit=target.head,
+                                   commit_message=message, commit_description=description)
+    log.debug("pushed %s to %s@%s (commit %s)", plan.run.path, repo_id, revision, commit.oid[:12])
+    return PushResult(repo_id, revision, commit.oid, url, sorted(files), stale, target.created_repo,
+                      target.created_branch)
+
+
+def _write_token(token: str | None) -> str:
+    """``token``, else the one of ``HF_TOKEN`` / ``hf auth login``."""
+    from huggingface_hub import get_token
+
     token = token or get_token()
     if not token:
         raise HubAuthError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (write access)")
-    api = HfApi(token=token)
-    card_bytes = plan.card.encode("utf-8")
-    with _hub_errors(repo_id, revision):
-        created_repo = _create_repo(api, repo_id, private)
-        refs = api.list_repo_refs(repo_id)
-        if revision in {t.name for t in refs.tags}:
-            raise HubError(f"{revision!r} is a tag of {repo_id}; push to a branch (--revision NAME)")
-        branches = {b.name: b.target_commit for b in refs.branches}
-        created_branch = revision not in branches
-        if created_branch:
-            api.create_branch(repo_id, branch=revision)
-        head = branches.get(revision) or api.repo_info(repo_id, revision=revision).sha
-        remote = {f.path: f for f in api.list_repo_tree(repo_id, revision=revision, recursive=True)
-                  if isinstance(f, RepoFile)}
-        stale = sorted(p for p in remote if p not in files and p not in _KEEP_REMOTE)
-        changed = sorted(p for p, local in files.items() if p not in remote or not _matches(local, remote[p]))
-        overwritten = [p for p in changed if p in remote]
-        if (stale or overwritten) and not (force or created_repo or created_branch):
-            what = ", ".join((overwritten + stale)[:4]) + (", …" if len(overwritten + stale) > 4 else "")
-            raise HubConflictError(f"{repo_id}@{revision} already holds another model ({what} differ); push to a new "
-                                   "branch with --revision NAME, or replace it with --force")
-        card_same = CARD in remote and remote[CARD].blob_id == _git_blob_id(card_bytes)
-        url = f"{_endpoint()}/{repo_id}/tree/{revision}"
-        if not (stale or changed or not card_same):
-            return PushResult(repo_id, revision, head, url, sorted(files), created_repo=created_repo,
-                              created_branch=created_branch, unchanged=True)
-        recipe = info.recipe
-        ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p])) for p in changed]
-        for op in ops:  # hashed by the client as it reads the file for upload: the same content as checked?
-            if op.upload_info.sha256.hex() != sha256[op.path_in_repo]:
-                raise HubError(f"{files[op.path_in_repo]} changed while it was being pushed; nothing was uploaded, "
-                               "push again once the run folder is final")
-        ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card_bytes))
-        ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
-        top1 = info.final.get("top1", info.final.get("accuracy"))
-        zero = (info.final.get("sparsity") or {}).get("zero_frac_mean_sites")
-        commit = api.create_commit(
-            repo_id, ops, revision=revision, parent_commit=head,
-            commit_message=f"sparsezoo: {info.path.name}, recipe {recipe.hash()} ({recipe.tag()})",
-            commit_description=f"top-1 {top1}, zero_frac_mean_sites {zero}; files from {info.path.name}: "
-                               f"{', '.join(sorted(files))}")
-    log.debug("pushed %s to %s@%s (commit %s)", info.path, repo_id, revision, commit.oid[:12])
-    return PushResult(repo_id, revision, commit.oid, url, sorted(files), stale, created_repo, created_branch)
+    return token
+
+
+@dataclass
+class _PushTarget:
+    """The branch a push commits to, as found on the Hub (after creating the repo or the branch if needed)."""
+
+    repo_id: str
+    revision: str
+    head: str  # the commit the push's commit will have as parent
+    remote: dict  # path -> huggingface_hub.hf_api.RepoFile at head
+    created_repo: bool
+    created_branch: bool
+
+
+def _prepare_revision(api, repo_id: str, revision: str, private: bool) -> _PushTarget:
+    """Create the repo and the branch ``revision`` if needed (never onto a tag), and list the files at its head."""
+    from huggingface_hub.hf_api import RepoFile
+
+    created_repo = _create_repo(api, repo_id, private)
+    refs = api.list_repo_refs(repo_id)
+    if revision in {t.name for t in refs.tags}:
+        raise HubError(f"{revision!r} is a tag of {repo_id}; push to a branch (--revision NAME)")
+    branches = {b.name: b.target_commit for b in refs.branches}
+    created_branch = revision not in branches
+    if created_branch:
+        api.create_branch(repo_id, branch=revision)
+    head = branches.get(revision) or api.repo_info(repo_id, revision=revision).sha
+    remote = {f.path: f for f in api.list_repo_tree(repo_id, revision=revision, recursive=True)
+              if isinstance(f, RepoFile)}
+    return _PushTarget(repo_id, revision, head, remote, created_repo, created_branch)
+
+
+def _refuse_conflict(target: _PushTarget, stale: list[str], overwritten: list[str], force: bool) -> None:
+    """A branch that held another model (files to overwrite or delete) is replaced only with ``force``."""
+    if (stale or overwritten) and not (force or target.created_repo or target.created_branch):
+        what = ", ".join((overwritten + stale)[:4]) + (", …" if len(overwritten + stale) > 4 else "")
+        raise HubConflictError(f"{target.repo_id}@{target.revision} already holds another model ({what} differ); push "
+                               "to a new branch with --revision NAME, or replace it with --force")
+
+
+def _commit_operations(plan: PushPlan, changed: list[str], stale: list[str], card_bytes: bytes) -> list:
+    """Uploads of the changed files (each checked to be the content :func:`plan_push` hashed), the card, and the
+    deletions of the stale files."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    files = {f.name: f for f in plan.files if f.path is not None}
+    ops: list = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(files[p].path)) for p in changed]
+    for op in ops:  # hashed by the client as it reads the file for upload: the same content as checked?
+        if op.upload_info.sha256.hex() != files[op.path_in_repo].sha256:
+            raise HubError(f"{files[op.path_in_repo].path} changed while it was being pushed; nothing was uploaded, "
+                           "push again once the run folder is final")
+    ops.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card_bytes))
+    ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    return ops
+
+
+def _commit_message(info: Run, files: dict[str, Path]) -> tuple[str, str]:
+    """The commit's message (run folder, recipe hash and tag) and description (headline numbers, files)."""
+    recipe = info.recipe
+    top1 = info.final.get("top1", info.final.get("accuracy"))
+    zero = (info.final.get("sparsity") or {}).get("zero_frac_mean_sites")
+    return (f"sparsezoo: {info.path.name}, recipe {recipe.hash()} ({recipe.tag()})",
+            f"top-1 {top1}, zero_frac_mean_sites {zero}; files from {info.path.name}: {', '.join(sorted(files))}")
 
 
 def _create_repo(api, repo_id: str, private: bool) -> bool:
@@ -490,10 +534,10 @@ def _listing(repo_id: str, commit: str, token: str | None) -> dict:
 
     try:
         return {f.path: f for f in get_cached_repo_tree(repo_id, revision=commit)}
-    except CachedRepoTreeNotFoundError:
+    except CachedRepoTreeNotFoundError as e:
         if constants.HF_HUB_OFFLINE:
             raise HubIntegrityError(f"the cache holds {repo_id} (commit {commit[:12]}) without the Hub's file listing, "
-                                    "so it cannot be verified offline; pull it once with network access") from None
+                                    "so it cannot be verified offline; pull it once with network access") from e
     return {f.path: f for f in HfApi(token=token).list_repo_tree(repo_id, revision=commit, recursive=True)
             if isinstance(f, RepoFile)}
 
@@ -571,7 +615,7 @@ def _build_timm(folder: Path):
     try:
         return timm.create_model(f"local-dir:{folder}", pretrained=True)
     except (RuntimeError, OSError, ValueError, KeyError) as e:
-        raise WeightsUnavailableError(f"cannot build the timm model in {folder}: {_one_line(e)[:300]}") from None
+        raise WeightsUnavailableError(f"cannot build the timm model in {folder}: {_one_line(e)[:300]}") from e
 
 
 def _build_transformers(folder: Path, config: dict):
@@ -591,7 +635,7 @@ def _build_transformers(folder: Path, config: dict):
         else:
             processor = None
     except (OSError, ValueError, KeyError) as e:
-        raise WeightsUnavailableError(f"cannot build the transformers model in {folder}: {_one_line(e)[:300]}") from None
+        raise WeightsUnavailableError(f"cannot build the transformers model in {folder}: {_one_line(e)[:300]}") from e
     return model, processor
 
 
