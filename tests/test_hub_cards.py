@@ -9,7 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from sparsezoo.cards import CardError, base_model, read_baseline, read_run, render_card, sparsity_block
+from sparsezoo.cards import LIMITATIONS, CardError, base_model, read_baseline, read_run, render_card, sparsity_block
 from sparsezoo.cli import main
 from sparsezoo.errors import SparsezooError
 from sparsezoo.hub import HubError, UnsafeRunFileError, plan_push, split_repo, upload_files
@@ -37,6 +37,25 @@ def make_run(path, config=TIMM_CONFIG, lam=1e-4, sparsity=SPARSITY, top1=0.75, m
     (path / "metrics.json").write_text(json.dumps({"complete": True, "recipe_hash": r.hash(), "final": final,
                                                    "history": [{"epoch": 1, "val": {"samples": 90, **final}}]}))
     return path
+
+
+def card_sections(text: str) -> dict[str, str]:
+    """The body of every ``## `` section of a card, by heading."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {heading.strip(): body for heading, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The cells of every Markdown table row of ``text`` by its first cell, separator rows left out."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # "\|" is a pipe inside a cell
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+SECTIONS = {"How to use", "Results", "Recipe and how to reproduce", "Limitations"}
 
 
 def test_sparsity_block_copies_values_with_their_definitions_and_thresholds():
@@ -76,17 +95,29 @@ def test_card_front_matter_round_trips_through_model_card(tmp_path):
     assert data.sparsity == sparsity_block(run.metrics)
     assert [(r.metric_type, r.metric_value) for r in data.eval_results] == [("accuracy", 0.75),
                                                                           ("zero_frac_mean_sites", 0.6131)]
-    assert "| top-1 accuracy |" in text and "| zero_frac_mean_sites |" in text and "| r8 | — | 0.6000 |" in text
-    assert "No dense baseline was measured" in text
-    assert "skip zero activations" in text and "structured (block or channel) activation sparsity" in text
+    sections = card_sections(card.text)
+    assert SECTIONS <= set(sections)
+    rows = table_rows(sections["Results"])  # measure or stage → (definition,) dense baseline, this model
+    assert rows["top-1 accuracy"][-2:] == ["—", "0.7500"] and rows["zero_frac_mean_sites"][-2:] == ["—", "0.6131"]
+    assert rows["r4"] == ["—", "0.5500"] and rows["r8"] == ["—", "0.6000"]
+    assert rows["zero_frac_mean_sites"][0].startswith("`zero_frac`")
+    near = rows["near_zero_frac(rel,tau=0.01)_mean_sites"]
+    assert near[0].startswith("`near_zero_frac(rel)`") and "0.01" in near[0] and near[-1] == "0.7000"
+    assert "future_measure" not in rows  # as in the sparsity block
+    assert all(cells[-2] == "—" for name, cells in rows.items() if name not in ("measure", "stage"))  # no baseline
+    bullets = [line.removeprefix("- ") for line in sections["Limitations"].strip().splitlines()]
+    assert bullets == list(LIMITATIONS)
 
 
 def test_card_compares_with_a_dense_baseline_of_the_same_model_and_data(tmp_path):
     run = read_run(make_run(tmp_path / "l1"))
     dense = make_run(tmp_path / "dense", lam=0, top1=0.8, sparsity={**SPARSITY, "zero_frac_mean_sites": 0.25})
     text = str(render_card(run, "myorg/r18-l1", baseline=read_baseline(dense, run)))
-    assert "| top-1 accuracy | fraction of validation samples whose arg-max logit is the label | 0.8000 | 0.7500 |" in text
-    assert "| 0.2500 | 0.6131 |" in text and "The dense baseline is the run `dense`" in text
+    results = card_sections(text)["Results"]
+    rows = table_rows(results)
+    assert rows["top-1 accuracy"][-2:] == ["0.8000", "0.7500"] and rows["zero_frac_mean_sites"][-2:] == ["0.2500", "0.6131"]
+    assert rows["r8"] == ["0.6000", "0.6000"]
+    assert "`dense`" in results  # the baseline run is named
     with pytest.raises(CardError, match="is not dense"):
         read_baseline(tmp_path / "l1", run)
     with pytest.raises(CardError, match="uses data 'org/other'"):
@@ -99,7 +130,8 @@ def test_transformers_card_shows_the_auto_class_and_the_near_zero_measure(tmp_pa
     card = render_card(run, "myorg/minilm-l1")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-classification"
     assert 'AutoModelForSequenceClassification.from_pretrained("myorg/minilm-l1")' in card.text
-    assert "AutoTokenizer" in card.text and "data `reviews.csv`" in card.text
+    assert "AutoTokenizer" in card.text and "`reviews.csv`" in card.text
+    assert SECTIONS <= set(card_sections(card.text))
     assert card.data.license == "unknown"
     assert render_card(run, "myorg/minilm-l1", license="mit").data.license == "mit"
 
