@@ -2,8 +2,9 @@
 
 :func:`build_task` turns a recipe into a :class:`Task`: the model (head sized to the labels, activation
 variant applied), the train/validation datasets with their collation, the feature sites, and the three
-operations the training loop needs: split a batch into (inputs, labels, position mask), compute logits, and
-save the final model in the layout its library loads (timm ``local-dir``/``hf-hub`` or ``save_pretrained``).
+operations the training loop needs: split a batch into (inputs, labels, position mask) (:meth:`Task.split_batch`),
+compute logits, and save the final model in the layout its library loads (timm ``local-dir``/``hf-hub`` or
+``save_pretrained``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class Task:
     def is_text(self) -> bool:
         return self.task == "text-classification"
 
-    def split(self, batch: Any, device, channels_last: bool = False):
-        """(model inputs, labels, position mask or None) on ``device``."""
+    def split_batch(self, batch: Any, device, channels_last: bool = False):
+        """One batch of a loader as (model inputs, labels, position mask or None) on ``device``."""
         import torch
 
         if isinstance(batch, dict):

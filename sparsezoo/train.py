@@ -8,6 +8,11 @@ exact sums, so its numbers cover the whole set once.
 Determinism: every epoch reseeds all RNGs from (seed, epoch, rank) and draws its shuffle from
 (seed, epoch); learning rate and λ are pure functions of the step. A run resumed from the checkpoint of
 epoch k therefore ends with the same weights as an uninterrupted one (exactly, on CPU).
+
+The loop in steps: :func:`plan_steps` (how epochs divide into steps), then per epoch :func:`train_epoch`
+(:func:`train_step` per batch, :func:`log_window` every ``log_every`` batches) and :func:`end_epoch` (evaluate,
+:func:`save_epoch`: log line, checkpoint, metrics.json). :class:`Training` holds what a run fixes when it starts,
+:class:`TrainState` what changes as it goes, :class:`LossSums` the task loss and penalty terms summed over steps.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import platform
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sparsezoo.checkpoint import (
     CHECKPOINTS,
@@ -39,8 +45,14 @@ from sparsezoo.checkpoint import (
 from sparsezoo.errors import DataError, SparsezooError
 from sparsezoo.io import atomic_write_json, atomic_write_text
 from sparsezoo.lock import FolderLock, FolderLockedError
-from sparsezoo.recipe import Recipe, validate
+from sparsezoo.recipe import OptimSpec, Recipe, validate
 from sparsezoo.schedules import TargetController, lam_at, lr_at
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +118,7 @@ def params_in_sync(model) -> bool:
     return bool(torch.equal(hi, lo))
 
 
-def build_optimizer(model, o):
+def build_optimizer(model, spec: OptimSpec):
     """AdamW or SGD; no weight decay on biases and normalization parameters (1-D tensors)."""
     import torch
 
@@ -114,10 +126,10 @@ def build_optimizer(model, o):
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0)
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if spec.name == "sgd":
+        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.momentum > 0)
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas))
 
 
 def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int, collate=None):
@@ -157,13 +169,13 @@ def evaluate(model, loader, task, sites, stages: dict[str, str], device, autocas
     count = torch.zeros((), dtype=torch.int64, device=device)
     with SparsityMeter(model, [s for s in sites if s.kind != "attention"]) as meter, torch.no_grad():
         for batch in loader:
-            inputs, y, mask = task.split(batch, device, channels_last)
+            inputs, labels, mask = task.split_batch(batch, device, channels_last)
             meter.position_mask = mask.bool() if mask is not None else None
             with autocast():
                 logits = task.logits(model, inputs)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            correct += (logits.argmax(-1) == y).sum()
-            count += y.numel()
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct += (logits.argmax(-1) == labels).sum()
+            count += labels.numel()
     loss_sum, correct, count = (_dist_reduce(t, "sum") for t in (loss_sum, correct, count))
     meter.reduce_(_dist_reduce)
     per_site = meter.results()
@@ -178,14 +190,14 @@ def evaluate(model, loader, task, sites, stages: dict[str, str], device, autocas
     }
 
 
-def _environment(acc, precision: str) -> dict:
+def _environment(accelerator, precision: str) -> dict:
     import timm
     import torch
     import transformers
 
     return {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(),
-            "device": str(acc.device), "processes": acc.num_processes, "precision": precision}
+            "device": str(accelerator.device), "processes": accelerator.num_processes, "precision": precision}
 
 
 def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = False,
@@ -218,29 +230,29 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
     validate(recipe)  # a recipe built in Python has not been through Recipe.from_dict
     out = Path(out)
     cuda = torch.cuda.is_available()
-    t_cfg = recipe.train
-    precision = "bf16" if t_cfg.precision == "bf16" or (t_cfg.precision == "auto" and cuda) else "no"
-    acc = Accelerator(cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.optim.grad_accum)
-    lock = _lock_output(out, acc)
+    precision = "bf16" if recipe.train.precision == "bf16" or (recipe.train.precision == "auto" and cuda) else "no"
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=precision,
+                              gradient_accumulation_steps=recipe.optim.grad_accum)
+    lock = _lock_output(out, accelerator)
     try:
-        return _finetune(recipe, out, acc, precision, resume, force, progress, on_epoch)
+        return _finetune(recipe, out, accelerator, precision, resume, force, progress, on_epoch)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _lock_output(out: Path, acc) -> FolderLock | None:
+def _lock_output(out: Path, accelerator) -> FolderLock | None:
     """The main process locks ``out`` and clears what a killed run left beside it; every process learns whether
     the lock was taken (one all-reduce), so all of them stop together when it was not."""
     import torch
 
     lock, err = None, None
-    if acc.is_main_process:
+    if accelerator.is_main_process:
         try:
             lock = FolderLock(out).acquire()
         except FolderLockedError as e:
             err = e
-    if float(_dist_reduce(torch.tensor(float(err is not None), device=acc.device), "max")):
+    if float(_dist_reduce(torch.tensor(float(err is not None), device=accelerator.device), "max")):
         raise err or FolderLockedError(f"{out} is in use by another run")
     if lock is not None:
         recover_output(out)
@@ -280,190 +292,384 @@ def _discard_on_failure(out: Path, work: Path, created: bool, active: bool):
         raise
 
 
-def _finetune(recipe: Recipe, out: Path, acc, precision: str, resume: bool, force: bool, progress: bool,
-              on_epoch: Callable[[dict], None] | None) -> RunResult:
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
+# ----------------------------------------------------------------------------- the parts of a run
 
-    from analysis.sites import site_stages
-    from sparsezoo.penalties import SparsityPenalty
-    from sparsezoo.tasks import build_task
 
-    t_cfg, o_cfg = recipe.train, recipe.optim
-    cuda = torch.cuda.is_available()
-    main, rank, world = acc.is_main_process, acc.process_index, acc.num_processes
+@dataclass
+class StepPlan:
+    """How every epoch divides into steps, on each process."""
 
-    ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
-    seed_all(t_cfg.seed)
-    task = build_task(recipe)
-    model, sites = task.model, task.sites
-    if len(task.val_ds) < world:
-        raise DataError(f"validation set has {len(task.val_ds)} samples, fewer than the {world} processes")
-    train_ds, val_ds = task.train_ds, task.val_ds
-    per_rank = math.ceil(len(train_ds) / world)
-    batches = per_rank // t_cfg.batch_size
-    if t_cfg.max_steps_per_epoch:
-        batches = min(batches, t_cfg.max_steps_per_epoch * o_cfg.grad_accum)
-    batches -= batches % o_cfg.grad_accum  # every epoch ends on an optimizer step
+    batches: int  # micro-batches per epoch (a multiple of grad_accum: every epoch ends on an optimizer step)
+    steps_per_epoch: int  # optimizer steps per epoch
+    total_steps: int
+    warmup_steps: int  # of the learning rate
+
+
+def plan_steps(recipe: Recipe, train_samples: int, val_samples: int, world: int) -> StepPlan:
+    """The step plan of ``recipe`` for data split over ``world`` processes (DataError when a split is too small)."""
+    train_cfg, optim_cfg = recipe.train, recipe.optim
+    if val_samples < world:
+        raise DataError(f"validation set has {val_samples} samples, fewer than the {world} processes")
+    per_rank = math.ceil(train_samples / world)
+    batches = per_rank // train_cfg.batch_size
+    if train_cfg.max_steps_per_epoch:
+        batches = min(batches, train_cfg.max_steps_per_epoch * optim_cfg.grad_accum)
+    batches -= batches % optim_cfg.grad_accum  # every epoch ends on an optimizer step
     if batches == 0:
         raise DataError(f"{per_rank} training samples per process is less than one step "
-                        f"(batch_size {t_cfg.batch_size} x grad_accum {o_cfg.grad_accum})")
-    steps_per_epoch = batches // o_cfg.grad_accum
-    total_steps = steps_per_epoch * t_cfg.epochs
-    warmup_steps = round(o_cfg.warmup_epochs * steps_per_epoch)
-    stages = site_stages(model, [s.name for s in sites])
-    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
-               for p in recipe.penalties if p.target_zero_frac is not None}
-    reg = SparsityPenalty(model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=sites,
-                          site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
+                        f"(batch_size {train_cfg.batch_size} x grad_accum {optim_cfg.grad_accum})")
+    steps_per_epoch = batches // optim_cfg.grad_accum
+    return StepPlan(batches, steps_per_epoch, steps_per_epoch * train_cfg.epochs,
+                    round(optim_cfg.warmup_epochs * steps_per_epoch))
+
+
+@dataclass
+class LossMeans:
+    """The mean task loss and the mean unweighted term of each penalty kind over some steps.
+
+    ``to_json()`` gives the ``task_loss`` and ``penalty`` entries of the records in ``train_log.jsonl`` and
+    ``metrics.json`` (``penalty`` by kind, in the order the kinds first had a term).
+    """
+
+    task: float
+    penalty: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"task_loss": self.task, "penalty": dict(self.penalty)}
+
+    def finite(self) -> bool:
+        return math.isfinite(self.task) and all(map(math.isfinite, self.penalty.values()))
+
+    def describe(self) -> str:
+        """``task 2.31, l1 nan``: for messages."""
+        return ", ".join([f"task {self.task:g}", *(f"{kind} {v:g}" for kind, v in self.penalty.items())])
+
+
+@dataclass
+class LossSums:
+    """Sums over training steps of the task loss and of the unweighted term of each penalty kind
+    (:attr:`SparsityPenalty.last_terms <sparsezoo.penalties.SparsityPenalty.last_terms>`): 0-d tensors on the
+    device, so adding a step costs no host sync. ``steps`` counts the steps added."""
+
+    task: Tensor
+    penalty: dict[str, Tensor] = field(default_factory=dict)
+    steps: int = 0
+
+    @classmethod
+    def zeros(cls, device, kinds: Iterable[str] = ()) -> LossSums:
+        import torch
+
+        return cls(torch.zeros((), device=device), {kind: torch.zeros((), device=device) for kind in kinds})
+
+    def add(self, task_loss: Tensor, penalty_terms: Mapping[str, Tensor]) -> None:
+        self.task = self.task + task_loss
+        for kind, value in penalty_terms.items():
+            self.penalty[kind] = self.penalty.get(kind, 0) + value
+        self.steps += 1
+
+    def restarted(self) -> LossSums:
+        """Zero sums of the same kinds (the next logging window)."""
+        return LossSums.zeros(self.task.device, self.penalty)
+
+    def means(self, n: int) -> LossMeans:
+        """Each sum divided by ``n`` (host floats: one sync per sum)."""
+        return LossMeans(float(self.task) / n, {kind: float(v) / n for kind, v in self.penalty.items()})
+
+
+@dataclass
+class Training:
+    """What a run fixes when it starts: recipe, processes, task, model, optimizer, penalty and its λ controllers."""
+
+    recipe: Recipe
+    accelerator: Any  # accelerate.Accelerator
+    task: Task
+    model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
+    raw_model: Any  # the unwrapped model: evaluated, checkpointed, saved
+    forward_model: Any  # ``model``, or ``torch.compile(model)``
+    optimizer: Any
+    penalty: SparsityPenalty
+    targets: dict[str, TargetController]  # penalty kind -> controller of its λ (recipe's target_zero_frac)
+    plan: StepPlan
+    stages: dict[str, str]  # site -> network stage (analysis.sites.site_stages)
+    channels_last: bool
+    eval_loader: Any
+    env: dict  # metrics.json "environment"
+    out: Path
+    progress: bool
+
+    @property
+    def target_every(self) -> int:
+        """Optimizer steps between two updates of the λ controllers (0 without controllers)."""
+        return min((p.target_every for p in self.recipe.penalties if p.kind in self.targets), default=0)
+
+
+@dataclass
+class TrainState:
+    """What changes as the run goes: epochs done, optimizer steps done, the history of the finished epochs, the
+    learning rate of the latest step, and the folder written (a --force run builds in a staging folder beside
+    ``out`` until its first checkpoint replaces the old run)."""
+
+    work: Path
+    epoch: int = 0
+    opt_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    lr: float = 0.0
+
+    @property
+    def log_path(self) -> Path:
+        return self.work / "train_log.jsonl"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bool, force: bool, progress: bool,
+              on_epoch: Callable[[dict], None] | None) -> RunResult:
+    import torch
+
+    from analysis.sites import site_stages
+    from sparsezoo.tasks import build_task
+
+    ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
+    seed_all(recipe.train.seed)
+    task = build_task(recipe)
+    plan = plan_steps(recipe, len(task.train_ds), len(task.val_ds), accelerator.num_processes)
+    stages = site_stages(task.model, [s.name for s in task.sites])
+    penalty, targets = _build_penalty(recipe, task)
 
     created = not out.exists() or not any(out.iterdir())
     work = staging_folder(out) if force and not created else out  # --force: build beside the old run
-    acc.wait_for_everyone()  # every process has validated its input; now the main one may write
-    with _discard_on_failure(out, work, created, main and ckpt is None):
-        if main:
+    accelerator.wait_for_everyone()  # every process has validated its input; now the main one may write
+    with _discard_on_failure(out, work, created, accelerator.is_main_process and ckpt is None):
+        if accelerator.is_main_process:
             work.mkdir(parents=True, exist_ok=True)
             atomic_write_text(work / "recipe.yaml", recipe.to_yaml())
-
-        channels_last = (t_cfg.channels_last if t_cfg.channels_last is not None else cuda) and not task.is_text
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model = model.to(acc.device)
-        optimizer = build_optimizer(model, o_cfg)
-
-        target_every = min((p.target_every for p in recipe.penalties if p.kind in targets), default=0)
-        history: list[dict] = []
-        start_epoch, opt_step = 0, 0
+        model, optimizer, channels_last = _model_and_optimizer(recipe, task, accelerator.device)
+        state = TrainState(work)
         if ckpt is not None:
-            state = load_checkpoint(ckpt, model, optimizer)
-            start_epoch, opt_step, history = state["epoch"], state["opt_step"], state["history"]
-            for kind, st in state.get("targets", {}).items():
-                targets[kind].load_state_dict(st)
-            if main:
-                truncate_log(work / "train_log.jsonl", start_epoch)  # the interrupted epoch is done again
-            log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, start_epoch, opt_step)
+            _resume(state, ckpt, model, optimizer, targets, out, accelerator.is_main_process)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        training = Training(recipe, accelerator, task, model, accelerator.unwrap_model(model),
+                            torch.compile(model) if recipe.train.compile else model, optimizer, penalty, targets,
+                            plan, stages, channels_last, _eval_loader(recipe, task, accelerator),
+                            _environment(accelerator, precision), out, progress)
+        return _train(training, state, on_epoch)
 
-        model, optimizer = acc.prepare(model, optimizer)
-        raw_model = acc.unwrap_model(model)
-        fwd_model = torch.compile(model) if t_cfg.compile else model
-        eval_loader = _loader(val_ds, list(range(rank, len(val_ds), world)), t_cfg.eval_batch_size or t_cfg.batch_size,
-                              recipe.data.num_workers, False, 0, task.collate)
-        log_path = work / "train_log.jsonl"
-        env = _environment(acc, precision)
-        reg.attach()
-        t_run = time.perf_counter()
-        try:
-            for epoch in range(start_epoch, t_cfg.epochs):
-                seed_all(_epoch_seed(t_cfg.seed, epoch, rank))
-                idx = train_indices(len(train_ds), epoch, t_cfg.seed, rank, world)[: batches * t_cfg.batch_size]
-                loader = _loader(train_ds, idx, t_cfg.batch_size, recipe.data.num_workers, True,
-                                 _epoch_seed(t_cfg.seed, epoch, rank), task.collate)
-                model.train()
-                bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{t_cfg.epochs}", disable=not (progress and main),
-                           leave=False, dynamic_ncols=True)
-                sums = {"task": torch.zeros((), device=acc.device)}
-                window = {"task": torch.zeros((), device=acc.device)}
-                n_win, t_win, t_epoch, seen = 0, time.perf_counter(), time.perf_counter(), 0
-                for i, batch in enumerate(loader):
-                    x, y, mask = task.split(batch, acc.device, channels_last)
-                    reg.position_mask = mask.bool() if mask is not None else None
-                    pos = epoch + i / batches
-                    for p in recipe.penalties:
-                        base = targets[p.kind].lam if p.kind in targets else p.lam
-                        reg.set_lam(p.kind, lam_at(base, pos, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
-                                                   p.schedule.shape))
-                    lr = lr_at(opt_step, total_steps, o_cfg.lr, warmup_steps, o_cfg.schedule, o_cfg.min_lr_ratio)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
-                    with acc.accumulate(model):
-                        logits = task.logits(fwd_model, x)
-                        task_loss = F.cross_entropy(logits.float(), y)
-                        penalty = reg.penalty()
-                        acc.backward(task_loss + penalty)
-                        if acc.sync_gradients and o_cfg.grad_clip:
-                            acc.clip_grad_norm_(model.parameters(), o_cfg.grad_clip)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    for k, v in [("task", task_loss.detach())] + [(f"pen_{k}", v) for k, v in reg.last_terms.items()]:
-                        sums[k] = sums.get(k, 0) + v
-                        window[k] = window.get(k, 0) + v
-                    n_win += 1
-                    seen += y.shape[0] * world
-                    if acc.sync_gradients:
-                        opt_step += 1
-                        zf = reg.pop_zero_frac() if targets and opt_step % target_every == 0 else None
-                        if zf is not None:
-                            zf = float(_dist_reduce(zf, "sum")) / world  # one host sync per controller update
-                            for p in recipe.penalties:
-                                if p.kind in targets and pos >= p.schedule.warmup_epochs:
-                                    targets[p.kind].update(zf)
-                    bar.update(1)
-                    if n_win == t_cfg.log_every or i == batches - 1:
-                        vals = {k: float(v) / n_win for k, v in window.items()}  # one host sync per window
-                        if not all(map(math.isfinite, vals.values())):
-                            raise _diverged(work, f"non-finite loss in epoch {epoch + 1} by step {opt_step} ("
-                                            + ", ".join(f"{k.removeprefix('pen_')} {v:g}" for k, v in vals.items()) + ")")
-                        rate = n_win * y.shape[0] * world / max(time.perf_counter() - t_win, 1e-9)
-                        rec = {"event": "step", "epoch": epoch + 1, "step": opt_step, "lr": lr,
-                               "task_loss": vals.pop("task"), "penalty": {k[4:]: v for k, v in vals.items()},
-                               "lam": dict(reg.lams), "img_per_s": rate}
-                        if main:
-                            with open(log_path, "a") as f:
-                                f.write(json.dumps(rec) + "\n")
-                        bar.set_postfix(loss=f"{rec['task_loss']:.3f}",
-                                        pen=",".join(f"{v:.3g}" for v in rec["penalty"].values()) or "-",
-                                        ips=f"{rate:.0f}")
-                        window = {k: torch.zeros((), device=acc.device) for k in window}
-                        n_win, t_win = 0, time.perf_counter()
-                bar.close()
-                train_time = time.perf_counter() - t_epoch
-                broadcast_buffers(raw_model)
-                val = evaluate(raw_model, eval_loader, task, sites, stages, acc.device, acc.autocast, channels_last)
-                record = {
-                    "epoch": epoch + 1,
-                    "step": opt_step,
-                    "train": {"task_loss": float(sums.pop("task")) / batches,
-                              "penalty": {k[4:]: float(v) / batches for k, v in sums.items()},
-                              "lam": dict(reg.lams), "lr": lr, "seconds": train_time, "img_per_s": seen / train_time},
-                    "val": val,
-                }
-                if not _all_finite(raw_model):
-                    raise _diverged(work, f"non-finite weights at the end of epoch {epoch + 1}")
-                history.append(record)
-                if main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps({"event": "epoch", **{k: v for k, v in record.items() if k != "val"},
-                                            "val": {k: v for k, v in val.items() if k != "sparsity_per_site"}}) + "\n")
-                    save_checkpoint(work, epoch + 1, raw_model, optimizer, {
-                        "opt_step": opt_step, "history": history, "recipe_hash": recipe.hash(),
-                        "recipe": recipe.to_dict(), "targets": {k: c.state_dict() for k, c in targets.items()}},
-                        t_cfg.keep_checkpoints)
-                    atomic_write_json(work / "metrics.json", _metrics(recipe, history, env, done=False))
-                    if work != out:  # --force: the new run has a checkpoint now, so it replaces the old one
-                        replace_run(work, out)
-                if work != out:
-                    work, log_path = out, out / "train_log.jsonl"
-                log.info("epoch %d/%d: top1 %.4f, val loss %.4f, zero_frac %.4f (mean over %d sites), %.1fs",
-                         epoch + 1, t_cfg.epochs, val["top1"], val["loss"], val["sparsity"]["zero_frac_mean_sites"],
-                         val["sparsity"]["sites"], train_time)
-                if on_epoch is not None:
-                    on_epoch(record)
-                acc.wait_for_everyone()
-        finally:
-            reg.detach()
 
-        final = _metrics(recipe, history, env, done=True)
-        final["wall_seconds_this_session"] = time.perf_counter() - t_run
-        if world > 1:
-            final["environment"]["params_in_sync"] = in_sync = params_in_sync(raw_model)
-            if not in_sync:
-                log.error("parameters differ between the %d processes at the end of training", world)
-        if main:
-            task.save(out, raw_model, {"recipe_hash": recipe.hash(), "sparsezoo": "finetune"})
-            atomic_write_json(out / "metrics.json", final)
-        acc.wait_for_everyone()
-        return RunResult(out, history, final["final"])
+def _build_penalty(recipe: Recipe, task: Task) -> tuple[SparsityPenalty, dict[str, TargetController]]:
+    """The recipe's penalty on the task's sites (every λ 0 until the schedule raises it) and the λ controllers
+    of the penalties that have a ``target_zero_frac``."""
+    from sparsezoo.penalties import SparsityPenalty
+
+    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
+               for p in recipe.penalties if p.target_zero_frac is not None}
+    penalty = SparsityPenalty(task.model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=task.sites,
+                              site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
+    return penalty, targets
+
+
+def _model_and_optimizer(recipe: Recipe, task: Task, device) -> tuple[Any, Any, bool]:
+    """The task's model on ``device`` and its optimizer; and whether the model is channels_last (the recipe's
+    choice, by default on CUDA; never for text)."""
+    import torch
+
+    cfg = recipe.train
+    channels_last = (cfg.channels_last if cfg.channels_last is not None else torch.cuda.is_available()) \
+        and not task.is_text
+    model = task.model
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    return model, build_optimizer(model, recipe.optim), channels_last
+
+
+def _eval_loader(recipe: Recipe, task: Task, accelerator):
+    """This process's share of the validation set (every world-th sample), in order."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    return _loader(task.val_ds, list(range(rank, len(task.val_ds), world)),
+                   recipe.train.eval_batch_size or recipe.train.batch_size, recipe.data.num_workers, False, 0,
+                   task.collate)
+
+
+def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, TargetController], out: Path,
+            main: bool) -> None:
+    """Restore model, optimizer, λ controllers and progress from checkpoint ``ckpt``."""
+    saved = load_checkpoint(ckpt, model, optimizer)
+    state.epoch, state.opt_step, state.history = saved["epoch"], saved["opt_step"], saved["history"]
+    for kind, controller_state in saved.get("targets", {}).items():
+        targets[kind].load_state_dict(controller_state)
+    if main:
+        truncate_log(state.log_path, state.epoch)  # the interrupted epoch is done again
+    log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, state.epoch, state.opt_step)
+
+
+def _train(training: Training, state: TrainState, on_epoch: Callable[[dict], None] | None) -> RunResult:
+    """The epochs left, with the penalty's hooks attached; then the final model and metrics."""
+    training.penalty.attach()
+    started = time.perf_counter()
+    try:
+        for epoch in range(state.epoch, training.recipe.train.epochs):
+            sums, seen, seconds = train_epoch(training, state, epoch)
+            end_epoch(training, state, epoch, sums, seen, seconds)
+            if on_epoch is not None:
+                on_epoch(state.history[-1])
+            training.accelerator.wait_for_everyone()
+    finally:
+        training.penalty.detach()
+    return _finish(training, state, started)
+
+
+def train_epoch(training: Training, state: TrainState, epoch: int) -> tuple[LossSums, int, float]:
+    """One epoch of steps (``epoch`` counts from 0). Returns the sums of its losses, the samples seen by all
+    processes, and its seconds."""
+    from tqdm.auto import tqdm
+
+    cfg, accelerator, plan = training.recipe.train, training.accelerator, training.plan
+    rank, world = accelerator.process_index, accelerator.num_processes
+    seed_all(_epoch_seed(cfg.seed, epoch, rank))
+    indices = train_indices(len(training.task.train_ds), epoch, cfg.seed, rank, world)[: plan.batches * cfg.batch_size]
+    loader = _loader(training.task.train_ds, indices, cfg.batch_size, training.recipe.data.num_workers, True,
+                     _epoch_seed(cfg.seed, epoch, rank), training.task.collate)
+    training.model.train()
+    bar = tqdm(total=plan.batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not (training.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
+    sums, window = LossSums.zeros(accelerator.device), LossSums.zeros(accelerator.device)
+    window_started, started, seen = time.perf_counter(), time.perf_counter(), 0
+    for i, batch in enumerate(loader):
+        position = epoch + i / plan.batches
+        task_loss, batch_size = train_step(training, state, batch, position)
+        sums.add(task_loss, training.penalty.last_terms)
+        window.add(task_loss, training.penalty.last_terms)
+        seen += batch_size * world
+        if accelerator.sync_gradients:
+            _optimizer_stepped(training, state, position)
+        bar.update(1)
+        if window.steps == cfg.log_every or i == plan.batches - 1:
+            log_window(training, state, epoch, window, window.steps * batch_size * world, window_started, bar)
+            window, window_started = window.restarted(), time.perf_counter()
+    bar.close()
+    return sums, seen, time.perf_counter() - started
+
+
+def train_step(training: Training, state: TrainState, batch, position: float) -> tuple[Tensor, int]:
+    """One batch at ``position`` (epochs, fractional): λ and learning rate of that point of their schedules,
+    forward, backward and, once every grad_accum batches, the optimizer step. Returns the task loss (detached)
+    and the batch size."""
+    import torch.nn.functional as F
+
+    accelerator, optim_cfg, plan, penalty = training.accelerator, training.recipe.optim, training.plan, training.penalty
+    inputs, labels, mask = training.task.split_batch(batch, accelerator.device, training.channels_last)
+    penalty.position_mask = mask.bool() if mask is not None else None
+    for p in training.recipe.penalties:
+        base = training.targets[p.kind].lam if p.kind in training.targets else p.lam
+        penalty.set_lam(p.kind, lam_at(base, position, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
+                                       p.schedule.shape))
+    state.lr = lr_at(state.opt_step, plan.total_steps, optim_cfg.lr, plan.warmup_steps, optim_cfg.schedule,
+                     optim_cfg.min_lr_ratio)
+    for group in training.optimizer.param_groups:
+        group["lr"] = state.lr
+    with accelerator.accumulate(training.model):
+        logits = training.task.logits(training.forward_model, inputs)
+        task_loss = F.cross_entropy(logits.float(), labels)
+        accelerator.backward(task_loss + penalty.penalty())
+        if accelerator.sync_gradients and optim_cfg.grad_clip:
+            accelerator.clip_grad_norm_(training.model.parameters(), optim_cfg.grad_clip)
+        training.optimizer.step()
+        training.optimizer.zero_grad(set_to_none=True)
+    return task_loss.detach(), labels.shape[0]
+
+
+def _optimizer_stepped(training: Training, state: TrainState, position: float) -> None:
+    """Count the step; every ``target_every`` steps, feed the λ controllers the zero_frac of the training batches
+    (mean over processes; one host sync per update)."""
+    state.opt_step += 1
+    if not training.targets or state.opt_step % training.target_every != 0:
+        return
+    zero_frac = training.penalty.pop_zero_frac()
+    if zero_frac is None:
+        return
+    zero_frac = float(_dist_reduce(zero_frac, "sum")) / training.accelerator.num_processes
+    for p in training.recipe.penalties:
+        if p.kind in training.targets and position >= p.schedule.warmup_epochs:
+            training.targets[p.kind].update(zero_frac)
+
+
+def log_window(training: Training, state: TrainState, epoch: int, window: LossSums, samples: int,
+               started: float, bar) -> None:
+    """Write the ``step`` record of the batches summed in ``window`` (``samples`` over all processes, since
+    ``started``) to train_log.jsonl and the progress bar; a non-finite loss stops the run."""
+    means = window.means(window.steps)  # one host sync per window
+    if not means.finite():
+        raise _diverged(state.work, f"non-finite loss in epoch {epoch + 1} by step {state.opt_step} "
+                                    f"({means.describe()})")
+    rate = samples / max(time.perf_counter() - started, 1e-9)
+    record = {"event": "step", "epoch": epoch + 1, "step": state.opt_step, "lr": state.lr, **means.to_json(),
+              "lam": dict(training.penalty.lams), "img_per_s": rate}
+    if training.accelerator.is_main_process:
+        with open(state.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    bar.set_postfix(loss=f"{means.task:.3f}", pen=",".join(f"{v:.3g}" for v in means.penalty.values()) or "-",
+                    ips=f"{rate:.0f}")
+
+
+def end_epoch(training: Training, state: TrainState, epoch: int, sums: LossSums, seen: int, seconds: float) -> None:
+    """Evaluate the model after epoch ``epoch``, append the epoch's record to the history and save it
+    (:func:`save_epoch`); weights that are no longer finite stop the run."""
+    accelerator, raw_model = training.accelerator, training.raw_model
+    broadcast_buffers(raw_model)
+    val = evaluate(raw_model, training.eval_loader, training.task, training.task.sites, training.stages,
+                   accelerator.device, accelerator.autocast, training.channels_last)
+    record = {
+        "epoch": epoch + 1,
+        "step": state.opt_step,
+        "train": {**sums.means(training.plan.batches).to_json(), "lam": dict(training.penalty.lams), "lr": state.lr,
+                  "seconds": seconds, "img_per_s": seen / seconds},
+        "val": val,
+    }
+    if not _all_finite(raw_model):
+        raise _diverged(state.work, f"non-finite weights at the end of epoch {epoch + 1}")
+    state.history.append(record)
+    state.epoch = epoch + 1
+    if accelerator.is_main_process:
+        save_epoch(training, state, record)
+    state.work = training.out  # a --force run has replaced the old one now
+    log.info("epoch %d/%d: top1 %.4f, val loss %.4f, zero_frac %.4f (mean over %d sites), %.1fs",
+             epoch + 1, training.recipe.train.epochs, val["top1"], val["loss"],
+             val["sparsity"]["zero_frac_mean_sites"], val["sparsity"]["sites"], seconds)
+
+
+def save_epoch(training: Training, state: TrainState, record: dict) -> None:
+    """Main process: the epoch's line of train_log.jsonl, its checkpoint, metrics.json (``complete: false``); a
+    --force run that built beside the old one then replaces it."""
+    recipe = training.recipe
+    with open(state.log_path, "a") as f:
+        f.write(json.dumps({"event": "epoch", **{k: v for k, v in record.items() if k != "val"},
+                            "val": {k: v for k, v in record["val"].items() if k != "sparsity_per_site"}}) + "\n")
+    save_checkpoint(state.work, state.epoch, training.raw_model, training.optimizer, {
+        "opt_step": state.opt_step, "history": state.history, "recipe_hash": recipe.hash(),
+        "recipe": recipe.to_dict(), "targets": {k: c.state_dict() for k, c in training.targets.items()}},
+        recipe.train.keep_checkpoints)
+    atomic_write_json(state.work / "metrics.json", _metrics(recipe, state.history, training.env, done=False))
+    if state.work != training.out:  # --force: the new run has a checkpoint now, so it replaces the old one
+        replace_run(state.work, training.out)
+
+
+def _finish(training: Training, state: TrainState, started: float) -> RunResult:
+    """Final metrics (and, with several processes, whether they all hold the same parameters); the main process
+    saves the model and metrics.json (``complete: true``)."""
+    accelerator, world = training.accelerator, training.accelerator.num_processes
+    final = _metrics(training.recipe, state.history, training.env, done=True)
+    final["wall_seconds_this_session"] = time.perf_counter() - started
+    if world > 1:
+        final["environment"]["params_in_sync"] = in_sync = params_in_sync(training.raw_model)
+        if not in_sync:
+            log.error("parameters differ between the %d processes at the end of training", world)
+    if accelerator.is_main_process:
+        training.task.save(training.out, training.raw_model, {"recipe_hash": training.recipe.hash(),
+                                                               "sparsezoo": "finetune"})
+        atomic_write_json(training.out / "metrics.json", final)
+    accelerator.wait_for_everyone()
+    return RunResult(training.out, state.history, final["final"])
 
 
 def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict:
