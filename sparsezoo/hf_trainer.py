@@ -38,8 +38,9 @@ from sparsezoo.penalties import DATA_PARALLEL_MESSAGE, DataParallelError, Sparsi
 
 
 def _mask(inputs: Mapping[str, Any]) -> torch.Tensor | None:
-    m = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
-    return m.bool() if isinstance(m, torch.Tensor) else None
+    """The batch's attention mask as bool (positions the penalty counts), None without one."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    return mask.bool() if isinstance(mask, torch.Tensor) else None
 
 
 def _refuse_data_parallel(model: torch.nn.Module | None, args: Any) -> None:
