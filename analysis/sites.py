@@ -100,7 +100,7 @@ def _compile(patterns: Patterns, what: str) -> list[re.Pattern]:
         try:
             out.append(re.compile(p))
         except re.error as e:
-            raise SiteSelectionError(f"invalid {what} site pattern {p!r}: {e}") from None
+            raise SiteSelectionError(f"invalid {what} site pattern {p!r}: {e}") from e
     return out
 
 

@@ -102,10 +102,10 @@ def read_json(path: Path) -> Any:
     """A JSON file's content; CardError (one line) if it is missing or unreadable."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardError(f"{path.parent} has no {path.name}") from None
+    except FileNotFoundError as e:
+        raise CardError(f"{path.parent} has no {path.name}") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CardError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        raise CardError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
 
 
 def read_run(path: str | Path, *, check_weights: bool = True) -> Run:
@@ -312,7 +312,7 @@ def card_template() -> str:
         return resources.files("sparsezoo").joinpath(folder).joinpath(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CardError(f"the model card template sparsezoo/{TEMPLATE} is missing from this installation of sparsezoo "
-                        f"({type(e).__name__}); reinstall it") from None
+                        f"({type(e).__name__}); reinstall it") from e
 
 
 def card_data(run: Run, repo_id: str | None = None, baseline: Run | None = None, license: str | None = None):

@@ -111,7 +111,7 @@ def check_resumable(ckpt: Path, recipe: Recipe) -> None:
     try:
         state = json.loads((ckpt / "state.json").read_text())
     except (OSError, ValueError) as e:
-        raise ResumeError(f"checkpoint {ckpt} is unreadable ({e}); start again with --force") from None
+        raise ResumeError(f"checkpoint {ckpt} is unreadable ({e}); start again with --force") from e
     if state.get("recipe_hash") == recipe.hash():
         return
     if "recipe" not in state:
@@ -120,7 +120,7 @@ def check_resumable(ckpt: Path, recipe: Recipe) -> None:
     try:
         made_under = Recipe.from_dict(state["recipe"])
     except RecipeError as e:
-        raise ResumeError(f"checkpoint {ckpt} holds an unreadable recipe ({e})") from None
+        raise ResumeError(f"checkpoint {ckpt} holds an unreadable recipe ({e})") from e
     changes = [c for c in diff(made_under, recipe) if c.split(":")[0] not in RESUMABLE_KEYS]
     if changes:
         shown = "; ".join(changes[:3]) + ("; …" if len(changes) > 3 else "")

@@ -122,7 +122,7 @@ def _open_image(path: Path):
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"cannot read image {path}: {e}") from e
 
 
 def _image_folder(root: Path, spec: DataSpec) -> ImageData:
@@ -258,7 +258,7 @@ def load_image_data(spec: DataSpec) -> ImageData:
                 dsd = datasets.load_dataset(src, spec.config)
             except Exception as e:  # offline, unknown id, gated, …: one line for the user
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise DataError(f"cannot load dataset {src!r} (not a local folder; from the Hub: {msg})") from None
+                raise DataError(f"cannot load dataset {src!r} (not a local folder; from the Hub: {msg})") from e
             data = _hf_dataset(spec, dsd, f"dataset {src}")
     data.train = _cap(data.train, spec.max_train_samples, spec.split_seed)
     data.val = _cap(data.val, spec.max_val_samples, spec.split_seed)

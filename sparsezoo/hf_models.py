@@ -40,7 +40,7 @@ def _local_config(name: str) -> dict | None:
         try:
             cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelNotFoundError(f"model folder {p}: config.json is not valid JSON ({e})") from None
+            raise ModelNotFoundError(f"model folder {p}: config.json is not valid JSON ({e})") from e
         if not isinstance(cfg, dict):
             raise ModelNotFoundError(f"model folder {p}: config.json must be a JSON object, not {type(cfg).__name__}")
         return cfg
@@ -77,9 +77,9 @@ def _config(name: str):
                 check_architecture(name)  # raises with close timm names
             except ModelNotFoundError as timm_err:
                 raise ModelNotFoundError(f"{timm_err} (not a Hugging Face model in the cache either; the Hub is not "
-                                         "reachable)") from None
+                                         "reachable)") from timm_err
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelNotFoundError(f"cannot load the config of {name!r}: {msg}") from None
+        raise ModelNotFoundError(f"cannot load the config of {name!r}: {msg}") from e
 
 
 def _task_classes():
@@ -124,7 +124,7 @@ def load_hf_model(name: str, task: str, label_names: list[str] | None = None, pr
             model = cls.from_config(cfg)
         pre = (AutoTokenizer if task == "text-classification" else AutoImageProcessor).from_pretrained(name)
     except (OSError, ValueError) as e:
-        raise WeightsUnavailableError(f"cannot load {name}: {str(e).strip().splitlines()[0]}") from None
+        raise WeightsUnavailableError(f"cannot load {name}: {str(e).strip().splitlines()[0]}") from e
     return model, pre
 
 

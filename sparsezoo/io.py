@@ -111,5 +111,5 @@ def check_output_folder(out: str | os.PathLike, force: bool, hint: str = "pass -
         with tempfile.TemporaryFile(dir=base):
             pass
     except OSError as e:
-        raise SparsezooError(f"cannot write to {out}: {base} is not writable ({e.strerror})") from None
+        raise SparsezooError(f"cannot write to {out}: {base} is not writable ({e.strerror})") from e
     return out

@@ -42,11 +42,11 @@ class FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as e:
             owner = _owner(fd)
             os.close(fd)
             raise FolderLockedError(f"{self.folder} is in use by another run ({owner}); wait for it to finish "
-                                    "or choose another --out") from None
+                                    "or choose another --out") from e
         try:
             same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

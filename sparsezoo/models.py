@@ -179,7 +179,7 @@ def read_weights_file(path: str | os.PathLike) -> dict:
                     sd = sd[key]
             return sd
     except Exception as e:  # corrupt or truncated file, pickled objects refused by weights_only
-        raise WeightsUnavailableError(f"cannot read weights file {p}: {str(e).splitlines()[0]}") from None
+        raise WeightsUnavailableError(f"cannot read weights file {p}: {str(e).splitlines()[0]}") from e
     raise WeightsUnavailableError(f"weights file {p} must be .safetensors (or a third-party .pth/.bin)")
 
 
@@ -220,7 +220,7 @@ def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int 
     except Exception as e:  # RuntimeError, OSError, SafetensorError (truncated or random bytes), KeyError, …
         where = f"{folder / 'model.safetensors'}" if folder is not None else name
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsUnavailableError(f"cannot create {name} from {where}: {first}") from None
+        raise WeightsUnavailableError(f"cannot create {name} from {where}: {first}") from e
     if spec.weights == "offline":
         from sparsezoo import offline_weights
 

@@ -66,9 +66,9 @@ class NamedDataset:
 
         try:
             dist = distribution(self.distribution)
-        except PackageNotFoundError:
+        except PackageNotFoundError as e:
             raise DataError(f"data set {self.name!r} ships in the {self.distribution} package, which is not installed: "
-                            f"{self.pip}") from None
+                            f"{self.pip}") from e
         if dist.version != self.version:
             raise DataError(f"data set {self.name!r} is pinned to {self.distribution}=={self.version}, found "
                             f"{dist.version}: {self.pip}")

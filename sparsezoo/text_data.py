@@ -63,8 +63,8 @@ def _open(spec: DataSpec):
         except Exception as e:  # malformed CSV/JSON, not UTF-8
             first = (str(_root_cause(e)).strip() or type(e).__name__).splitlines()[0]
             if isinstance(_root_cause(e), UnicodeDecodeError) or "utf" in first.lower():
-                raise DataError(f"cannot read {path}: it is not UTF-8 text ({first}); save it as UTF-8") from None
-            raise DataError(f"cannot read {path}: {first}") from None
+                raise DataError(f"cannot read {path}: it is not UTF-8 text ({first}); save it as UTF-8") from e
+            raise DataError(f"cannot read {path}: {first}") from e
         finally:
             quiet.setLevel(level)
     if path.is_dir():
@@ -77,7 +77,7 @@ def _open(spec: DataSpec):
         return datasets.load_dataset(src, spec.config), f"dataset {src}"
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot load dataset {src!r} (not a local file; from the Hub: {msg})") from None
+        raise DataError(f"cannot load dataset {src!r} (not a local file; from the Hub: {msg})") from e
 
 
 def _columns(features: dict, spec: DataSpec) -> tuple[str, str | None, str]:

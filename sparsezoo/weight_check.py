@@ -54,7 +54,7 @@ def weight_files(folder: str | Path) -> list[Path]:
             names = set(weight_map.values())
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise BrokenWeightsError(f"{index}: not a safetensors index ({type(e).__name__}: "
-                                     f"{_one_line(e)[:200]})") from None
+                                     f"{_one_line(e)[:200]})") from e
         for name in sorted(names):
             if not isinstance(name, str) or not SHARD.fullmatch(name):
                 raise BrokenWeightsError(f"{index} names the file {name!r}, which is not a shard "
@@ -96,9 +96,9 @@ def check_file(path: str | Path, *, finite: bool = True) -> list[str]:
                         raise BrokenWeightsError(f"{path}: tensor {name!r} holds {bad} NaN/inf values (of "
                                                  f"{t.numel()}); the weights are broken (did training diverge?)")
     except SafetensorError as e:
-        raise BrokenWeightsError(f"{path}: not a valid safetensors file, truncated or corrupt ({_one_line(e)})") from None
+        raise BrokenWeightsError(f"{path}: not a valid safetensors file, truncated or corrupt ({_one_line(e)})") from e
     except OSError as e:
-        raise BrokenWeightsError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from None
+        raise BrokenWeightsError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from e
     return names
 
 

@@ -342,3 +342,20 @@ def test_a_zoo_build_whose_data_package_is_missing_names_the_pip_command(tmp_pat
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "pip install --no-deps elpv-dataset-missing==1.0.0.post1" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verbose_shows_the_cause_the_one_line_hides(tmp_path, monkeypatch, capsys):
+    """The domain error keeps its cause (``raise … from e``): one line by default, the whole chain with ``-v``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1")
+    argv = [*FT, "--weights", "w.safetensors"]
+    outputs = []
+    for extra in ([], ["-v"]):
+        capsys.readouterr()
+        assert main([*extra, *argv]) == 2
+        outputs.append(capsys.readouterr().err)
+    quiet, verbose = outputs
+    assert len(quiet.strip().splitlines()) == 1 and "Traceback" not in quiet
+    assert "The above exception was the direct cause of the following exception" in verbose
+    assert "SafetensorError" in verbose and verbose.strip().splitlines()[-1] == quiet.strip()
+    assert not (tmp_path / "o").exists()

@@ -215,4 +215,4 @@ def make_dictionary(name: str, **params) -> Dictionary:
     try:
         return DICTIONARIES[name](**params)
     except TypeError as e:
-        raise AnalysisError(f"dictionary {name!r}: {e}") from None
+        raise AnalysisError(f"dictionary {name!r}: {e}") from e

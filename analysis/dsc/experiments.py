@@ -69,8 +69,8 @@ def _set_path(spec: dict, path: str, value) -> dict:
             node[int(parts[-1])] = value
         else:
             node[parts[-1]] = value  # a key the problem does not know is rejected by DSCModel.from_spec
-    except (KeyError, IndexError, ValueError, TypeError):
-        raise AnalysisError(f"vary path {path!r} does not name a field of the problem") from None
+    except (KeyError, IndexError, ValueError, TypeError) as e:
+        raise AnalysisError(f"vary path {path!r} does not name a field of the problem") from e
     return spec
 
 

@@ -78,6 +78,14 @@ def _one_line(e: Exception) -> str:
     return " ".join(line.strip() for line in lines)
 
 
+def _cause(e: BaseException, verbose: bool) -> None:
+    """With ``-v``, the whole chain (the error, what caused it, their tracebacks) before the one-line message."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     from analysis.errors import AnalysisError
     from sparsezoo.errors import SparsezooError
@@ -88,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except (SparsezooError, AnalysisError) as e:
+        _cause(e, args.verbose)
         print(f"sparsezoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except OSError as e:  # disk full, permission denied, a path that is a file, … (after our own checks)
+        _cause(e, args.verbose)
         where = f" {e.filename}" if e.filename else ""
         print(f"sparsezoo {args.command}: error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
         return 2

@@ -16,8 +16,8 @@ HELP = "offline demo: λ sweep of sparse fine-tuning, accuracy vs sparsity table
 def _lams(text: str) -> list[float]:
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
     if not vals or any(v < 0 for v in vals):
         raise argparse.ArgumentTypeError(f"λ values must be >= 0, got {text!r}")
     return vals
