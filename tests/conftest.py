@@ -1,4 +1,4 @@
-"""Shared test setup: offline Hub, small real models, the digits data set."""
+"""Shared test setup: offline Hub, small real models, the digits data set, one fine-tuned run for all readers."""
 
 import os
 
@@ -32,3 +32,23 @@ def small_recipe():
         return Recipe.from_dict(d)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def l1_run(tmp_path_factory):
+    """One finished fine-tune, made once per session for every test that only reads a run (its files, loading it,
+    resuming to it, publishing it): timm's ``test_resnet`` on digits, 2 epochs with a warmed-up, ramped l1 penalty
+    and both epoch checkpoints kept. ``(recipe, out folder, FinetuneResult)``; copy the folder before changing it.
+    """
+    from sparsezoo.recipe import Recipe
+    from sparsezoo.train import finetune
+
+    recipe = Recipe.from_dict({
+        "model": {"name": "test_resnet", "pretrained": False},
+        "data": {"source": "digits", "img_size": 32, "max_train_samples": 256, "max_val_samples": 96},
+        "penalties": [{"kind": "l1", "lam": 0.05, "schedule": {"warmup_epochs": 0.5, "ramp_epochs": 0.5}}],
+        "optim": {"lr": 2e-3},
+        "train": {"epochs": 2, "batch_size": 32, "seed": 0, "log_every": 4, "keep_checkpoints": 2},
+    })
+    out = tmp_path_factory.mktemp("runs") / "l1"
+    return recipe, out, finetune(recipe, out)

@@ -12,25 +12,8 @@ from sparsezoo.recipe import load_recipe
 from sparsezoo.train import finetune
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    """One uninterrupted 2-epoch run with an l1 penalty (shared by several tests)."""
-    from sparsezoo.recipe import Recipe
-
-    recipe = Recipe.from_dict({
-        "model": {"name": "test_resnet", "pretrained": False},
-        "data": {"source": "digits", "img_size": 32, "max_train_samples": 256, "max_val_samples": 96},
-        "penalties": [{"kind": "l1", "lam": 0.05, "schedule": {"warmup_epochs": 0.5, "ramp_epochs": 0.5}}],
-        "optim": {"lr": 2e-3},
-        "train": {"epochs": 2, "batch_size": 32, "seed": 0, "log_every": 4, "keep_checkpoints": 2},
-    })
-    out = tmp_path_factory.mktemp("runs") / "ref"
-    result = finetune(recipe, out)
-    return recipe, out, result
-
-
-def test_run_writes_every_output(reference_run):
-    recipe, out, result = reference_run
+def test_run_writes_every_output(l1_run):
+    recipe, out, result = l1_run
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
@@ -53,8 +36,8 @@ def test_run_writes_every_output(reference_run):
     assert [r["epoch"] for r in log if r["event"] == "epoch"] == [1, 2]
 
 
-def test_run_folder_loads_with_plain_timm(reference_run):
-    _, out, _ = reference_run
+def test_run_folder_loads_with_plain_timm(l1_run):
+    _, out, _ = l1_run
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert model.num_classes == 10
     assert model.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
@@ -67,8 +50,8 @@ def test_run_folder_loads_with_plain_timm(reference_run):
     assert cfg["input_size"] == (3, 32, 32) and cfg["crop_pct"] == 1.0
 
 
-def test_interrupted_run_resumes_to_the_same_weights(reference_run, tmp_path):
-    recipe, ref_out, _ = reference_run
+def test_interrupted_run_resumes_to_the_same_weights(l1_run, tmp_path):
+    recipe, ref_out, _ = l1_run
     out = tmp_path / "run"
 
     class Interrupt(Exception):
@@ -99,6 +82,7 @@ def test_zero_lambda_in_the_trainer_equals_no_penalty(small_recipe, tmp_path):
     assert a.final["top1"] == b.final["top1"]
 
 
+@pytest.mark.slow  # three fine-tunes
 def test_l1_and_hoyer_penalties_raise_feature_sparsity(small_recipe, tmp_path):
     # 16 AdamW steps move each weight by about lr per step, so the effect needs a high lr in so short a run
     dense = finetune(small_recipe(optim__lr=1e-2), tmp_path / "dense")

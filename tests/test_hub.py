@@ -20,10 +20,11 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from support.hub_server import HubServer
+from test_hub_cards import card_sections
 
+from sparsezoo.cards import LIMITATIONS
 from sparsezoo.hub import upload_files
 from sparsezoo.recipe import Recipe
-from sparsezoo.train import finetune
 
 TOKENS = {"hf_alice": ("alice", ["myorg"]), "hf_bob": ("bob", [])}
 CNN, MINI = "myorg/cnn-l1", "myorg/minilm-l1"
@@ -34,17 +35,10 @@ CNN, MINI = "myorg/cnn-l1", "myorg/minilm-l1"
 SENTENCES = ["a fine, moving film", "the plot was dull and far too long"]
 
 
-def make_cnn_run(out: Path) -> Path:
-    """``sparsezoo finetune`` of timm's ``test_resnet`` on digits with an l1 penalty (~3 s on a CPU), plus
-    ``<name>.reference.safetensors`` next to it (inputs ``x`` and logits ``y``) and a file push must skip."""
-    recipe = Recipe.from_dict({
-        "model": {"name": "test_resnet", "pretrained": False},
-        "data": {"source": "digits", "img_size": 32, "max_train_samples": 128, "max_val_samples": 64},
-        "penalties": [{"kind": "l1", "lam": 0.05}],
-        "optim": {"lr": 2e-3},
-        "train": {"epochs": 1, "batch_size": 32, "seed": 0, "log_every": 4},
-    })
-    finetune(recipe, out)
+def make_cnn_run(out: Path, source: Path) -> Path:
+    """A copy of the session's fine-tuned ``test_resnet`` run (conftest's ``l1_run``: digits, an l1 penalty) plus a
+    file push must skip, and ``<name>.reference.safetensors`` next to it (inputs ``x`` and logits ``y``)."""
+    shutil.copytree(source, out)
     (out / "notes.txt").write_text("not for the Hub\n")
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -125,12 +119,12 @@ def hub():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, l1_run):
     root = tmp_path_factory.mktemp("runs")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # models this small gain nothing from threads, and lose seconds on a busy machine
     try:
-        return {"cnn": make_cnn_run(root / "cnn-l1"), "mini": make_minilm_run(root / "minilm-l1")}
+        return {"cnn": make_cnn_run(root / "cnn-l1", l1_run[1]), "mini": make_minilm_run(root / "minilm-l1")}
     finally:
         torch.set_num_threads(threads)
 
@@ -258,7 +252,8 @@ def test_card_front_matter_parses_and_its_sparsity_block_matches_metrics(hub, ru
         text = card.text
         assert f'"{repo_id}"' in text and f'sparsezoo.load("{repo_id}")' in text
         assert f"sparsezoo finetune --recipe {repo_id.split('/')[1]}/recipe.yaml" in text
-        assert "does not make this model faster" in text
+        limitations = card_sections(text)["Limitations"].strip().splitlines()
+        assert [line.removeprefix("- ") for line in limitations] == list(LIMITATIONS)
     cnn = ModelCard.load(tmp_path / "cnn.md")
     assert 'timm.create_model("hf-hub:myorg/cnn-l1", pretrained=True)' in cnn.text
     assert set(cnn.data.sparsity["model_wide"]) >= {"zero_frac_mean_sites", "zero_frac_all_entries",
