@@ -31,7 +31,7 @@ def test_hoyer_known_answers():
     assert math.isnan(hoyer(torch.zeros(n)).item())
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "fused"])
 def test_hoyer_of_a_one_channel_site_is_undefined_in_both_the_definition_and_the_stream(fused):
     a = torch.relu(torch.randn(4, 1, 3, 3)) + 0.1  # C = 1: (sqrt 1 - l1/l2) / (sqrt 1 - 1) = 0/0
     assert torch.isnan(hoyer(a.movedim(1, -1))).all()
@@ -157,6 +157,7 @@ def test_reused_module_gets_one_entry_per_call_and_summary_means():
     assert set(s["zero_frac_per_stage"]) == {"s1"}
 
 
+@pytest.mark.slow  # torch.compile: seconds of compilation before the first call
 def test_fused_compiled_statistics_equal_the_eager_ones():
     torch.manual_seed(0)
     for shape, cd in (((4, 6, 5, 5), 1), ((3, 7, 9), -1), ((2, 4, 4, 8), -1)):
