@@ -30,7 +30,7 @@ def test_every_entry_has_a_dense_baseline_and_at_least_two_sparse_variants():
         assert base.data.source in NAMED and base.train.seed == 0
         sparse = [v for v in entry.variants if v != entry.baseline]
         recipes = [entry.recipe_for(v) for v in sparse]
-        assert len(recipes) >= (1 if entry.name == "minilm-20newsgroups" else 2)
+        assert len(recipes) >= 2
         assert all(any(p.lam > 0 for p in r.penalties) or r.model.activation for r in recipes)
         assert len({r.hash() for r in [base, *recipes]}) == len(recipes) + 1
 
