@@ -316,12 +316,13 @@ def _def_id(key: str) -> str:
     return "def-" + "".join(c if c.isalnum() else "-" for c in key)
 
 
-def _figure(v: float | None, unit: str) -> str:
+def figure_text(v: float | None, unit: str) -> str:
+    """A headline figure as the report shows it: fractions in %, counts as integers."""
     if v is None:
         return "—"
     if unit == "fraction":
         return f"{100 * v:.1f} %"
-    return _fmt(int(v)) if unit == "count" else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
+    return _fmt(int(v)) if unit == "count" else f"{v:.3g}"
 
 
 def _change(d: float | None, unit: str) -> str:
@@ -330,7 +331,7 @@ def _change(d: float | None, unit: str) -> str:
         return "—"
     if unit == "fraction":
         return f"{100 * d:+.1f} pts"
-    return f"{int(d):+,}" if unit == "count" else f"{d:+.3g}" if abs(d) >= 100 else f"{d:+.3f}"
+    return f"{int(d):+,}" if unit == "count" else f"{d:+.3g}"
 
 
 def headline_html(rep: dict) -> str:
@@ -343,7 +344,7 @@ def headline_html(rep: dict) -> str:
     body = []
     for row in rep["headline_figures"]:
         name = (f'<a href="#{_def_id(row["definition"])}">{html.escape(row["label"])}</a>')
-        cells = [_figure(v, row["unit"]) for v in row["values"]]
+        cells = [figure_text(v, row["unit"]) for v in row["values"]]
         if "of" in row:
             cells = [f"{c} / {_fmt(o)}" for c, o in zip(cells, row["of"], strict=True)]
         if deltas:

@@ -14,12 +14,9 @@ examples:
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
-from pathlib import Path
 
-from sparsezoo.cli._options import add_data_options, add_model_options, data_spec, load_models
-from sparsezoo.cli.finetune import nonneg_float, positive_int
+from sparsezoo.cli._options import add_data_options, add_model_options, nonneg_float, positive_int
+from sparsezoo.cli._report import ReportInputs, load_inputs, report_folder, save_report
 
 HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
 
@@ -50,82 +47,84 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparsezoo.errors import DataError
-    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_folder
 
-    out = Path(args.out or Path("reports") / Path(args.model.removeprefix("hf-hub:")).name)
-    check_output_folder(out, args.force)
+    out = report_folder(args)
     if not args.weights_only and not args.data:
         raise DataError("--data is required (or pass --weights-only to analyze the weights alone)")
     if args.batch_size < 4 and not args.no_cka:
         raise DataError("--batch-size must be >= 4 for CKA (or pass --no-cka)")
 
-    import torch
-
-    from analysis.pipeline import analyze
     from analysis.report import build_report, render_html
-    from analysis.sites import find_sites
-    from sparsezoo.inputs import class_names, sample_loader
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    progress = sys.stderr.isatty()
-    names = [args.model] + ([args.compare] if args.compare else [])
-    built = load_models(args, device)
-    if args.activation or args.threshold is not None:  # variants apply to the first model only
-        from sparsezoo.activations import replace_activations, threshold_activations
-
-        acts = find_sites(built[0].model)
-        if args.activation:
-            acts = replace_activations(built[0].model, acts, args.activation)
-        if args.threshold is not None:
-            threshold_activations(acts, args.threshold)
-    loader = labels = None
-    if not args.weights_only:
-        loader, _, desc, labels = sample_loader(built[0], data_spec(args), args.samples, args.batch_size)
-    results = []
-    for name, loaded in zip(names, built, strict=True):
-        res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
-                      ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
-                      fused=not args.no_fused, num_classes=len(labels) if labels else None, device=device,
-                      progress=progress)
-        if loader is not None:
-            res["data"] = desc
-        results.append((Path(name).name if Path(name).exists() else name, name, res))
-    extra = []
-    if args.explain and loader is not None:
-        from analysis.interpret import explain, to_json
-        from analysis.interpret.render import render_section
-
-        explained = []
-        for (label, _, res), loaded in zip(results, built, strict=True):
-            text = loaded.task == "text-classification"
-            ex = explain(loaded.model, loader, site=args.explain_site or "", features=args.explain_top_k,
-                         max_samples=args.samples, tokenizer=loaded.preprocessor if text else None,
-                         class_names=class_names(loaded.model), device=device, progress=progress)
-            res["explain"] = to_json(ex)
-            explained.append((label, ex))
-        extra.append(("explain", "Feature explanations", render_section(explained)))
-    command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
-    rep = build_report(results, command)
-    page = render_html(rep, extra_sections=extra)
-
-    def fill(tmp: Path) -> None:
-        atomic_write_json(tmp / "report.json", rep)
-        atomic_write_text(tmp / "report.html", page)
-
-    atomic_dir(out, fill)
-    for m in rep["models"]:
-        h = m["headline"]
-        mu = "n/a" if h["mu_local_mean"] is None else f"{h['mu_local_mean']:.3f}"
-        line = f"{m['label']}: {h['layers']} layers, mean local coherence {mu}"
-        if "top1" in h:
-            line += f"; top-1 {100 * h['top1']:.1f} %, loss {h['loss']:.4f}"
-        if "zero_frac_mean_sites" in h:
-            near = next((k for k in h if k.startswith("near_zero_frac(abs")), None)
-            line += f"; {m['analysis']['samples']} samples, zero_frac {h['zero_frac_mean_sites']:.4f}"
-            if near:
-                line += f", {near.removesuffix('_mean_sites')} {h[near]:.4f}"
-            line += (f" (means over {h['sites']} sites), {h['layers_inside_theorem']}/{h['layers_measured']} layers "
-                     "inside the theorem's regime")
-        print(line)
+    inputs = load_inputs(args, with_data=not args.weights_only)
+    _apply_variants(args, inputs.models[0].model)
+    results = _analyze_models(args, inputs)
+    extra = [_explain_section(args, inputs, results)] if args.explain and inputs.samples is not None else []
+    rep = build_report(results, inputs.command)
+    save_report(out, rep, render_html(rep, extra_sections=extra))
+    for i, m in enumerate(rep["models"]):
+        print(f"{m['label']}: {headline_line(rep['headline_figures'], i)}")
     print(f"report: {out / 'report.html'}")
     return 0
+
+
+def _apply_variants(args: argparse.Namespace, model) -> None:
+    """``--activation`` / ``--threshold``: applied to the first model only."""
+    if not args.activation and args.threshold is None:
+        return
+    from analysis.sites import find_sites
+    from sparsezoo.activations import replace_activations, threshold_activations
+
+    acts = find_sites(model)
+    if args.activation:
+        acts = replace_activations(model, acts, args.activation)
+    if args.threshold is not None:
+        threshold_activations(acts, args.threshold)
+
+
+def _analyze_models(args: argparse.Namespace, inputs: ReportInputs) -> list[tuple[str, str, dict]]:
+    """Every analysis of each model over the same samples: ``(label, source, result)`` for the report."""
+    from analysis.pipeline import analyze
+
+    samples = inputs.samples
+    loader = samples.loader if samples is not None else None
+    results = []
+    for label, name, loaded in zip(inputs.labels, [args.model, args.compare], inputs.models, strict=False):
+        res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
+                      ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
+                      fused=not args.no_fused, num_classes=len(samples.label_names) if samples else None,
+                      device=inputs.device, progress=inputs.progress)
+        if samples is not None:
+            res["data"] = samples.description
+        results.append((label, name, res))
+    return results
+
+
+def _explain_section(args: argparse.Namespace, inputs: ReportInputs, results: list) -> tuple[str, str, str]:
+    """``--explain``: feature explanations of each model, into its analysis and one report section."""
+    from analysis.interpret import explain, to_json
+    from analysis.interpret.render import render_section
+    from sparsezoo.inputs import class_names
+
+    explained = []
+    for (label, _, res), loaded in zip(results, inputs.models, strict=True):
+        text = loaded.task == "text-classification"
+        ex = explain(loaded.model, inputs.samples.loader, site=args.explain_site or "", features=args.explain_top_k,
+                     max_samples=args.samples, tokenizer=loaded.preprocessor if text else None,
+                     class_names=class_names(loaded.model), device=inputs.device, progress=inputs.progress)
+        res["explain"] = to_json(ex)
+        explained.append((label, ex))
+    return "explain", "Feature explanations", render_section(explained)
+
+
+def headline_line(figures: list[dict], index: int) -> str:
+    """The headline figures of model ``index`` of a report on one line, as the report's first block shows them."""
+    from analysis.report import figure_text
+
+    parts = []
+    for f in figures:
+        value = f["values"][index]
+        if value is not None:
+            of = f" / {f['of'][index]}" if "of" in f else ""
+            parts.append(f"{f['label']} {figure_text(value, f['unit'])}{of}")
+    return ", ".join(parts)

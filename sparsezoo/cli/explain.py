@@ -16,12 +16,9 @@ examples:
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
-from pathlib import Path
 
-from sparsezoo.cli._options import add_data_options, add_model_options, data_spec, load_models
-from sparsezoo.cli.finetune import positive_int
+from sparsezoo.cli._options import add_data_options, add_model_options, positive_int
+from sparsezoo.cli._report import load_inputs, report_folder, save_report
 
 HELP = "show what sparse features respond to: top examples and captum attributions; write an HTML report"
 
@@ -51,48 +48,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.io import atomic_dir, atomic_write_json, atomic_write_text, check_output_folder
-
-    out = Path(args.out or Path("reports") / f"{Path(args.model.removeprefix('hf-hub:')).name}-explain")
-    check_output_folder(out, args.force)
+    out = report_folder(args, "-explain")
     class_method = None if args.class_method == "none" else args.class_method
 
-    import torch
-
-    from analysis.interpret import explain, to_json
+    from analysis.interpret import compare, explain, to_json
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.render import render_page
-    from sparsezoo.inputs import class_names, sample_loader  # the same models and samples as sparsezoo analyze
+    from sparsezoo.inputs import class_names
 
     check_methods(args.method, class_method)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    names = [args.model] + ([args.compare] if args.compare else [])
-    built = load_models(args, device)
-    loader = sample_loader(built[0], data_spec(args), args.samples, args.batch_size).loader
-    tokenizer = built[0].preprocessor if built[0].task == "text-classification" else None
+    inputs = load_inputs(args)  # the same models and samples as sparsezoo analyze
+    first = inputs.models[0]
+    tokenizer = first.preprocessor if first.task == "text-classification" else None
     results = []
-    for name, loaded in zip(names, built, strict=True):
-        model = loaded.model
-        res = explain(model, loader, site=args.site, features=args.features or args.top_k, method=args.method,
-                      class_method=class_method, examples=args.examples, n_steps=args.n_steps,
+    for label, loaded in zip(inputs.labels, inputs.models, strict=True):
+        res = explain(loaded.model, inputs.samples.loader, site=args.site, features=args.features or args.top_k,
+                      method=args.method, class_method=class_method, examples=args.examples, n_steps=args.n_steps,
                       internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
-                      class_names=class_names(model), class_layer=args.class_layer, device=device,
-                      progress=sys.stderr.isatty())
-        results.append((Path(name).name if Path(name).exists() else name, res))
-    command = "sparsezoo " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
-    page = render_page(results, command)
-    doc = {"command": command, "models": [{"label": label, "explain": to_json(res)} for label, res in results]}
+                      class_names=class_names(loaded.model), class_layer=args.class_layer, device=inputs.device,
+                      progress=inputs.progress)
+        results.append((label, res))
+    doc = {"command": inputs.command, "models": [{"label": label, "explain": to_json(res)} for label, res in results]}
     if len(results) == 2:
-        from analysis.interpret import compare
-
         doc["deltas_subject_minus_baseline"] = {"subject": results[0][0], "baseline": results[1][0],
                                                 "summary": compare(results[0][1]["summary"], results[1][1]["summary"])}
-
-    def fill(tmp: Path) -> None:
-        atomic_write_json(tmp / "report.json", doc)
-        atomic_write_text(tmp / "report.html", page)
-
-    atomic_dir(out, fill)
+    save_report(out, doc, render_page(results, inputs.command))
     for label, res in results:
         s = res["summary"]
         line = (f"{label}: {s['features']} features of {res['site']} ({res['channels']}), {res['samples']} samples; "

@@ -16,73 +16,14 @@ examples:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
+from sparsezoo.cli._options import fraction, nonneg_float, penalty_setting, positive_int, site_kind
 from sparsezoo.errors import RecipeError
 
 HELP = "fine-tune a timm or Hugging Face transformers model with sparsity penalties on its features"
-
-
-def finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def nonneg_float(text: str) -> float:
-    v = finite_float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def fraction(text: str) -> float:
-    v = nonneg_float(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return v
-
-
-def site_kind(text: str) -> str:
-    """A kind of feature site of the live registry :data:`analysis.sites.SITE_KINDS` (read only when the flag is
-    given, so ``--help`` imports nothing heavy)."""
-    from sparsezoo.recipe import site_kinds
-
-    kinds = site_kinds()
-    if text not in kinds:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(map(repr, kinds))})")
-    return text
-
-
-def penalty_setting(text: str) -> tuple[str, float]:
-    """``KIND=λ``: a kind of the live penalty registry :data:`sparsezoo.penalties.PENALTIES` (built-in or added
-    with :func:`~sparsezoo.penalties.register_penalty`) and its λ >= 0."""
-    from sparsezoo.recipe import penalty_kinds
-
-    kind, sep, lam = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KIND=λ, e.g. l1=1e-4, got {text!r}")
-    known = penalty_kinds()
-    if kind not in known:
-        raise argparse.ArgumentTypeError(f"unknown penalty kind {kind!r} (known: {', '.join(known)})")
-    return kind, nonneg_float(lam)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sparsezoo.cli.finetune import positive_int
+from sparsezoo.cli._options import positive_int
 
 HELP = "the model zoo: list entries, build one (baseline, variants, analysis, cards), publish it"
 
