@@ -4,7 +4,18 @@ This package never imports ``sparsezoo``; it works on plain modules and data loa
 imported on first use so that ``import analysis`` stays cheap.
 """
 
-from importlib import import_module
+from typing import TYPE_CHECKING
+
+from analysis._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from analysis.dictionary import coherence
+    from analysis.interpret import explain
+    from analysis.layerwise import convergence
+    from analysis.margins import theory_margins
+    from analysis.pipeline import analyze, measure
+    from analysis.sites import find_sites, site_stages
+    from analysis.sparsity import SparsityMeter, SparsityStats, summarize
 
 __all__ = ["analyze", "coherence", "convergence", "measure", "theory_margins", "SparsityMeter", "SparsityStats",
            "find_sites", "site_stages", "summarize", "explain"]
@@ -23,8 +34,4 @@ _LAZY = {
     "explain": "analysis.interpret",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

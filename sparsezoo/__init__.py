@@ -5,7 +5,17 @@ Importing the package is cheap (no torch); the public API is loaded on first use
     from sparsezoo import SparsityPenalty, finetune, load_recipe
 """
 
-from importlib import import_module
+from typing import TYPE_CHECKING
+
+from analysis._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from sparsezoo.hf_trainer import SparsityTrainer
+    from sparsezoo.hub import load
+    from sparsezoo.models import create_model
+    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.recipe import Recipe, load_recipe
+    from sparsezoo.train import finetune
 
 __version__ = "0.1.0"
 __all__ = ["SparsityPenalty", "SparsityTrainer", "finetune", "load", "load_recipe", "Recipe", "create_model",
@@ -21,8 +31,4 @@ _LAZY = {
     "SparsityTrainer": "sparsezoo.hf_trainer",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sparsezoo' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -107,6 +107,7 @@ def test_an_installed_wheel_renders_cards_outside_the_source_tree(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, timeout=300,
                    capture_output=True)
     assert (tmp_path / "site" / "sparsezoo" / "templates" / "model_card.md").is_file()
+    assert all((tmp_path / "site" / package / "py.typed").is_file() for package in PACKAGES)  # PEP 561: typed
     shutil.rmtree(src)  # nothing may be read from a source tree
     run = make_run(tmp_path / "elsewhere" / "r18-l1")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "HF_HUB_OFFLINE": "1"}

@@ -22,7 +22,18 @@ Example::
     results = run_experiments("quick", sweeps=["noise"])  # JSON-ready dict
 """
 
-from importlib import import_module
+from typing import TYPE_CHECKING
+
+from analysis._lazy import lazy_exports
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from analysis.dsc.configs import CONFIGS, apply_override, get_config
+    from analysis.dsc.dictionaries import DICTIONARIES, Dictionary, make_dictionary
+    from analysis.dsc.estimators import ESTIMATORS, build_estimator
+    from analysis.dsc.experiments import run_experiments
+    from analysis.dsc.generator import DSCBatch, DSCModel
+    from analysis.dsc.plots import save_plots
+    from analysis.dsc.report import checks, summary_markdown
 
 __all__ = ["DICTIONARIES", "ESTIMATORS", "CONFIGS", "DSCBatch", "DSCModel", "Dictionary", "apply_override",
            "build_estimator", "checks", "get_config", "make_dictionary", "run_experiments", "save_plots",
@@ -38,8 +49,4 @@ _LAZY = {
     "summary_markdown": "analysis.dsc.report", "save_plots": "analysis.dsc.plots",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'analysis.dsc' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
