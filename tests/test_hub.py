@@ -312,6 +312,7 @@ def test_a_tampered_weight_file_is_refused(hub, runs, published, tmp_path):
     assert code == 2 and "does not match the hash" in err
 
 
+@pytest.mark.slow  # nine CLI processes
 def test_push_again_refreshes_nothing_and_revisions_keep_models_apart(hub, runs, published, tmp_path):
     home = tmp_path / "pub"
     code, out, _ = run_cli(hub, home, "push", runs["cnn"], "--repo", CNN)
@@ -464,6 +465,7 @@ def test_pull_takes_only_top_level_files(hub, tmp_path):
     assert "evil-of-2.safetensors" not in cached
 
 
+@pytest.mark.slow  # the listing alone is checked in-process by test_hub_cards
 def test_dry_run_lists_exactly_what_push_then_uploads(hub, runs, published, tmp_path):
     served = len(hub.requests)
     code, out, err = run_cli(hub, tmp_path / "pub", "push", runs["cnn"], "--repo", "myorg/dry", "--dry-run", token=None)
