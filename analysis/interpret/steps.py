@@ -184,8 +184,8 @@ def fetch(loader: Iterable, selection: Selection, site: Site, device: Any, opts:
 
 
 def _measure(maps: Tensor, mask: Tensor | None, attr: Tensor, delta: Tensor | None, n: int) -> MapSet:
-    conc = concentration(maps, mask)
-    return MapSet(maps, conc, completeness(attr.reshape(n, -1).sum(1), delta) if delta is not None else None)
+    concentrated = concentration(maps, mask)
+    return MapSet(maps, concentrated, completeness(attr.reshape(n, -1).sum(1), delta) if delta is not None else None)
 
 
 def _class_maps(model: nn.Module, rows: Rows, opts: Options) -> tuple[Tensor, int, MapSet | None, str | None]:
@@ -231,14 +231,15 @@ def _at(values: dict[str, np.ndarray] | None, key: str, i: int) -> Any:
 
 def _example(top: Top, row: int, k: int, labels: np.ndarray | None, preds: np.ndarray, found: Attributions) -> dict:
     """The record of the ``k``-th attributed example (map ``k``), distinct sample ``row``."""
-    (sample, value, position), fm, cm = top, found.features, found.classes
-    cc, cd = (None, None) if cm is None else (cm.concentration, cm.completeness)
+    (sample, value, position), feature = top, found.features
+    class_conc, class_comp = (None, None) if found.classes is None else (found.classes.concentration,
+                                                                          found.classes.completeness)
     e = {"sample": sample, "value": value, "position": position, "row": row, "map": k,
          "label": None if labels is None else int(labels[row]), "pred": int(preds[row]),
-         "feature_gini": fm.concentration["gini"][k], "feature_top5_mass": fm.concentration["top5_mass"][k],
-         "feature_delta_abs": _at(fm.completeness, "abs", k), "feature_delta_rel": _at(fm.completeness, "rel", k),
-         "class_gini": _at(cc, "gini", row), "class_top5_mass": _at(cc, "top5_mass", row),
-         "class_delta_rel": _at(cd, "rel", row), "box": list(found.boxes[k]) if found.boxes is not None else None}
+         "feature_gini": feature.concentration["gini"][k], "feature_top5_mass": feature.concentration["top5_mass"][k],
+         "feature_delta_abs": _at(feature.completeness, "abs", k), "feature_delta_rel": _at(feature.completeness, "rel", k),
+         "class_gini": _at(class_conc, "gini", row), "class_top5_mass": _at(class_conc, "top5_mass", row),
+         "class_delta_rel": _at(class_comp, "rel", row), "box": list(found.boxes[k]) if found.boxes is not None else None}
     return {key: (float(val) if isinstance(val, np.floating) else val) for key, val in e.items()}
 
 
