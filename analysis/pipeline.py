@@ -11,21 +11,25 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
 from analysis.collect import AccuracyMeter, run_pass, to_device
 from analysis.sites import Site, find_sites, site_stages
-from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY, SparsityMeter, summarize
+from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY, SparsityMeter, near_zero_stats, summarize
 
 SiteSpec = str | Sequence[str] | Sequence[Site] | None
 
 
 def resolve_sites(model: nn.Module, sites: SiteSpec) -> list[Site]:
     """Sites from regex(es) over activation names, an explicit list of :class:`Site`, or None (all)."""
-    if sites and not isinstance(sites, str) and isinstance(next(iter(sites)), Site):
-        return list(sites)
-    return find_sites(model, include=sites or None)
+    if sites and not isinstance(sites, str):
+        items = list(sites)
+        if all(isinstance(s, Site) for s in items):
+            return [s for s in items if isinstance(s, Site)]
+        return find_sites(model, include=[str(s) for s in items])
+    return find_sites(model, include=sites if isinstance(sites, str) and sites else None)
 
 
 def _stages(model: nn.Module, keys: Iterable[str]) -> dict[str, str]:
@@ -111,7 +115,7 @@ def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_sample
     if ista:
         t = time.perf_counter()
         dev = device or next((p.device for p in model.parameters()), "cpu")
-        x = first_batch(loader)
+        x: Any = first_batch(loader)
         x = {k: v[:ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:ista_samples]
         out["convergence"]["ista"] = ista_agreement(model, to_device(x, dev), site_list, ista_steps, coh)
         timing["ista_s"] = time.perf_counter() - t
@@ -131,7 +135,7 @@ def headline(result: dict) -> dict:
         s = result["sparsity"]["summary"]
         out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",
                                       "l0_per_position_frac_mean_sites", "dead_units", "dense_units")})
-        out.update({k: v for k, v in s.items() if k.startswith("near_zero_frac(")})
+        out.update({k: s[k] for _, k in near_zero_stats(s)})
         per = result["sparsity"]["per_site"].values()
         hoyers = [v["hoyer_mean"] for v in per if not math.isnan(v["hoyer_mean"])]
         out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None

@@ -16,6 +16,7 @@ from typing import Any
 
 from analysis.definitions import DEFINITIONS
 from analysis.pipeline import headline
+from analysis.sparsity import near_zero_stats
 
 REPORT_VERSION = 2  # 2: deltas are subject − baseline (deltas_subject_minus_baseline)
 
@@ -64,13 +65,14 @@ def compare(subject: dict, baseline: dict) -> dict:
     return out
 
 
+NEAR_ZERO_ABS = "near_zero_frac(abs,…)"  # stands for the absolute near-zero fraction, whatever its τ
 # The headline block: (headline key, label, definition key, unit). Unit "fraction" is shown in % and its
 # differences in points; "count" as an integer; "" as a plain number.
 HEADLINE_FIGURES: list[tuple[str, str, str, str]] = [
     ("top1", "top-1", "top1", "fraction"),
     ("loss", "loss", "loss", ""),
     ("zero_frac_mean_sites", "zero_frac", "zero_frac_mean_sites", "fraction"),
-    ("near_zero_frac(abs", "near_zero_frac", "near_zero_frac(abs,tau)", "fraction"),
+    (NEAR_ZERO_ABS, "near_zero_frac", "near_zero_frac(abs,tau)", "fraction"),
     ("l0_per_position_frac_mean_sites", "l0 per position / C", "l0_per_position", "fraction"),
     ("dead_units", "dead units", "dead_units", "count"),
     ("median_factor_outside", "theory margin: median factor outside", "factor_outside", ""),
@@ -85,10 +87,10 @@ def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
     rows = []
     for key, label, definition, unit in HEADLINE_FIGURES:
         heads = [m["headline"] for m in models]
-        full = next((k for k in heads[0] if k == key or (key.endswith("(abs") and k.startswith(key))), None)
+        full = key if key != NEAR_ZERO_ABS else next((k for _, k in near_zero_stats(heads[0], "abs")), None)
         if full is None or heads[0].get(full) is None:
             continue
-        if full.startswith("near_zero_frac("):
+        if key == NEAR_ZERO_ABS:
             label = full.removesuffix("_mean_sites")
         row = {"key": full, "label": label, "definition": definition, "unit": unit,
                "values": [h.get(full) for h in heads]}
@@ -371,7 +373,7 @@ def _side(models: list[dict], make) -> str:
 def _sparsity_table(m: dict) -> str:
     a = m["analysis"]["sparsity"]
     per, stages = a["per_site"], a["stages"]
-    tau_keys = [k for k in next(iter(per.values())) if k.startswith("near_zero_frac")]
+    tau_keys = [k for _, k in near_zero_stats(next(iter(per.values())))]
     rows = [[n, stages.get(n.split("@")[0], ""), v["channels"], v["zero_frac"], *[v[k] for k in tau_keys],
              v["l0_per_position_mean"], v["l0_per_position_max"], v["hoyer_mean"], v["gini_mean"], v["dead_units"],
              v["dense_units"]] for n, v in per.items()]

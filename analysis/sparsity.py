@@ -32,8 +32,10 @@ dataset-level result does not depend on how the data was batched.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +57,36 @@ HIST_EDGES = [float(e) / 2 for e in range(-16, 1)]  # log10 density bins from 1e
 def zero_frac(a: Tensor) -> float:
     """Fraction of entries exactly 0 (unitless, in [0, 1])."""
     return float((a == 0).sum()) / a.numel()
+
+
+@dataclass(frozen=True)
+class NearZero:
+    """Which near-zero fraction a statistic is: ``kind`` "abs" (|a| ≤ τ) or "rel" (|a| ≤ τ·max_c |a| of the same
+    code vector), and ``tau``. Its JSON key is ``near_zero_frac(KIND,tau=τ)`` (``…_mean_sites`` in a summary);
+    consumers read the kind and τ through :meth:`parse` / :func:`near_zero_stats`, not by slicing key names."""
+
+    kind: str
+    tau: float
+
+    @property
+    def key(self) -> str:
+        return f"near_zero_frac({self.kind},tau={self.tau:g})"
+
+    @classmethod
+    def parse(cls, key: str) -> NearZero | None:
+        """The statistic a per-site or summary key names (``…_mean_sites`` too), or None for another key."""
+        found = _NEAR_ZERO_KEY.fullmatch(key.removesuffix("_mean_sites"))
+        return cls(found.group(1), float(found.group(2))) if found else None
+
+
+_NEAR_ZERO_KEY = re.compile(r"near_zero_frac\((abs|rel),tau=([0-9.eE+-]+)\)")
+
+
+def near_zero_stats(stats: Mapping[str, Any], kind: str | None = None) -> list[tuple[NearZero, str]]:
+    """The near-zero statistics of a result dict (per-site or summary), as ``(NearZero, key)``, optionally only
+    those of ``kind``."""
+    found = [(nz, k) for k in stats if (nz := NearZero.parse(k)) is not None]
+    return [(nz, k) for nz, k in found if kind is None or nz.kind == kind]
 
 
 def near_zero_frac(a: Tensor, tau: float, relative: bool = False, channel_dim: int = 1) -> float:
@@ -290,7 +322,7 @@ class SparsityStats:
         """Plain-data summary (JSON-serializable). Keys name the definition and threshold."""
         if not self.state:
             raise AnalysisError("no activations were recorded for this site")
-        s = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in self.state.items()}
+        s: dict[str, Any] = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in self.state.items()}
         entries, positions = int(s["entries"]), int(s["positions"])
         s["zeros"] = entries - int(s["nnz"])
         fire = s["fire"].double()
@@ -305,8 +337,8 @@ class SparsityStats:
             "positions": positions,
             "entries": entries,
             "zero_frac": int(s["zeros"]) / max(entries, 1),
-            f"near_zero_frac(abs,tau={self.tau_abs:g})": int(s["near_abs"]) / max(entries, 1),
-            f"near_zero_frac(rel,tau={self.tau_rel:g})": int(s["near_rel"]) / max(entries, 1),
+            NearZero("abs", self.tau_abs).key: int(s["near_abs"]) / max(entries, 1),
+            NearZero("rel", self.tau_rel).key: int(s["near_rel"]) / max(entries, 1),
             "l0_per_position_mean": l0_mean,
             "l0_per_position_max": int(s["l0_max"]),
             "l0_per_position_frac": l0_mean / max(c, 1),
@@ -365,7 +397,7 @@ def summarize(per_site: dict[str, dict], stages: dict[str, str] | None = None) -
         "zero_frac_all_entries": sum(v["zero_frac"] * v["entries"] for v in vals) / sum(v["entries"] for v in vals),
         "l0_per_position_mean_sites": mean("l0_per_position_mean"),
         "l0_per_position_frac_mean_sites": mean("l0_per_position_frac"),
-        **{f"{k}_mean_sites": mean(k) for k in vals[0] if k.startswith("near_zero_frac(")},
+        **{f"{k}_mean_sites": mean(k) for _, k in near_zero_stats(vals[0])},
         "dead_units": sum(v["dead_units"] for v in vals),
         "dense_units": sum(v["dense_units"] for v in vals),
     }

@@ -44,7 +44,6 @@ MODEL_WIDE = {
     "dead_units": ("dead", 0.0, "channels with |a| > threshold at no evaluated position, summed over sites"),
     "dense_units": ("dense", 0.0, "channels with |a| > threshold at more than 90% of positions, summed over sites"),
 }
-_NEAR_ZERO = re.compile(r"near_zero_frac\((abs|rel),tau=([0-9.eE+-]+)\)")
 # architecture-name suffix of a transformers model → (Hub task, transformers Auto class)
 TRANSFORMERS_TASKS = {
     "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
@@ -239,11 +238,12 @@ def local_inputs(run: Run) -> list[str]:
 def _measure(key: str) -> tuple[str, float | None, str] | None:
     if key in MODEL_WIDE:
         return MODEL_WIDE[key]
-    m = _NEAR_ZERO.match(key)
-    if m and key.endswith("_mean_sites"):
-        kind, tau = m.group(1), float(m.group(2))
-        rel = " x the largest |a| of the same code vector" if kind == "rel" else ""
-        return f"near_zero_frac({kind})", tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
+    from analysis.sparsity import NearZero
+
+    near = NearZero.parse(key)
+    if near is not None and key.endswith("_mean_sites"):
+        rel = " x the largest |a| of the same code vector" if near.kind == "rel" else ""
+        return f"near_zero_frac({near.kind})", near.tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
     return None
 
 

@@ -257,6 +257,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     from analysis.layerwise import cka_between
     from analysis.pipeline import analyze, headline
     from analysis.sites import find_sites
+    from analysis.sparsity import near_zero_stats
     from sparsezoo.cards import read_run
     from sparsezoo.inputs import load_model, sample_loader
 
@@ -281,7 +282,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
             cka = sum(finite) / len(finite) if finite else None
         elif v == entry.baseline:
             cka = 1.0
-        near = next(k for k in summary if k.startswith("near_zero_frac(abs"))
+        near = near_zero_stats(summary, "abs")[0][1]
         top1 = run.final["top1"]
         recovery = top1 / base_top1 if base_top1 else float("nan")
         with torch.no_grad():

@@ -201,7 +201,9 @@ def _apply_set_flags(d: dict, items: list[str]) -> None:
 
 
 def format_history(history: list[dict]) -> str:
-    near = next((k for k in history[0]["val"]["sparsity"] if k.startswith("near_zero_frac(abs")), None) if history else None
+    from analysis.sparsity import near_zero_stats
+
+    near = next((k for _, k in near_zero_stats(history[0]["val"]["sparsity"], "abs")), None) if history else None
     head = "epoch  top1    val_loss  zero_frac(mean sites)"
     if near:
         head += f"  {near.removesuffix('_mean_sites')}"
