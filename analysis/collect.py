@@ -72,17 +72,23 @@ class AccuracyMeter:
             self.skipped = "the data has no labels"
         elif logits is None:
             self.skipped = "the model returns no (batch, classes) logits"
-        elif self.num_classes is not None and logits.shape[1] != self.num_classes:
-            self.skipped = (f"the model has {logits.shape[1]} outputs, the data {self.num_classes} classes "
-                            "(its head is not a classifier of this data)")
-        elif len(labels) and int(labels.max()) >= logits.shape[1]:
-            self.skipped = f"labels go beyond the model's {logits.shape[1]} outputs"
-        if self.skipped:
+        else:
+            self.skipped = self._not_a_classifier(logits, labels)
+        if self.skipped or logits is None or labels is None:
             return
         labels = labels.to(logits.device)
         self.correct += int((logits.argmax(1) == labels).sum())
         self.loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
         self.samples += len(labels)
+
+    def _not_a_classifier(self, logits: Tensor, labels: Tensor) -> str | None:
+        """Why these logits do not score these labels, or None."""
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            return (f"the model has {logits.shape[1]} outputs, the data {self.num_classes} classes "
+                    "(its head is not a classifier of this data)")
+        if len(labels) and int(labels.max()) >= logits.shape[1]:
+            return f"labels go beyond the model's {logits.shape[1]} outputs"
+        return None
 
     def result(self) -> dict:
         """``{"top1", "loss", "samples"}`` (fraction, nats per sample), or ``{"skipped": reason}``."""
@@ -113,6 +119,7 @@ class HookSet:
     context manager. Subclasses set ``self._handles = []`` and return their handles from :meth:`_register`."""
 
     _handles: list
+    position_mask: Tensor | None = None  # set per batch by run_pass (padding of token inputs)
 
     def _register(self) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -182,7 +189,7 @@ class SiteCollector(HookSet):
 
 
 @torch.no_grad()
-def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[SiteCollector], device: Any = None,
+def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[HookSet], device: Any = None,
              max_samples: int | None = None, progress: bool = False, desc: str = "measuring",
              accuracy: AccuracyMeter | None = None) -> int:
     """Run ``model`` over ``loader`` once (eval mode, no grad) with all ``collectors`` attached; ``accuracy``

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +139,8 @@ def dilate_filters(weight: Tensor, dilation: tuple[int, ...]) -> Tensor:
         return weight
     k = weight.shape[2:]
     out = weight.new_zeros(*weight.shape[:2], *((kk - 1) * d + 1 for kk, d in zip(k, dilation, strict=True)))
-    out[(..., *(slice(None, None, d) for d in dilation))] = weight
+    grid: tuple[Any, ...] = (..., *(slice(None, None, d) for d in dilation))
+    out[grid] = weight
     return out
 
 
@@ -214,15 +216,25 @@ class LayerCoherence:
 def fold_bn(layer: nn.Module, bn: nn.Module | None = None) -> tuple[Tensor, Tensor]:
     """(weight, bias) of a conv/linear layer, with the eval-mode BatchNorm that follows it folded in (float64):
     ``W' = W·γ/σ``, ``b' = β + (b − μ)·γ/σ`` with ``σ = √(running_var + ε)`` (γ = 1, β = 0 without affine)."""
-    w = layer.weight.detach().double()
-    b = layer.bias.detach().double() if getattr(layer, "bias", None) is not None else torch.zeros(w.shape[0],
-                                                                                                  dtype=w.dtype, device=w.device)
+    w = _tensor(layer, "weight").detach().double()
+    bias = getattr(layer, "bias", None)
+    b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     if bn is None:
         return w, b
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(b)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(b)
-    scale = gamma / (bn.running_var.detach().double() + bn.eps).sqrt()
-    return w * scale.view(-1, *([1] * (w.dim() - 1))), beta + (b - bn.running_mean.detach().double()) * scale
+    gamma_p, beta_p = getattr(bn, "weight", None), getattr(bn, "bias", None)  # None without affine
+    gamma = gamma_p.detach().double() if gamma_p is not None else torch.ones_like(b)
+    beta = beta_p.detach().double() if beta_p is not None else torch.zeros_like(b)
+    scale = gamma / (_tensor(bn, "running_var").detach().double() + float(getattr(bn, "eps", 0.0))).sqrt()
+    mean = _tensor(bn, "running_mean").detach().double()
+    return w * scale.view(-1, *([1] * (w.dim() - 1))), beta + (b - mean) * scale
+
+
+def _tensor(module: nn.Module, name: str) -> Tensor:
+    """A tensor attribute (parameter or buffer) of ``module``."""
+    value = getattr(module, name)
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{type(module).__name__}.{name} is not a tensor")
+    return value
 
 
 def _threshold_stats(weight: Tensor, bias: Tensor) -> dict:
@@ -244,7 +256,7 @@ def _following_bn(model: nn.Module) -> dict[str, nn.Module]:
     """Map a conv/linear name to the BatchNorm registered right after it (module order) with matching width."""
     mods = [(n, m) for n, m in model.named_modules() if not any(True for _ in m.children())
             or isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    out = {}
+    out: dict[str, nn.Module] = {}
     for (n, m), (_, nxt) in zip(mods, mods[1:], strict=False):
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and isinstance(nxt, nn.modules.batchnorm._BatchNorm):
             width = m.out_channels if hasattr(m, "out_channels") else m.out_features

@@ -43,13 +43,15 @@ from torch import Tensor, nn
 from analysis.collect import HookSet
 from analysis.sites import PursuitLayer, pursuit_layers
 
+ConvLayer = nn.modules.conv._ConvNd  # Conv1d/2d/3d and their subclasses (timm's Conv2dSame, …)
 
-def stripe_radius(layer: nn.Module) -> tuple[int, ...]:
+
+def stripe_radius(layer: ConvLayer) -> tuple[int, ...]:
     """``r = ⌊(K − 1)/stride⌋`` per spatial dimension, ``K = (k − 1)·dilation + 1`` (see module docstring)."""
     return tuple(((k - 1) * d) // s for k, d, s in zip(layer.kernel_size, layer.dilation, layer.stride, strict=True))
 
 
-def stripe_counts(code: Tensor, layer: nn.Module, mask: Tensor | None = None) -> tuple[Tensor, int]:
+def stripe_counts(code: Tensor, layer: ConvLayer | nn.Linear, mask: Tensor | None = None) -> tuple[Tensor, int]:
     """Non-zeros of every stripe of ``code`` (the output code of ``layer``) as a flat float tensor, and the most
     entries a stripe can hold.
 
@@ -61,7 +63,7 @@ def stripe_counts(code: Tensor, layer: nn.Module, mask: Tensor | None = None) ->
         counts = nz.sum(-1)
         if mask is not None and code.dim() == 3 and tuple(mask.shape) == tuple(code.shape[:2]):
             counts = counts[mask.bool()]
-        return counts.reshape(-1), code.shape[-1]
+        return counts.reshape(-1), int(code.shape[-1])
     radius = stripe_radius(layer)
     if nz.dim() == 3:  # Conv1d: a unit height
         nz, radius = nz.unsqueeze(2), (0, *radius)
@@ -70,7 +72,7 @@ def stripe_counts(code: Tensor, layer: nn.Module, mask: Tensor | None = None) ->
     ones = torch.ones(g, c // g, *window, device=nz.device)
     counts = F.conv2d(nz, ones, padding=radius, groups=g)
     cap = (c // g) * math.prod(min(w, s) for w, s in zip(window, nz.shape[2:], strict=True))
-    return counts.round().reshape(-1), cap
+    return counts.round().reshape(-1), int(cap)
 
 
 class StripeCollector(HookSet):
@@ -88,7 +90,7 @@ class StripeCollector(HookSet):
     def code_module(p: PursuitLayer) -> tuple[str, nn.Module, str]:
         """(name, module, kind) of the module whose output is ``p``'s code: its activation, else its BN, else itself."""
         if p.act is not None:
-            return p.act_name, p.act, "activation"
+            return p.act_name or p.name, p.act, "activation"
         if p.bn is not None:
             return p.name, p.bn, "linear"
         return p.name, p.layer, "linear"

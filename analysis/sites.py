@@ -199,10 +199,11 @@ def find_attention(model: nn.Module) -> list[Site]:
             sites.append(Site(f"{n}.attn_drop", m.attn_drop, channels_last=True, nonnegative=True, kind="attention",
                               capture="input"))
     if hf:
-        if hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation("eager")
-        elif hasattr(model, "config"):
-            model.config._attn_implementation = "eager"
+        set_implementation = getattr(model, "set_attn_implementation", None)
+        if callable(set_implementation):
+            set_implementation("eager")
+        elif getattr(model, "config", None) is not None:
+            model.config._attn_implementation = "eager"  # type: ignore[union-attr]  # older transformers
     return sites
 
 
@@ -265,7 +266,7 @@ def disable_inplace(sites: Iterable[Site]) -> list[str]:
     changed = []
     for s in sites:
         if getattr(s.module, "inplace", False):
-            s.module.inplace = False
+            setattr(s.module, "inplace", False)  # noqa: B010 - a flag of the activation module, not a tensor
             changed.append(s.name)
     return changed
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from sparsezoo.penalties import DATA_PARALLEL_MESSAGE, DataParallelError, SparsityPenalty, check_no_data_parallel
@@ -87,14 +88,21 @@ class SparsityTrainer(Trainer):
         super().__init__(model, args, *rest, **kwargs)
         _refuse_data_parallel(self.model, self.args)  # a model from model_init, default args
         self._owns_sparsity = not isinstance(sparsity, SparsityPenalty)  # built here, so rebuilt for model_init
-        self.sparsity = SparsityPenalty(self.model, lams=sparsity) if self._owns_sparsity else sparsity
+        self.sparsity: SparsityPenalty = (sparsity if isinstance(sparsity, SparsityPenalty)
+                                          else SparsityPenalty(self._trained_model(), lams=sparsity))
         self._detach_at_end = False
         self.add_callback(_PenaltyHooks(self))
         self._pen_sums: dict[str, float] = {}
         self._pen_count = 0
 
+    def _trained_model(self) -> nn.Module:
+        """The unwrapped model; ``model_init`` may have made a new one for this ``train()``."""
+        if self.model is None:
+            raise ValueError("SparsityTrainer needs a model (or model_init)")
+        return self.model
+
     def _attach_sparsity(self) -> None:
-        model = self.model  # the unwrapped model; model_init may have made a new one for this train()
+        model = self._trained_model()
         _refuse_data_parallel(model, None)
         if not any(m is self.sparsity.model for m in model.modules()):  # model_init built a new model
             if not self._owns_sparsity:
@@ -124,7 +132,8 @@ class SparsityTrainer(Trainer):
         return bool((getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None)
                     or getattr(self, "compute_loss_func", None) is not None)
 
-    def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs):
+    # the keyword arguments of Trainer.compute_loss change across transformers versions: pass them all through
+    def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs):  # type: ignore[override]
         if not self.sparsity.attached and torch.is_grad_enabled():  # called outside train(): hooks for this call
             with self.sparsity:
                 return self.compute_loss(model, inputs, return_outputs, **kwargs)

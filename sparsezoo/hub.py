@@ -519,7 +519,11 @@ def pull(repo: str, *, revision: str | None = None, out: str | Path | None = Non
                                "safetensors checkpoints (it never unpickles)")
     snapshot = Snapshot(repo_id, revision, folder.name, folder, files)
     if out is not None:
-        atomic_dir(out, lambda tmp: [shutil.copy2(folder / f, tmp / f) for f in files])
+        def copy(tmp: Path) -> None:
+            for f in files:
+                shutil.copy2(folder / f, tmp / f)
+
+        atomic_dir(out, copy)
         snapshot.path = out
     log.info("%s@%s (commit %s): %d files verified", repo_id, revision or "main", folder.name[:12], len(files))
     return snapshot

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
@@ -102,6 +103,8 @@ def _ensure_hub_available(name: str, pretrained: bool = True) -> None:
 
     from sparsezoo import offline_weights
 
+    repo: str | None
+    where: str | tuple[str, ...] | None
     if name.startswith("hf-hub:"):
         repo, where = name.removeprefix("hf-hub:"), None
         if not pretrained:
@@ -119,7 +122,8 @@ def _ensure_hub_available(name: str, pretrained: bool = True) -> None:
         repo, where = cfg.hf_hub_id, cfg.url
     if repo and _weights_cached(repo):
         return
-    if hub_reachable(None if repo else where):
+    url = where[0] if isinstance(where, tuple) else where  # timm's url may be (url, filename)
+    if hub_reachable(None if repo else url):
         return
     arch = name.split(".")[0].removeprefix("hf-hub:")
     ways = ["--weights FILE.safetensors", "--no-pretrained"]
@@ -199,7 +203,7 @@ def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int 
     from timm.models import get_pretrained_cfg
 
     name = spec.name
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     folder = local_model_dir(name)
     if folder is not None:
         timm_name, arch, pretrained = f"local-dir:{folder}", None, spec.pretrained and spec.weights is None
@@ -224,7 +228,10 @@ def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int 
     if spec.weights == "offline":
         from sparsezoo import offline_weights
 
-        arch = arch or model.pretrained_cfg.get("architecture")
+        pretrained_cfg: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
+        arch = arch or pretrained_cfg.get("architecture")
+        if not arch:
+            raise WeightsUnavailableError(f"{name}: no architecture to map offline weights onto")
         ref = timm.create_model(arch, pretrained=False)  # 1000-class reference for the key mapping
         load_weights_into(model, offline_weights.offline_state_dict(arch, ref), f"offline:{arch}")
     elif spec.weights:

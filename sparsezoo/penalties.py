@@ -42,6 +42,7 @@ import math
 import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,11 @@ class DataParallelError(SparsezooError):
 
 DATA_PARALLEL_MESSAGE = ("nn.DataParallel is not supported (its replicas would share the sparsity hooks' state); "
                          "use DDP, one process per GPU: torchrun --nproc_per_node=N or accelerate launch")
+
+
+def _patterns(value: str | Iterable[Any] | None) -> str | list[str] | None:
+    """Site patterns as :func:`analysis.sites.find_sites` takes them: one regex, a list of them, or None."""
+    return value if value is None or isinstance(value, str) else list(value)
 
 
 def check_no_data_parallel(model: nn.Module) -> None:
@@ -164,7 +170,7 @@ class SparsityPenalty(HookSet):
         if isinstance(sites, list) and sites and isinstance(sites[0], Site):
             self.sites = sites
         else:
-            self.sites = find_sites(model, include=sites, exclude=exclude)
+            self.sites = find_sites(model, include=_patterns(sites), exclude=_patterns(exclude))
         weights = [(re.compile(p), float(w)) for p, w in (site_weights or {}).items()]
         self.weights = {s.name: next((w for p, w in weights if p.search(s.name)), 1.0) for s in self.sites}
         # in-place activations break autograd for penalties that save the site's output (INPLACE_SAFE_ON_NONNEGATIVE)
@@ -260,7 +266,7 @@ class SparsityPenalty(HookSet):
                 _INPLACE_HOLDS[s.module] = left
             else:
                 _INPLACE_HOLDS.pop(s.module, None)
-                s.module.inplace = True
+                setattr(s.module, "inplace", True)  # noqa: B010 - a flag of the activation module, not a tensor
         self._inplace_held = []
         self._reset()  # drop sums (and their autograd graphs) of a forward whose penalty was never taken
 

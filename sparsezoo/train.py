@@ -122,14 +122,16 @@ def build_optimizer(model, spec: OptimSpec):
     """AdamW or SGD; no weight decay on biases and normalization parameters (1-D tensors)."""
     import torch
 
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if spec.name == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.momentum > 0)
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas))
+    beta1, beta2 = spec.betas
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(beta1, beta2))
 
 
 def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int, collate=None):
