@@ -2,7 +2,7 @@
 
 In-theory problems use the identity + normalized Hadamard frame (μ = 1/√n) with (2s − 1)μ < 1. The estimator
 under test is non-negative ISTA with step 1 and the theorem's decaying thresholds (``ista_decay``); the
-claims are those of DESIGN §4 and issue 7.
+claims are those stated by :func:`analysis.dsc.report.checks` (from arXiv:2408.05540, Thm. 1 and its rate).
 """
 
 import copy

@@ -13,7 +13,7 @@ A :class:`Dictionary` is a matrix ``D ∈ R^{n×m}`` whose **columns** are unit-
 ``conv2d``     circular 2-D convolutional dictionary on ``size×size`` images (filters ``k×k``)
 
 Coherence numbers always come from :mod:`analysis.dictionary`: ``gram_stats`` of the atoms for dense
-dictionaries, ``conv_shift_coherence`` of the filters (shift-aware, DESIGN §4) for convolutional ones. For a
+dictionaries, ``conv_shift_coherence`` of the filters (shift-aware, :mod:`analysis.dictionary`) for convolutional ones. For a
 convolutional dictionary the sparsity that the theory bounds is the *stripe* sparsity ``‖Γ‖_{0,∞}``: the most
 non-zeros among the atoms that overlap any one atom (shifts ``|u| < k`` in every dimension, all channels);
 for a dense dictionary every atom may overlap every other, so the stripe is the whole code and ``‖Γ‖_{0,∞} = ‖Γ‖₀``.
