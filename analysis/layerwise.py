@@ -1,6 +1,6 @@
 """Layerwise convergence: do successive layers refine a representation the way a pursuit refines a code?
 
-Three measurements (DESIGN §4):
+Three measurements (definitions in :mod:`analysis.definitions`):
 
 ``relative change``
     ``‖F_{l+1} − F_l‖ / ‖F_l‖`` between consecutive *blocks* with outputs of equal shape (residual stages),
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -145,8 +146,9 @@ def cka_between(model_a: nn.Module, model_b: nn.Module, loader, sites: Iterable[
             sums[name] = h if name not in sums else sums[name] + h
     result: dict[str, float | None] = {}
     for name in names:
-        h = sums.get(name)
-        result[name] = None if h is None else float(h[0, 1] / (h[0, 0] * h[1, 1]).clamp_min(1e-300).sqrt())
+        total = sums.get(name)
+        result[name] = (None if total is None
+                        else float(total[0, 1] / (total[0, 0] * total[1, 1]).clamp_min(1e-300).sqrt()))
     return result
 
 
@@ -224,8 +226,9 @@ class _Operator:
     def __init__(self, layer: nn.Module, weight: Tensor, in_shape: torch.Size):
         self.layer, self.in_shape = layer, in_shape
         self.params = {"weight": weight}
-        if getattr(layer, "bias", None) is not None:
-            self.params["bias"] = torch.zeros_like(layer.bias, dtype=weight.dtype, device=weight.device)
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            self.params["bias"] = torch.zeros_like(bias, dtype=weight.dtype, device=weight.device)
 
     def fwd(self, x: Tensor) -> Tensor:
         return torch.func.functional_call(self.layer, self.params, (x,))
@@ -319,7 +322,8 @@ def _ista_trace(op: _Operator, drive: Tensor, phi, eta: float, steps: int, y: Te
     ynorm = float(y.norm()) or 1e-30
     rel_err, jacc, step = [], [], []
     supp_y = y != 0
-    prev = g1norm = None
+    prev: Tensor | None = None
+    g1norm = 1.0
     for gk in layer_ista(op.fwd, op.adj, drive, phi, eta, steps):
         rel_err.append(float((gk - y).norm()) / ynorm)
         s = gk != 0
@@ -402,7 +406,7 @@ def convergence(model: nn.Module, loader, sites: Iterable[Site] | None = None, b
     rel, cka = RelChangeCollector(model, blocks), CKACollector(model, sites)
     run_pass(model, loader, [rel, cka], max_samples=max_samples, progress=progress, desc="convergence")
     device = next((p.device for p in model.parameters()), "cpu")
-    x = first_batch(loader)
+    x: Any = first_batch(loader)
     x = {k: v[:ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:ista_samples]
     return {"relative_change": rel.result(), "cka": cka.result(),
             "ista": ista_agreement(model, to_device(x, device), sites, ista_steps, coherences)}

@@ -1,6 +1,6 @@
 """The theorem's claims checked on a results dict, and the markdown summary.
 
-:func:`checks` states each claim of the synthetic DSC check (DESIGN §4) and whether the measured numbers
+:func:`checks` states each claim of the synthetic DSC check (arXiv:2408.05540, Thm. 1, rate) and whether the measured numbers
 bear it out; :func:`summary_markdown` renders the checks and the main tables. Both read only the results dict.
 """
 

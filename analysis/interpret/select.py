@@ -28,7 +28,7 @@ from analysis.errors import AnalysisError
 from analysis.interpret.topk import TopK
 from analysis.sites import Site
 
-DENSE_DENSITY = 0.9  # a feature firing at more than this fraction of positions is "dense" (DESIGN §4)
+DENSE_DENSITY = 0.9  # a feature firing at more than this fraction of positions is "dense" (as analysis.sparsity.DENSE_THRESHOLD)
 
 
 def feature_view(out: Tensor, site: Site) -> Tensor:
