@@ -407,6 +407,32 @@ def results_table(listings: list[Listing]) -> str:
     return "\n".join(rows)
 
 
+def lambda_table(listings: list[Listing]) -> str:
+    """The λ scale table (markdown): every built variant whose only change from the baseline is the l1 λ, with its
+    rise in ``zero_frac`` over the baseline in points (README, "The λ scale")."""
+    rows = ["| entry | λ (l1) | top-1 % | recovery % | class | zero_frac % | Δ zero_frac (points) |",
+            "|---|---|---|---|---|---|---|"]
+    for item in listings:
+        base = item.results.get(item.variants[0])
+        for v in item.variants:
+            r = item.results.get(v)
+            if r is None or base is None or r["activation"] != base["activation"] or set(r["penalties"]) - {"l1"}:
+                continue
+            lam = _short_float(r["penalties"].get("l1", 0))
+            rise = "—" if r is base else f"{100 * (r['zero_frac'] - base['zero_frac']):+.1f}"
+            rows.append(f"| {item.entry} | {lam} | {100 * r['top1']:.1f} | {100 * r['recovery']:.1f} | "
+                        f"{r['recovery_class']} | {100 * r['zero_frac']:.1f} | {rise} |")
+    return "\n".join(rows)
+
+
+def _short_float(x: float) -> str:
+    """1e-4, 3e-5, 0 (as the variants are named)."""
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def publish(name: str, org: str, root: str | Path = "zoo", *, variants: list[str] | None = None,
             force: bool = False, dry_run: bool = False) -> list:
     """Push every variant of a built entry as ``ORG/ENTRY-VARIANT`` with its card (baseline beside it).

@@ -165,3 +165,16 @@ def test_every_committed_zoo_card_matches_the_committed_results():
         top1 = next(r.metric_value for r in index if r.metric_type == "accuracy")
         assert top1 == res["top1"]
         assert "sparsezoo" in card.data.tags
+
+
+@pytest.mark.parametrize("marker, make", [("zoo-table", "results_table"), ("lambda-table", "lambda_table")])
+def test_the_readme_tables_are_the_committed_results(marker, make):
+    """The README's zoo and λ tables are exactly what `sparsezoo zoo list --markdown / --lambda-table` prints from
+    model_cards/zoo-results.json (with no local build folder in the way)."""
+    from sparsezoo import zoo
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(f"<!-- {marker}")
+    body = readme[readme.index("\n", start) + 1:readme.index(f"<!-- /{marker} -->")].strip()
+    listings = zoo.list_entries(root=REPO / "no-such-build-folder", cards_dir=CARDS)
+    assert body == getattr(zoo, make)(listings)

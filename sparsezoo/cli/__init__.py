@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         _cause(e, args.verbose)
         print(f"sparsezoo {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except BrokenPipeError:  # `sparsezoo zoo list | head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return 141
     except OSError as e:  # disk full, permission denied, a path that is a file, … (after our own checks)
         _cause(e, args.verbose)
         where = f" {e.filename}" if e.filename else ""

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--root", default="zoo", help="build folder to read results from (default: zoo)")
     ls.add_argument("--cards-dir", default="model_cards", help="recorded results (default: model_cards)")
     ls.add_argument("--markdown", action="store_true", help="the zoo table as markdown (as in the README)")
+    ls.add_argument("--lambda-table", action="store_true",
+                    help="the λ scale table as markdown: the variants that differ from their baseline in l1 λ only")
     b = sub.add_parser("build", help="fine-tune, measure and write cards for one entry (resumable)")
     b.add_argument("entry", help="entry name (see `sparsezoo zoo list`)")
     b.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (the baseline always)")
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         items = zoo.list_entries(args.root, args.cards_dir)
         if args.markdown:
             print(zoo.results_table(items))
+            return 0
+        if args.lambda_table:
+            print(zoo.lambda_table(items))
             return 0
         for it in items:
             print(f"{it.entry}: {it.title}")
