@@ -359,7 +359,9 @@ def headline_html(rep: dict) -> str:
                         for m in models if m["label"] in missing)
         note = f"<p class=\"note\">top-1 not measured ({why}).</p>"
     what = ("What sparsity training bought and what it cost: " if deltas else "")
-    return (f'<div id="headline"><p>{what}figures over the analysis samples; names link to their definitions.</p>'
+    data = models[0]["analysis"].get("data")
+    over = f"over {html.escape(data)}" if data else "over the analysis samples"
+    return (f'<div id="headline"><p>{what}figures {over}; names link to their definitions.</p>'
             f'<div class="tw"><table class="headline"><thead><tr><th>figure</th>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{note}</div>')
 

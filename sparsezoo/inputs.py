@@ -88,7 +88,7 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
         n = min(samples, len(both))
         return Samples(DataLoader(both.select(range(n)), batch_size=batch_size, shuffle=False, pin_memory=pin,
                                   collate_fn=TextCollator(loaded.preprocessor, spec.max_length)),
-                       n, data.description, list(data.label_names))
+                       n, _describe(data.description, n, len(data.val)), list(data.label_names))
     from sparsezoo.data import Transformed, build_transforms, load_image_data
 
     data = load_image_data(spec)
@@ -107,4 +107,12 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
     both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
     n = min(samples, len(both))
     return Samples(DataLoader(Subset(both, range(n)), batch_size=batch_size, shuffle=False, num_workers=0,
-                              pin_memory=pin, collate_fn=collate), n, data.description, list(data.label_names))
+                              pin_memory=pin, collate_fn=collate), n, _describe(data.description, n, len(data.val)),
+                   list(data.label_names))
+
+
+def _describe(data: str, n: int, validation: int) -> str:
+    """The data set and where the ``n`` samples come from (top-1 on training samples is not held-out accuracy)."""
+    if n <= validation:
+        return f"{data}; {n} validation samples"
+    return f"{data}; {validation} validation + {n - validation} training samples (the validation split is smaller)"
