@@ -75,21 +75,18 @@ def test_report_for_minilm_renders_token_heat_maps(tmp_path):
     assert html.count('class="peak"') == 3 * 2 and "[CLS]" in html
 
 
-def test_compare_a_sparse_run_with_a_dense_model(tmp_path, small_recipe):
-    from sparsezoo.train import finetune
-
-    run_dir = tmp_path / "run"
-    finetune(small_recipe(train__epochs=1, penalties=[{"kind": "l1", "lam": 0.5}]), run_dir)
+def test_compare_a_sparse_run_with_a_dense_model(tmp_path, l1_run):
+    _, run_dir, _ = l1_run
     out = tmp_path / "cmp"
     assert run("explain", str(run_dir), "--compare", "test_resnet", "--no-pretrained", "--data", "digits",
                "--img-size", "32", "--samples", "48", "--site", r"layer3", "--top-k", "2", "--examples", "2",
                "--n-steps", "8", "--class-method", "integrated_gradients", "--out", str(out)) == 0
     rep, page = check(out)
-    assert [m["label"] for m in rep["models"]] == ["run", "test_resnet"]
+    assert [m["label"] for m in rep["models"]] == ["l1", "test_resnet"]
     html = (out / "report.html").read_text()
-    assert "change (run − test_resnet)" in html and "Measured, not presumed" in html
+    assert "change (l1 − test_resnet)" in html and "Measured, not presumed" in html
     d = rep["deltas_subject_minus_baseline"]  # the sparse run minus the dense model
-    assert (d["subject"], d["baseline"]) == ("run", "test_resnet")
+    assert (d["subject"], d["baseline"]) == ("l1", "test_resnet")
     s = [m["explain"]["summary"] for m in rep["models"]]
     assert d["summary"]["feature_attr_gini_mean"] == pytest.approx(s[0]["feature_attr_gini_mean"] -
                                                                    s[1]["feature_attr_gini_mean"])

@@ -147,18 +147,15 @@ def test_report_for_the_offline_mobilenetv2_renders(tmp_path):
     check_first_screen(out / "report.html", tmp_path)
 
 
-def test_compare_a_run_with_its_dense_original(tmp_path, small_recipe):
-    from sparsezoo.train import finetune
-
-    run_dir = tmp_path / "run"
-    finetune(small_recipe(train__epochs=1, penalties=[{"kind": "l1", "lam": 0.5}]), run_dir)
+def test_compare_a_run_with_its_dense_original(tmp_path, l1_run):
+    _, run_dir, _ = l1_run
     out = tmp_path / "cmp"
     assert run("analyze", str(run_dir), "--compare", "test_resnet", "--no-pretrained", "--data", "digits",
                "--samples", "32", "--batch-size", "16", "--no-fused", "--ista-steps", "4", "--out", str(out)) == 0
     rep, page = check_report(out, SECTIONS | {"deltas", "headline"})
-    assert [m["label"] for m in rep["models"]] == ["run", "test_resnet"]
+    assert [m["label"] for m in rep["models"]] == ["l1", "test_resnet"]
     d = rep["deltas_subject_minus_baseline"]
-    assert (d["subject"], d["baseline"]) == ("run", "test_resnet") and "deltas" not in rep
+    assert (d["subject"], d["baseline"]) == ("l1", "test_resnet") and "deltas" not in rep
     assert set(d["sparsity_per_site"]) == set(rep["models"][0]["analysis"]["sparsity"]["per_site"])
     z = [m["analysis"]["sparsity"]["summary"]["zero_frac_mean_sites"] for m in rep["models"]]
     assert d["headline"]["zero_frac_mean_sites"] == pytest.approx(z[0] - z[1])
@@ -171,7 +168,7 @@ def test_compare_a_run_with_its_dense_original(tmp_path, small_recipe):
     assert figures["zero_frac_mean_sites"]["delta"] == pytest.approx(z[0] - z[1])
     assert figures["top1"]["values"] == [acc["top1"], None]
     html_text = (out / "report.html").read_text()
-    assert "change (run − test_resnet)" in html_text and "Deltas are" not in html_text
+    assert "change (l1 − test_resnet)" in html_text and "Deltas are" not in html_text
     assert html_text.index('id="headline"') < html_text.index("<nav>")
     assert all(f'id="def-{k}"' in html_text for k in ("top1", "zero-frac-mean-sites", "factor-outside", "mu"))
     check_first_screen(out / "report.html", tmp_path)

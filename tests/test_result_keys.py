@@ -40,15 +40,12 @@ REPORT_KEYS = {"sparsezoo_report", "created", "command", "definitions", "models"
 ANALYSIS_KEYS = {"model", "coherence", "timing", "samples", "accuracy", "sparsity", "margins", "convergence", "data"}
 
 
-def test_metrics_and_report_json_keep_their_shape(small_recipe, tmp_path):
+def test_metrics_and_report_json_keep_their_shape(l1_run, tmp_path):
     import json
 
     from sparsezoo.cli import main
-    from sparsezoo.train import finetune
 
-    run = tmp_path / "run"
-    finetune(small_recipe(train__epochs=1, data__max_train_samples=64, data__max_val_samples=32,
-                          penalties=[{"kind": "l1", "lam": 1e-4}]), run)
+    _, run, _ = l1_run
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) == METRICS_KEYS
     assert set(metrics["final"]) == {"top1", "loss", "sparsity"} and set(metrics["final"]["sparsity"]) == SUMMARY_KEYS
