@@ -12,7 +12,7 @@ Batches may be a tensor, a tuple/list whose first element is the input, or a dic
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor, nn
@@ -124,7 +124,7 @@ class HookSet:
     def _register(self) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def attach(self):
+    def attach(self) -> Self:
         if not self._handles:
             self._handles = self._register()
         return self

@@ -27,7 +27,7 @@ Three measurements (definitions in :mod:`analysis.definitions`):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -108,7 +108,7 @@ class CKACollector(SiteCollector):
 
 
 @torch.no_grad()
-def cka_between(model_a: nn.Module, model_b: nn.Module, loader, sites: Iterable[str],
+def cka_between(model_a: nn.Module, model_b: nn.Module, loader: Iterable, sites: Iterable[str],
                 max_samples: int | None = None) -> dict[str, float | None]:
     """Linear CKA between two models' representations at each site name both have, on the same samples.
 
@@ -267,7 +267,8 @@ def layer_triples(model: nn.Module, sites: Iterable[Site]) -> list[tuple[str, nn
             if p.act is not None and id(p.act) in site_by_module]
 
 
-def layer_ista(fwd, adj, drive: Tensor, phi, eta: float, steps: int):
+def layer_ista(fwd: Callable[[Tensor], Tensor], adj: Callable[[Tensor], Tensor], drive: Tensor,
+               phi: Callable[[Tensor], Tensor], eta: float, steps: int) -> Iterator[Tensor]:
     """Iterates ``Γ¹ … Γ^steps`` of layer-scale ISTA: ``Γ¹ = φ(drive)``, ``Γ^{k+1} = φ(Γ^k − η A Aᵀ Γ^k + drive)``.
 
     ``fwd`` is A (input → code space), ``adj`` its adjoint Aᵀ (the dictionary D), ``drive = A x + b``.
@@ -369,7 +370,7 @@ def _layer_agreement(layer: nn.Module, bn: nn.Module | None, site: Site, x: Tens
 
 
 @torch.no_grad()
-def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None, steps: int = 16,
+def ista_agreement(model: nn.Module, inputs: Any, sites: Iterable[Site] | None = None, steps: int = 16,
                    coherences: dict[str, dict] | None = None, tol: float = 1e-3) -> dict[str, dict]:
     """ISTA agreement of every conv/linear → (BatchNorm) → activation layer on one batch of ``inputs``.
 
@@ -388,14 +389,14 @@ def ista_agreement(model: nn.Module, inputs, sites: Iterable[Site] | None = None
     return out
 
 
-def first_batch(loader) -> object:
+def first_batch(loader: Iterable) -> Any:
     """The model inputs of the first batch of ``loader``."""
     for batch in loader:
         return split_batch(batch)[0]
     raise AnalysisError("the data loader is empty")
 
 
-def convergence(model: nn.Module, loader, sites: Iterable[Site] | None = None, blocks: Iterable[Site] | None = None,
+def convergence(model: nn.Module, loader: Iterable, sites: Iterable[Site] | None = None, blocks: Iterable[Site] | None = None,
                 max_samples: int | None = 256, ista_samples: int = 16, ista_steps: int = 16,
                 coherences: dict[str, dict] | None = None, progress: bool = False) -> dict:
     """Relative change between blocks, CKA between sites, and ISTA agreement per layer (plain data)."""

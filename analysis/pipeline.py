@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from analysis.collect import AccuracyMeter, run_pass, to_device
@@ -37,9 +38,9 @@ def _stages(model: nn.Module, keys: Iterable[str]) -> dict[str, str]:
     return site_stages(model, names)
 
 
-def measure(model: nn.Module, loader, sites: SiteSpec = None, *, max_samples: int | None = None, fused: bool = True,
+def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, *, max_samples: int | None = None, fused: bool = True,
             tau_abs: float = DEFAULT_TAU_ABS, tau_rel: float = DEFAULT_TAU_REL, gini_every: int = GINI_EVERY,
-            device=None, progress: bool = False) -> dict:
+            device: torch.device | str | None = None, progress: bool = False) -> dict:
     """Feature sparsity of ``model`` at ``sites`` over ``loader`` (see :mod:`analysis.sparsity`).
 
     Returns ``{"samples", "per_site": {site: {...}}, "summary": {...}, "stages": {site: stage}}``.
@@ -65,9 +66,10 @@ def model_info(model: nn.Module) -> dict:
     }
 
 
-def analyze(model: nn.Module, loader=None, *, sites: SiteSpec = None, max_samples: int | None = 512, cka: bool = True,
-            ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True,
-            attention_stats: bool = True, num_classes: int | None = None, device=None, progress: bool = False) -> dict:
+def analyze(model: nn.Module, loader: Iterable | None = None, *, sites: SiteSpec = None, max_samples: int | None = 512,
+            cka: bool = True, ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True,
+            attention_stats: bool = True, num_classes: int | None = None, device: torch.device | str | None = None,
+            progress: bool = False) -> dict:
     """Every analysis of ``model``: coherence (weights), and with ``loader`` sparsity, theory margins,
     layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
     agreement on the first ``ista_samples`` of them; for models with attention also the entropy and sparsity of

@@ -27,7 +27,7 @@ with :class:`~sparsezoo.penalties.DataParallelError`: run one process per GPU (t
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -58,11 +58,15 @@ class _PenaltyHooks(TrainerCallback):
     def __init__(self, trainer: SparsityTrainer):
         self._trainer = weakref.ref(trainer)  # the trainer holds this callback: no reference cycle
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self._trainer()._attach_sparsity()
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self._trainer()
+        if trainer is not None:  # a trainer that is gone has no penalty to attach
+            trainer._attach_sparsity()
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self._trainer()._detach_sparsity()
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self._trainer()
+        if trainer is not None:
+            trainer._detach_sparsity()
 
 
 class SparsityTrainer(Trainer):
@@ -83,7 +87,8 @@ class SparsityTrainer(Trainer):
             would wrap it in one); use DDP (torchrun / accelerate launch) instead.
     """
 
-    def __init__(self, model=None, args=None, *rest, sparsity: SparsityPenalty | Mapping[str, float], **kwargs):
+    def __init__(self, model: nn.Module | None = None, args: Any = None, *rest: Any,
+                 sparsity: SparsityPenalty | Mapping[str, float], **kwargs: Any):
         _refuse_data_parallel(model, args)  # before the Trainer moves the model anywhere
         super().__init__(model, args, *rest, **kwargs)
         _refuse_data_parallel(self.model, self.args)  # a model from model_init, default args
@@ -119,7 +124,7 @@ class SparsityTrainer(Trainer):
             self.sparsity.detach()
             self._detach_at_end = False
 
-    def train(self, *args, **kwargs):
+    def train(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().train(*args, **kwargs)
         finally:  # on_train_end has detached already unless train() raised
@@ -133,7 +138,8 @@ class SparsityTrainer(Trainer):
                     or getattr(self, "compute_loss_func", None) is not None)
 
     # the keyword arguments of Trainer.compute_loss change across transformers versions: pass them all through
-    def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs):  # type: ignore[override]
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,  # type: ignore[override]
+                     **kwargs: Any) -> Any:
         if not self.sparsity.attached and torch.is_grad_enabled():  # called outside train(): hooks for this call
             with self.sparsity:
                 return self.compute_loss(model, inputs, return_outputs, **kwargs)
@@ -149,7 +155,7 @@ class SparsityTrainer(Trainer):
         loss = loss + penalty
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._pen_count and "loss" in logs:  # training logs: the mean penalty since the last log
             for k, v in self._pen_sums.items():
                 logs[f"sparsity/{k}"] = v / self._pen_count
@@ -158,7 +164,7 @@ class SparsityTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def sparsity_loss_func(reg: SparsityPenalty, args: Any = None):
+def sparsity_loss_func(reg: SparsityPenalty, args: Any = None) -> Callable[..., torch.Tensor]:
     """A ``compute_loss_func`` for ``Trainer``: cross-entropy on the logits plus ``reg``'s penalty.
 
     With ``compute_loss_func`` set, the Trainer does not divide the loss by the accumulation steps and passes
@@ -168,7 +174,8 @@ def sparsity_loss_func(reg: SparsityPenalty, args: Any = None):
     """
     steps = max(1, getattr(args, "gradient_accumulation_steps", 1) or 1)
 
-    def compute_loss(outputs, labels, num_items_in_batch=None, **_):
+    def compute_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None,
+                     **_: Any) -> torch.Tensor:
         logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
         logits = logits.view(-1, logits.shape[-1]).float()
         if num_items_in_batch is not None:

@@ -19,11 +19,14 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
 from sparsezoo.recipe import ModelSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ def _classifier_keys(model) -> tuple[str, ...]:
     return tuple([head] if isinstance(head, str) else head or ())
 
 
-def load_weights_into(model, state_dict: dict, source: str) -> None:
+def load_weights_into(model: nn.Module, state_dict: dict, source: str) -> None:
     """Load ``state_dict`` into ``model``; a classifier of another size is dropped (re-initialized head).
 
     Raises WeightsUnavailableError naming the first missing / unexpected / mismatched keys otherwise.
@@ -187,7 +190,7 @@ def read_weights_file(path: str | os.PathLike) -> dict:
     raise WeightsUnavailableError(f"weights file {p} must be .safetensors (or a third-party .pth/.bin)")
 
 
-def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int | None = None):
+def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int | None = None) -> nn.Module:
     """Build the model a recipe asks for, with its head sized to ``num_classes``.
 
     Args:

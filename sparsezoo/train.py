@@ -49,8 +49,10 @@ from sparsezoo.recipe import OptimSpec, Recipe, validate
 from sparsezoo.schedules import TargetController, lam_at, lr_at
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    import torch
+    from torch import Tensor, nn
 
+    from analysis.sites import Site
     from sparsezoo.penalties import SparsityPenalty
     from sparsezoo.tasks import Task
 
@@ -92,7 +94,7 @@ def _dist_reduce(t, op: str):
     return t
 
 
-def broadcast_buffers(model) -> None:
+def broadcast_buffers(model: nn.Module) -> None:
     """Copy the main process's buffers (BatchNorm running statistics) to all processes.
 
     DDP broadcasts buffers at the start of each training forward, so after the last step every process
@@ -105,7 +107,7 @@ def broadcast_buffers(model) -> None:
             dist.broadcast(buf.data, src=0)
 
 
-def params_in_sync(model) -> bool:
+def params_in_sync(model: nn.Module) -> bool:
     """Whether every process holds the same parameters and buffers (fingerprints compared exactly)."""
     import torch
     import torch.distributed as dist
@@ -118,7 +120,7 @@ def params_in_sync(model) -> bool:
     return bool(torch.equal(hi, lo))
 
 
-def build_optimizer(model, spec: OptimSpec):
+def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Optimizer:
     """AdamW or SGD; no weight decay on biases and normalization parameters (1-D tensors)."""
     import torch
 
@@ -154,7 +156,8 @@ def train_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[
     return perm[rank::world]
 
 
-def evaluate(model, loader, task, sites, stages: dict[str, str], device, autocast, channels_last: bool) -> dict:
+def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], stages: dict[str, str],
+             device: torch.device | str, autocast: Callable[[], Any], channels_last: bool) -> dict:
     """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes).
 
     Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask).
@@ -358,7 +361,7 @@ class LossSums:
     steps: int = 0
 
     @classmethod
-    def zeros(cls, device, kinds: Iterable[str] = ()) -> LossSums:
+    def zeros(cls, device: torch.device | str, kinds: Iterable[str] = ()) -> LossSums:
         import torch
 
         return cls(torch.zeros((), device=device), {kind: torch.zeros((), device=device) for kind in kinds})
@@ -553,7 +556,7 @@ def train_epoch(training: Training, state: TrainState, epoch: int) -> tuple[Loss
     return sums, seen, time.perf_counter() - started
 
 
-def train_step(training: Training, state: TrainState, batch, position: float) -> tuple[Tensor, int]:
+def train_step(training: Training, state: TrainState, batch: Any, position: float) -> tuple[Tensor, int]:
     """One batch at ``position`` (epochs, fractional): λ and learning rate of that point of their schedules,
     forward, backward and, once every grad_accum batches, the optimizer step. Returns the task loss (detached)
     and the batch size."""
@@ -597,7 +600,7 @@ def _optimizer_stepped(training: Training, state: TrainState, position: float) -
 
 
 def log_window(training: Training, state: TrainState, epoch: int, window: LossSums, samples: int,
-               started: float, bar) -> None:
+               started: float, bar: Any) -> None:
     """Write the ``step`` record of the batches summed in ``window`` (``samples`` over all processes, since
     ``started``) to train_log.jsonl and the progress bar; a non-finite loss stops the run."""
     means = window.means(window.steps)  # one host sync per window

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -208,7 +209,7 @@ DICTIONARIES: dict[str, Callable[..., Dictionary]] = {
 }
 
 
-def make_dictionary(name: str, **params) -> Dictionary:
+def make_dictionary(name: str, **params: Any) -> Dictionary:
     """Build the dictionary registered as ``name`` (see :data:`DICTIONARIES`) with keyword ``params``."""
     if name not in DICTIONARIES:
         raise AnalysisError(f"unknown dictionary {name!r} (choose from {', '.join(DICTIONARIES)})")
