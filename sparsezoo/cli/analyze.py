@@ -89,7 +89,8 @@ def _analyze_models(args: argparse.Namespace, inputs: ReportInputs) -> list[tupl
     samples = inputs.samples
     loader = samples.loader if samples is not None else None
     results = []
-    for label, name, loaded in zip(inputs.labels, [args.model, args.compare], inputs.models, strict=False):
+    sources = [args.model] + ([args.compare] if args.compare else [])
+    for label, name, loaded in zip(inputs.labels, sources, inputs.models, strict=True):
         res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
                       ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
                       fused=not args.no_fused, num_classes=len(samples.label_names) if samples else None,
