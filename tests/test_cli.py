@@ -129,6 +129,7 @@ def test_help_imports_no_heavy_library():
     assert "HEAVY []" in res.stdout
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_module_entry_point_exit_code_in_a_real_process(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run([sys.executable, "-m", "sparsezoo", "finetune", "resnet5", "--out", str(tmp_path / "o")],

@@ -126,6 +126,7 @@ def test_a_force_run_killed_before_its_first_checkpoint_leaves_the_old_run_intac
     assert "lam: 0.1" in (out / "recipe.yaml").read_text()
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_a_full_disk_is_one_line_and_leaves_no_partial_report(tmp_path):
     """RLIMIT_FSIZE makes every write past 64 KiB fail with EFBIG, as a full disk does (Python ignores SIGXFSZ)."""
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)); "

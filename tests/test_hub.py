@@ -207,6 +207,7 @@ print(json.dumps(info))
 """
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_pushed_checkpoints_load_with_plain_timm_transformers_and_sparsezoo(hub, runs, published, tmp_path):
     """Same outputs as before the push, from plain timm / transformers (no sparsezoo) and from sparsezoo.load."""
     refs = {k: runs[k].parent / f"{runs[k].name}.reference.safetensors" for k in runs}

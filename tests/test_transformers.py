@@ -63,12 +63,14 @@ def dense_and_sparse(reviews, tmp_path_factory):
     return dense, sparse
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_l1_lowers_ffn_activation_density(dense_and_sparse):
     dense, sparse = dense_and_sparse
     assert dense.final["sparsity"]["sites"] == 6  # the six FFN GELUs
     assert sparse.final["sparsity"][NEAR] > dense.final["sparsity"][NEAR] + 0.02
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_saved_run_loads_with_plain_transformers(dense_and_sparse, reviews):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -88,6 +90,7 @@ def test_saved_run_loads_with_plain_transformers(dense_and_sparse, reviews):
     assert top1 == pytest.approx(json.loads((run / "metrics.json").read_text())["final"]["top1"])
 
 
+@pytest.mark.slow  # end to end, several seconds: CI runs it (the fast loop stays under 2 minutes)
 def test_relufication_gives_exact_zeros_and_still_trains(reviews, tmp_path):
     res = finetune(text_recipe(reviews, model__activation="relu", train__epochs=3, optim__lr=2e-4), tmp_path / "relu")
     assert res.final["sparsity"]["zero_frac_mean_sites"] > 0.5  # GELU gives almost none
