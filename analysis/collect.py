@@ -54,14 +54,15 @@ class AccuracyMeter:
 
     Measured only where every batch has labels and the model returns ``(batch, classes)`` logits with
     ``num_classes`` columns (when given: an ImageNet head on a 10-class data set is not a classifier of that
-    data); otherwise :meth:`result` says why it is not. Exact: integer counts and a float64 sum of the losses.
+    data); otherwise :meth:`result` says why it is not. Exact: integer counts and a float64 sum of the losses,
+    kept on the model's device (no host sync per batch; one in :meth:`result`).
     """
 
     def __init__(self, num_classes: int | None = None):
         self.num_classes = num_classes
-        self.correct = 0
+        self.correct: Tensor | None = None  # int64, on the logits' device
+        self.loss_sum: Tensor | None = None  # float64, on the logits' device
         self.samples = 0
-        self.loss_sum = 0.0
         self.skipped: str | None = None
 
     def update(self, out: Any, labels: Tensor | None) -> None:
@@ -77,8 +78,10 @@ class AccuracyMeter:
         if self.skipped or logits is None or labels is None:
             return
         labels = labels.to(logits.device)
-        self.correct += int((logits.argmax(1) == labels).sum())
-        self.loss_sum += float(torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+        correct = (logits.argmax(1) == labels).sum()
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
+        self.correct = correct if self.correct is None else self.correct + correct
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.samples += len(labels)
 
     def _not_a_classifier(self, logits: Tensor, labels: Tensor) -> str | None:
@@ -86,15 +89,16 @@ class AccuracyMeter:
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
             return (f"the model has {logits.shape[1]} outputs, the data {self.num_classes} classes "
                     "(its head is not a classifier of this data)")
-        if len(labels) and int(labels.max()) >= logits.shape[1]:
+        if len(labels) and int(labels.max()) >= logits.shape[1]:  # labels as the loader gives them (host memory)
             return f"labels go beyond the model's {logits.shape[1]} outputs"
         return None
 
     def result(self) -> dict:
         """``{"top1", "loss", "samples"}`` (fraction, nats per sample), or ``{"skipped": reason}``."""
-        if self.skipped or not self.samples:
+        if self.skipped or self.correct is None or self.loss_sum is None:
             return {"skipped": self.skipped or "no samples"}
-        return {"top1": self.correct / self.samples, "loss": self.loss_sum / self.samples, "samples": self.samples}
+        return {"top1": int(self.correct) / self.samples, "loss": float(self.loss_sum) / self.samples,
+                "samples": self.samples}
 
 
 def batch_size(inputs: Any) -> int:

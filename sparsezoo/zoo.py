@@ -302,7 +302,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
 def _class_selectivity(model, loader, samples: int, top: int = 16) -> float | None:
     """Mean class selectivity (Morcos et al. 2018) of the ``top`` most selective features of the last
     activation site, over the first ``samples`` samples of ``loader``."""
-    from analysis.collect import call_model, split_batch, to_device
+    from analysis.collect import batch_labels, call_model, split_batch, to_device
     from analysis.interpret.select import FeatureStats, select_features
     from analysis.sites import find_sites
 
@@ -314,7 +314,9 @@ def _class_selectivity(model, loader, samples: int, top: int = 16) -> float | No
     with stats:
         for batch in loader:
             inputs, mask = split_batch(batch)
-            labels = batch["labels"] if isinstance(batch, dict) else batch[1]
+            labels = batch_labels(batch)
+            if labels is None:
+                return None  # no labels: class selectivity is undefined
             stats.position_mask = mask.to(device).bool() if mask is not None else None
             stats.labels = labels
             call_model(model, to_device(inputs, device))

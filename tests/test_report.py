@@ -259,3 +259,27 @@ def test_analyze_reports_every_layer_of_every_timm_conv_family(name, weights, si
     for c in a["coherence"].values():  # zero atoms never turn into huge thresholds
         th = c.get("threshold") or {}
         assert th.get("max") is None or abs(th["max"]) < 1e6
+
+
+def test_accuracy_meter_known_answers():
+    """top1 = correct / samples; loss = mean cross-entropy in nats; batches split anywhere give the same numbers."""
+    import torch
+
+    from analysis.collect import AccuracyMeter
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # predictions 0, 1, 0
+    labels = torch.tensor([0, 0, 0])
+    expected_loss = (math.log1p(math.exp(-2)) + math.log1p(math.e) + math.log1p(math.exp(-1))) / 3
+    whole, split = AccuracyMeter(num_classes=2), AccuracyMeter(num_classes=2)
+    whole.update(logits, labels)
+    split.update(logits[:1], labels[:1])
+    split.update(logits[1:], labels[1:])
+    for meter in (whole, split):
+        r = meter.result()
+        assert r["samples"] == 3 and r["top1"] == pytest.approx(2 / 3) and r["loss"] == pytest.approx(expected_loss)
+    for meter, args, reason in [(AccuracyMeter(num_classes=10), (logits, labels), "2 outputs, the data 10 classes"),
+                                (AccuracyMeter(), (logits, None), "no labels"),
+                                (AccuracyMeter(), (logits, torch.tensor([0, 2, 1])), "beyond the model's 2 outputs"),
+                                (AccuracyMeter(), (logits[0], labels), "no (batch, classes) logits")]:
+        meter.update(*args)
+        assert reason in meter.result()["skipped"]

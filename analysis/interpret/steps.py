@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from analysis.collect import run_pass
+from analysis.collect import batch_labels, run_pass
 from analysis.errors import AnalysisError
 from analysis.interpret.attribute import check_methods, class_attributions, feature_attributions, predict
 from analysis.interpret.examples import display_images, receptive_boxes, tokens_of
 from analysis.interpret.inputs import ImageInputs, Inputs, make_inputs
 from analysis.interpret.metrics import completeness, concentration, summarize
 from analysis.interpret.select import FeatureStats, select_features
-from analysis.interpret.topk import fetch_rows, labels_of
+from analysis.interpret.topk import fetch_rows
 from analysis.sites import Site
 
 Top = tuple[int, float, int]  # (sample index, response, position) of one top example
@@ -152,7 +152,7 @@ def timed(timing: dict[str, float], key: str) -> Iterator[None]:
 
 def _labelled(loader: Iterable, stats: FeatureStats) -> Iterator:
     for batch in loader:
-        stats.labels = labels_of(batch)
+        stats.labels = batch_labels(batch)
         yield batch
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analysis.collect import split_batch
+from analysis.collect import batch_labels, split_batch
 
 
 class TopK:
@@ -42,17 +42,6 @@ class TopK:
         keep = self.samples[feature] >= 0
         return list(zip(self.samples[feature][keep].tolist(), self.values[feature][keep].tolist(),
                         self.positions[feature][keep].tolist(), strict=True))
-
-
-def labels_of(batch: Any) -> Tensor | None:
-    """The labels of a loader batch, if it has them (``(x, y)`` pairs or a dict with ``labels``/``label``)."""
-    if isinstance(batch, dict):
-        y = batch.get("labels", batch.get("label"))
-    elif isinstance(batch, (tuple, list)) and len(batch) > 1:
-        y = batch[1]
-    else:
-        y = None
-    return y if isinstance(y, Tensor) and y.dim() == 1 else None
 
 
 def _cat(parts: list[Any], pad_values: dict[str, int]) -> Any:
@@ -85,14 +74,14 @@ def fetch_rows(loader: Iterable, indices: Sequence[int], pad_id: int = 0) -> tup
                                                                                                      "__getitem__"):
         batch = loader.collate_fn([loader.dataset[i] for i in want])
         inputs, _ = split_batch(batch)
-        return inputs, labels_of(batch)
+        return inputs, batch_labels(batch)
     rank = {s: i for i, s in enumerate(want)}
     found: dict[int, tuple[Any, Tensor | None]] = {}
     seen = 0
     for batch in loader:
         inputs, _ = split_batch(batch)
         n = (next(v for v in inputs.values() if isinstance(v, Tensor)) if isinstance(inputs, dict) else inputs).shape[0]
-        y = labels_of(batch)
+        y = batch_labels(batch)
         for j in range(n):
             if seen + j in rank:
                 row = ({k: v[j: j + 1] if isinstance(v, Tensor) else v for k, v in inputs.items()}
