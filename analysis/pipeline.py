@@ -18,7 +18,15 @@ from torch import nn
 
 from analysis.collect import AccuracyMeter, run_pass, to_device
 from analysis.sites import Site, find_sites, site_stages
-from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY, SparsityMeter, near_zero_stats, summarize
+from analysis.sparsity import (
+    DEFAULT_TAU_ABS,
+    DEFAULT_TAU_REL,
+    GINI_EVERY,
+    SiteSparsity,
+    SparsityMeter,
+    near_zero_stats,
+    summarize,
+)
 
 SiteSpec = str | Sequence[str] | Sequence[Site] | None
 
@@ -137,9 +145,9 @@ def headline(result: dict) -> dict:
         s = result["sparsity"]["summary"]
         out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",
                                       "l0_per_position_frac_mean_sites", "dead_units", "dense_units")})
-        out.update({k: s[k] for _, k in near_zero_stats(s)})
-        per = result["sparsity"]["per_site"].values()
-        hoyers = [v["hoyer_mean"] for v in per if not math.isnan(v["hoyer_mean"])]
+        out.update({k: s[k] for _, k in near_zero_stats(s)})  # the summary may be a stored, partial one
+        per = [SiteSparsity.from_json(v) for v in result["sparsity"]["per_site"].values()]
+        hoyers = [v.hoyer_mean for v in per if not math.isnan(v.hoyer_mean)]
         out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None
     if "margins" in result:
         # pursuit layers only: a layer with no activation after it does not threshold, its code is its output

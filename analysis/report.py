@@ -16,7 +16,7 @@ from typing import Any
 
 from analysis.definitions import DEFINITIONS
 from analysis.pipeline import headline
-from analysis.sparsity import near_zero_stats
+from analysis.sparsity import SiteSparsity, near_zero_stats
 
 REPORT_VERSION = 2  # 2: deltas are subject − baseline (deltas_subject_minus_baseline)
 
@@ -87,11 +87,14 @@ def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
     rows = []
     for key, label, definition, unit in HEADLINE_FIGURES:
         heads = [m["headline"] for m in models]
-        full = key if key != NEAR_ZERO_ABS else next((k for _, k in near_zero_stats(heads[0], "abs")), None)
-        if full is None or heads[0].get(full) is None:
-            continue
+        full = key
         if key == NEAR_ZERO_ABS:
-            label = full.removesuffix("_mean_sites")
+            near = next(iter(near_zero_stats(heads[0], "abs")), None)
+            if near is None:
+                continue
+            label, full = near[0].key, near[1]
+        if heads[0].get(full) is None:
+            continue
         row = {"key": full, "label": label, "definition": definition, "unit": unit,
                "values": [h.get(full) for h in heads]}
         if key == "layers_inside_theorem":
@@ -374,13 +377,14 @@ def _side(models: list[dict], make) -> str:
 
 def _sparsity_table(m: dict) -> str:
     a = m["analysis"]["sparsity"]
-    per, stages = a["per_site"], a["stages"]
-    tau_keys = [k for _, k in near_zero_stats(next(iter(per.values())))]
-    rows = [[n, stages.get(n.split("@")[0], ""), v["channels"], v["zero_frac"], *[v[k] for k in tau_keys],
-             v["l0_per_position_mean"], v["l0_per_position_max"], v["hoyer_mean"], v["gini_mean"], v["dead_units"],
-             v["dense_units"]] for n, v in per.items()]
-    return _table(["site", "stage", "C", "zero_frac", *tau_keys, "l0 mean", "l0 max", "Hoyer", "Gini", "dead", "dense"],
-                  rows, "wide")
+    per = {n: SiteSparsity.from_json(v) for n, v in a["per_site"].items()}
+    stages = a["stages"]
+    near = [nz for nz, _ in next(iter(per.values())).near_zero]
+    rows = [[n, stages.get(n.split("@")[0], ""), v.channels, v.zero_frac, *[dict(v.near_zero)[nz] for nz in near],
+             v.l0_per_position_mean, v.l0_per_position_max, v.hoyer_mean, v.gini_mean, v.dead_units,
+             v.dense_units] for n, v in per.items()]
+    return _table(["site", "stage", "C", "zero_frac", *[nz.key for nz in near], "l0 mean", "l0 max", "Hoyer", "Gini",
+                   "dead", "dense"], rows, "wide")
 
 
 def _coherence_table(m: dict) -> str:

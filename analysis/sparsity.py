@@ -319,43 +319,149 @@ class SparsityStats:
                 self.state[k] = fn(v, self.REDUCE_OPS[k])
 
     def result(self) -> dict:
-        """Plain-data summary (JSON-serializable). Keys name the definition and threshold."""
+        """Plain-data summary (JSON-serializable): :meth:`site_result` as JSON. Keys name the definition and
+        threshold."""
+        return self.site_result().to_json()
+
+    def site_result(self) -> SiteSparsity:
+        """The statistics of the data seen so far (see :class:`SiteSparsity` for what each number means)."""
         if not self.state:
             raise AnalysisError("no activations were recorded for this site")
         s: dict[str, Any] = {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in self.state.items()}
         entries, positions = int(s["entries"]), int(s["positions"])
-        s["zeros"] = entries - int(s["nnz"])
+        zeros = entries - int(s["nnz"])
         fire = s["fire"].double()
         c = fire.numel()
         density = fire / max(positions, 1)
         live = density[density > 0]
         hist = torch.histogram(live.log10().clamp(min=HIST_EDGES[0]), bins=torch.tensor(HIST_EDGES, dtype=torch.float64))
         nonempty = positions - int(s["empty"])
-        l0_mean = (entries - int(s["zeros"])) / max(positions, 1)
+        l0_mean = (entries - zeros) / max(positions, 1)
+        return SiteSparsity(
+            channels=c,
+            positions=positions,
+            entries=entries,
+            zero_frac=zeros / max(entries, 1),
+            near_zero=((NearZero("abs", self.tau_abs), int(s["near_abs"]) / max(entries, 1)),
+                       (NearZero("rel", self.tau_rel), int(s["near_rel"]) / max(entries, 1))),
+            l0_per_position_mean=l0_mean,
+            l0_per_position_max=int(s["l0_max"]),
+            l0_per_position_frac=l0_mean / max(c, 1),
+            hoyer_mean=float(s["hoyer_sum"]) / nonempty if nonempty and c > 1 else float("nan"),
+            hoyer_hist=Histogram(tuple(_edges(HOYER_BINS)), tuple(s["hoyer_hist"].tolist())),
+            gini_mean=float(s["gini_sum"]) / int(s["gini_count"]) if int(s["gini_count"]) else float("nan"),
+            gini_quantiles=_hist_quantiles(s["gini_hist"], (0.05, 0.25, 0.5, 0.75, 0.95)),
+            gini_hist=Histogram(tuple(_edges(GINI_BINS)), tuple(s["gini_hist"].tolist())),
+            gini_every=self.gini_every,
+            gini_codes=int(s["gini_count"]),
+            empty_position_frac=int(s["empty"]) / max(positions, 1),
+            l1_per_position_mean=float(s["l1_sum"]) / max(positions, 1),
+            dead_units=int((fire == 0).sum()),
+            dense_units=int((density > DENSE_THRESHOLD).sum()),
+            dead_frac=float((fire == 0).sum()) / max(c, 1),
+            dense_frac=float((density > DENSE_THRESHOLD).sum()) / max(c, 1),
+            log10_firing_density_hist=Histogram(tuple(HIST_EDGES), tuple(int(x) for x in hist.hist)),
+        )
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of values in the bins ``[edges[i], edges[i + 1])`` (the last bin closed); ``len(edges) = bins + 1``.
+    The edges are in the unit of the histogrammed value (a Hoyer or Gini index, or log10 of a firing density)."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def to_json(self) -> dict[str, list]:
+        """``{"edges": [...], "counts": [...]}``."""
+        return {"edges": list(self.edges), "counts": list(self.counts)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Histogram:
+        """The histogram :meth:`to_json` wrote."""
+        return cls(tuple(d["edges"]), tuple(d["counts"]))
+
+
+@dataclass(frozen=True)
+class SiteSparsity:
+    """The sparsity of one feature site over the evaluated data (:meth:`SparsityStats.site_result`); every number
+    is dimensionless, defined in :mod:`analysis.sparsity`.
+
+    ``channels`` C, ``positions`` (code vectors seen) and ``entries`` (= positions × C) are counts. Fractions in
+    [0, 1]: ``zero_frac``, each ``near_zero`` value (``(NearZero, fraction)``: absolute τ first, then relative),
+    ``l0_per_position_frac`` (mean l0 / C), ``empty_position_frac`` (all-zero code vectors), ``dead_frac`` and
+    ``dense_frac`` (of the C channels). ``l0_per_position_mean``/``_max``: non-zero channels per code vector;
+    ``l1_per_position_mean``: mean ‖code‖₁ in activation units. ``hoyer_mean`` (over non-empty codes) and
+    ``gini_mean`` (over the Gini subsample: one code in ``gini_every``, ``gini_codes`` of them) ∈ [0, 1], NaN when
+    undefined (``null`` in a cleaned report); ``gini_quantiles`` maps ``p5``…``p95`` to quantiles read from
+    ``gini_hist``. ``dead_units``/``dense_units``: channels firing at no position / at more than 90 % of them.
+
+    :meth:`to_json` gives the per-site dict of ``metrics.json`` and ``report.json`` (keys in this order);
+    :meth:`from_json` reads it back.
+    """
+
+    channels: int
+    positions: int
+    entries: int
+    zero_frac: float
+    near_zero: tuple[tuple[NearZero, float], ...]
+    l0_per_position_mean: float
+    l0_per_position_max: int
+    l0_per_position_frac: float
+    hoyer_mean: float
+    hoyer_hist: Histogram
+    gini_mean: float
+    gini_quantiles: dict[str, float]
+    gini_hist: Histogram
+    gini_every: int
+    gini_codes: int
+    empty_position_frac: float
+    l1_per_position_mean: float
+    dead_units: int
+    dense_units: int
+    dead_frac: float
+    dense_frac: float
+    log10_firing_density_hist: Histogram
+
+    def to_json(self) -> dict[str, Any]:
+        """The per-site result as plain data; near-zero fractions under their :attr:`NearZero.key`."""
         return {
-            "channels": c,
-            "positions": positions,
-            "entries": entries,
-            "zero_frac": int(s["zeros"]) / max(entries, 1),
-            NearZero("abs", self.tau_abs).key: int(s["near_abs"]) / max(entries, 1),
-            NearZero("rel", self.tau_rel).key: int(s["near_rel"]) / max(entries, 1),
-            "l0_per_position_mean": l0_mean,
-            "l0_per_position_max": int(s["l0_max"]),
-            "l0_per_position_frac": l0_mean / max(c, 1),
-            "hoyer_mean": float(s["hoyer_sum"]) / nonempty if nonempty and c > 1 else float("nan"),
-            "hoyer_hist": {"edges": _edges(HOYER_BINS), "counts": s["hoyer_hist"].tolist()},
-            "gini_mean": float(s["gini_sum"]) / int(s["gini_count"]) if int(s["gini_count"]) else float("nan"),
-            "gini_quantiles": _hist_quantiles(s["gini_hist"], (0.05, 0.25, 0.5, 0.75, 0.95)),
-            "gini_hist": {"edges": _edges(GINI_BINS), "counts": s["gini_hist"].tolist()},
-            "gini_subsample": {"every": self.gini_every, "codes": int(s["gini_count"])},
-            "empty_position_frac": int(s["empty"]) / max(positions, 1),
-            "l1_per_position_mean": float(s["l1_sum"]) / max(positions, 1),
-            "dead_units": int((fire == 0).sum()),
-            "dense_units": int((density > DENSE_THRESHOLD).sum()),
-            "dead_frac": float((fire == 0).sum()) / max(c, 1),
-            "dense_frac": float((density > DENSE_THRESHOLD).sum()) / max(c, 1),
-            "log10_firing_density_hist": {"edges": HIST_EDGES, "counts": [int(x) for x in hist.hist]},
+            "channels": self.channels,
+            "positions": self.positions,
+            "entries": self.entries,
+            "zero_frac": self.zero_frac,
+            **{nz.key: v for nz, v in self.near_zero},
+            "l0_per_position_mean": self.l0_per_position_mean,
+            "l0_per_position_max": self.l0_per_position_max,
+            "l0_per_position_frac": self.l0_per_position_frac,
+            "hoyer_mean": self.hoyer_mean,
+            "hoyer_hist": self.hoyer_hist.to_json(),
+            "gini_mean": self.gini_mean,
+            "gini_quantiles": dict(self.gini_quantiles),
+            "gini_hist": self.gini_hist.to_json(),
+            "gini_subsample": {"every": self.gini_every, "codes": self.gini_codes},
+            "empty_position_frac": self.empty_position_frac,
+            "l1_per_position_mean": self.l1_per_position_mean,
+            "dead_units": self.dead_units,
+            "dense_units": self.dense_units,
+            "dead_frac": self.dead_frac,
+            "dense_frac": self.dense_frac,
+            "log10_firing_density_hist": self.log10_firing_density_hist.to_json(),
         }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SiteSparsity:
+        """The result :meth:`to_json` wrote (values as stored: a cleaned report's ``null`` stays None)."""
+        from dataclasses import fields
+
+        typed = ("near_zero", "hoyer_hist", "gini_quantiles", "gini_hist", "gini_every", "gini_codes",
+                 "log10_firing_density_hist")
+        scalars: dict[str, Any] = {f.name: d[f.name] for f in fields(cls) if f.name not in typed}
+        return cls(**scalars, near_zero=tuple((nz, d[k]) for nz, k in near_zero_stats(d)),
+                   hoyer_hist=Histogram.from_json(d["hoyer_hist"]), gini_quantiles=dict(d["gini_quantiles"]),
+                   gini_hist=Histogram.from_json(d["gini_hist"]), gini_every=d["gini_subsample"]["every"],
+                   gini_codes=d["gini_subsample"]["codes"],
+                   log10_firing_density_hist=Histogram.from_json(d["log10_firing_density_hist"]))
 
 
 def _edges(bins: int) -> list[float]:
@@ -380,33 +486,101 @@ def _hist_quantiles(counts: Tensor, qs: tuple[float, ...]) -> dict[str, float]:
     return out
 
 
-def summarize(per_site: dict[str, dict], stages: dict[str, str] | None = None) -> dict:
-    """Model-wide numbers from per-site results: unweighted means over sites, and over all entries.
+@dataclass(frozen=True)
+class SparsitySummary:
+    """Model-wide numbers from per-site results (:meth:`of`); the ``summary`` of ``metrics.json`` and ``report.json``.
+
+    ``sites``: how many sites were measured. Fractions in [0, 1]: ``zero_frac_mean_sites`` (each site weighted
+    equally), ``zero_frac_all_entries`` (each entry weighted equally: large early feature maps dominate it),
+    ``l0_per_position_frac_mean_sites`` (mean over sites of l0 / C), each ``near_zero`` value (``(NearZero,
+    fraction)``, mean over sites; JSON key :meth:`near_zero_key`) and, with stages, ``zero_frac_per_stage``
+    (stage label → mean ``zero_frac`` of its sites). ``l0_per_position_mean_sites``: non-zero channels per code
+    vector, mean over sites. ``dead_units`` / ``dense_units``: channels summed over sites.
+    """
+
+    sites: int
+    zero_frac_mean_sites: float
+    zero_frac_all_entries: float
+    l0_per_position_mean_sites: float
+    l0_per_position_frac_mean_sites: float
+    near_zero: tuple[tuple[NearZero, float], ...]
+    dead_units: int
+    dense_units: int
+    zero_frac_per_stage: dict[str, float] | None = None
+
+    @classmethod
+    def of(cls, per_site: Mapping[str, SiteSparsity], stages: Mapping[str, str] | None = None) -> SparsitySummary:
+        """The summary of ``per_site`` (site key → result); with ``stages`` (site → stage label, a key ``name@i``
+        counts for ``name``) also the mean ``zero_frac`` per stage (sites of no stage under "other")."""
+        if not per_site:
+            raise AnalysisError("no sites were measured")
+        vals = list(per_site.values())
+        mean = lambda get: sum(get(v) for v in vals) / len(vals)  # noqa: E731
+        near = [dict(v.near_zero) for v in vals]
+        per_stage = None
+        if stages:
+            groups: dict[str, list[float]] = {}
+            for name, v in per_site.items():
+                groups.setdefault(stages.get(name.split("@")[0], "other"), []).append(v.zero_frac)
+            per_stage = {k: sum(g) / len(g) for k, g in groups.items()}
+        return cls(
+            sites=len(vals),
+            zero_frac_mean_sites=mean(lambda v: v.zero_frac),
+            zero_frac_all_entries=sum(v.zero_frac * v.entries for v in vals) / sum(v.entries for v in vals),
+            l0_per_position_mean_sites=mean(lambda v: v.l0_per_position_mean),
+            l0_per_position_frac_mean_sites=mean(lambda v: v.l0_per_position_frac),
+            near_zero=tuple((nz, sum(n[nz] for n in near) / len(vals)) for nz, _ in vals[0].near_zero),
+            dead_units=sum(v.dead_units for v in vals),
+            dense_units=sum(v.dense_units for v in vals),
+            zero_frac_per_stage=per_stage,
+        )
+
+    @staticmethod
+    def near_zero_key(nz: NearZero) -> str:
+        """The summary's JSON key of a near-zero mean over sites, ``near_zero_frac(KIND,tau=τ)_mean_sites``."""
+        return f"{nz.key}_mean_sites"
+
+    def near_zero_of(self, kind: str) -> tuple[NearZero, float] | None:
+        """The first near-zero statistic of ``kind`` ("abs" or "rel") and its mean over sites, or None."""
+        return next(((nz, v) for nz, v in self.near_zero if nz.kind == kind), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain data (``zero_frac_per_stage`` only when measured with stages)."""
+        out: dict[str, Any] = {
+            "sites": self.sites,
+            "zero_frac_mean_sites": self.zero_frac_mean_sites,
+            "zero_frac_all_entries": self.zero_frac_all_entries,
+            "l0_per_position_mean_sites": self.l0_per_position_mean_sites,
+            "l0_per_position_frac_mean_sites": self.l0_per_position_frac_mean_sites,
+            **{self.near_zero_key(nz): v for nz, v in self.near_zero},
+            "dead_units": self.dead_units,
+            "dense_units": self.dense_units,
+        }
+        if self.zero_frac_per_stage is not None:
+            out["zero_frac_per_stage"] = dict(self.zero_frac_per_stage)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SparsitySummary:
+        """The summary :meth:`to_json` wrote (e.g. ``metrics.json``'s ``final.sparsity``); other keys are ignored."""
+        per_stage = d.get("zero_frac_per_stage")
+        return cls(sites=d["sites"], zero_frac_mean_sites=d["zero_frac_mean_sites"],
+                   zero_frac_all_entries=d["zero_frac_all_entries"],
+                   l0_per_position_mean_sites=d["l0_per_position_mean_sites"],
+                   l0_per_position_frac_mean_sites=d["l0_per_position_frac_mean_sites"],
+                   near_zero=tuple((nz, d[k]) for nz, k in near_zero_stats(d)), dead_units=d["dead_units"],
+                   dense_units=d["dense_units"], zero_frac_per_stage=dict(per_stage) if per_stage is not None else None)
+
+
+def summarize(per_site: Mapping[str, Mapping[str, Any]], stages: Mapping[str, str] | None = None) -> dict:
+    """Model-wide numbers from per-site results as plain data: :meth:`SparsitySummary.of` on the per-site dicts
+    (:meth:`SparsityStats.result`), as JSON.
 
     ``zero_frac_mean_sites`` weighs every site equally; ``zero_frac_all_entries`` weighs every entry
     equally (large early feature maps dominate it). With ``stages`` (site → stage label) also the mean
     ``zero_frac`` of the sites in each stage.
     """
-    if not per_site:
-        raise AnalysisError("no sites were measured")
-    vals = list(per_site.values())
-    mean = lambda key: sum(v[key] for v in vals) / len(vals)  # noqa: E731
-    out = {
-        "sites": len(vals),
-        "zero_frac_mean_sites": mean("zero_frac"),
-        "zero_frac_all_entries": sum(v["zero_frac"] * v["entries"] for v in vals) / sum(v["entries"] for v in vals),
-        "l0_per_position_mean_sites": mean("l0_per_position_mean"),
-        "l0_per_position_frac_mean_sites": mean("l0_per_position_frac"),
-        **{f"{k}_mean_sites": mean(k) for _, k in near_zero_stats(vals[0])},
-        "dead_units": sum(v["dead_units"] for v in vals),
-        "dense_units": sum(v["dense_units"] for v in vals),
-    }
-    if stages:
-        groups: dict[str, list[float]] = {}
-        for name, v in per_site.items():
-            groups.setdefault(stages.get(name.split("@")[0], "other"), []).append(v["zero_frac"])
-        out["zero_frac_per_stage"] = {k: sum(g) / len(g) for k, g in groups.items()}
-    return out
+    return SparsitySummary.of({k: SiteSparsity.from_json(v) for k, v in per_site.items()}, stages).to_json()
 
 
 class SparsityMeter(SiteCollector):

@@ -257,7 +257,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     from analysis.layerwise import cka_between
     from analysis.pipeline import analyze, headline
     from analysis.sites import find_sites
-    from analysis.sparsity import near_zero_stats
+    from analysis.sparsity import SparsitySummary
     from sparsezoo.cards import read_run
     from sparsezoo.inputs import load_model, sample_loader
 
@@ -270,7 +270,7 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     out = {}
     for v in names:
         run, model = runs[v], loaded[v].model
-        summary = run.final["sparsity"]
+        summary = SparsitySummary.from_json(run.final["sparsity"])
         res = analyze(model, loader, max_samples=samples, cka=False, ista=False, attention_stats=False)
         head = headline(res)  # margins as the analysis report states them: layers followed by an activation
         sites = [s for s in find_sites(model) if s.name in base_sites]
@@ -282,7 +282,9 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
             cka = sum(finite) / len(finite) if finite else None
         elif v == entry.baseline:
             cka = 1.0
-        near = near_zero_stats(summary, "abs")[0][1]
+        near = summary.near_zero_of("abs")
+        if near is None:
+            raise ZooError(f"{folder / v}/metrics.json has no absolute near-zero fraction")
         top1 = run.final["top1"]
         recovery = top1 / base_top1 if base_top1 else float("nan")
         with torch.no_grad():
@@ -290,9 +292,9 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
         out[v] = VariantResult(
             variant=v, recipe_hash=run.recipe.hash(), penalties={p.kind: p.lam for p in run.recipe.penalties},
             activation=run.recipe.model.activation, top1=top1, recovery=recovery,
-            recovery_class=recovery_class(recovery), zero_frac=summary["zero_frac_mean_sites"],
-            near_zero_frac=summary[near], l0_frac=summary["l0_per_position_frac_mean_sites"],
-            dead_units=summary["dead_units"], sites=summary["sites"],
+            recovery_class=recovery_class(recovery), zero_frac=summary.zero_frac_mean_sites,
+            near_zero_frac=near[1], l0_frac=summary.l0_per_position_frac_mean_sites,
+            dead_units=summary.dead_units, sites=summary.sites,
             margin_median_factor=head["median_factor_outside"], layers_inside_theorem=head["layers_inside_theorem"],
             layers_measured=head["layers_measured"], mu_local_median=head["mu_local_median"],
             cka_to_baseline=cka, class_selectivity_top16=selectivity, analysis_samples=n)

@@ -201,20 +201,21 @@ def _apply_set_flags(d: dict, items: list[str]) -> None:
 
 
 def format_history(history: list[dict]) -> str:
-    from analysis.sparsity import near_zero_stats
+    from analysis.sparsity import SparsitySummary
 
-    near = next((k for _, k in near_zero_stats(history[0]["val"]["sparsity"], "abs")), None) if history else None
+    summaries = [SparsitySummary.from_json(r["val"]["sparsity"]) for r in history]
+    near = summaries[0].near_zero_of("abs") if summaries else None
     head = "epoch  top1    val_loss  zero_frac(mean sites)"
     if near:
-        head += f"  {near.removesuffix('_mean_sites')}"
+        head += f"  {near[0].key}"
     rows = [head + "  l0/position(mean sites)  task_loss  penalty"]
-    for r in history:
+    for r, s in zip(history, summaries, strict=True):
         v, t = r["val"], r["train"]
         pen = ", ".join(f"{k} {x:.4g}" for k, x in t["penalty"].items()) or "-"
-        line = f"{r['epoch']:>5}  {v['top1']:.4f}  {v['loss']:8.4f}  {v['sparsity']['zero_frac_mean_sites']:21.4f}"
+        line = f"{r['epoch']:>5}  {v['top1']:.4f}  {v['loss']:8.4f}  {s.zero_frac_mean_sites:21.4f}"
         if near:
-            line += f"  {v['sparsity'][near]:{len(near) - 11}.4f}"
-        rows.append(line + f"  {v['sparsity']['l0_per_position_mean_sites']:23.1f}  {t['task_loss']:9.4f}  {pen}")
+            line += f"  {dict(s.near_zero)[near[0]]:{len(near[0].key)}.4f}"
+        rows.append(line + f"  {s.l0_per_position_mean_sites:23.1f}  {t['task_loss']:9.4f}  {pen}")
     return "\n".join(rows)
 
 
