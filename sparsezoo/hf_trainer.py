@@ -149,8 +149,8 @@ class SparsityTrainer(Trainer):
         if model.training and self.sparsity.last_terms:
             if self._loss_scaled_for_ga(kwargs.get("num_items_in_batch")):
                 penalty = penalty / max(1, getattr(self, "current_gradient_accumulation_steps", 1))
-            for k, v in self.sparsity.last_terms.items():
-                self._pen_sums[k] = self._pen_sums.get(k, 0.0) + float(v)
+            for k, v in self.sparsity.last_terms.to_json().items():
+                self._pen_sums[k] = self._pen_sums.get(k, 0.0) + v
             self._pen_count += 1
         loss = loss + penalty
         return (loss, outputs) if return_outputs else loss

@@ -41,7 +41,8 @@ from __future__ import annotations
 import math
 import re
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -129,6 +130,29 @@ def hoyer_square_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: T
     return _per_sample(l1.square() / (l2sq + _EPS), mask)
 
 
+@dataclass(frozen=True, eq=False)
+class PenaltyTerms(Mapping[str, Tensor]):
+    """The term of each penalty kind in one forward pass before λ: kind → detached 0-d tensor on the model's device,
+    ``(1/B) Σ_b Σ_sites w_site · Σ_pos f_kind`` (the module docstring), e.g. for "l1" the mean over the batch of
+    the sample's ‖Γ‖₁ summed over the sites (in activation units). A read-only mapping; :meth:`to_json` gives
+    host floats. :attr:`SparsityPenalty.last_terms` holds those of the latest :meth:`SparsityPenalty.penalty`."""
+
+    terms: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, kind: str) -> Tensor:
+        return self.terms[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def to_json(self) -> dict[str, float]:
+        """Each term as a Python float (one host sync per kind)."""
+        return {kind: float(v) for kind, v in self.terms.items()}
+
+
 class SparsityPenalty(HookSet):
     """Attach sparsity penalties to the feature sites of any ``nn.Module``.
 
@@ -179,7 +203,7 @@ class SparsityPenalty(HookSet):
         self._inplace_held: list[Site] = []  # sites whose `inplace` this penalty holds off while attached
         self.track_zero_frac = track_zero_frac
         self.position_mask: Tensor | None = None  # [B, T] bool for token models: padding excluded; set per step
-        self.last_terms: dict[str, Tensor] = {}
+        self.last_terms = PenaltyTerms()  # the per-kind terms of the latest penalty(), for logging
         self._terms: dict[str, list[Tensor]] = {}  # kind -> the per-site terms of the current forward
         self._zeros: dict[str, list[Tensor]] = {}
         self._handles: list = []
@@ -274,15 +298,16 @@ class SparsityPenalty(HookSet):
     def penalty(self) -> Tensor:
         """λ-weighted penalty of the latest forward pass (a 0-d tensor; 0 when every λ is 0).
 
-        Per-kind unweighted values go to :attr:`last_terms` (detached) for logging.
+        Per-kind unweighted values go to :attr:`last_terms` (a :class:`PenaltyTerms`, detached) for logging.
         """
         total = None
-        self.last_terms = {}
+        last: dict[str, Tensor] = {}
         for kind, terms in self._terms.items():
             value = torch.stack(terms).sum()  # Σ over site outputs of the per-sample sums
-            self.last_terms[kind] = value.detach()
+            last[kind] = value.detach()
             weighted = self.lams[kind] * value
             total = weighted if total is None else total + weighted
+        self.last_terms = PenaltyTerms(last)
         self._reset()
         if total is None:
             p = next(self.model.parameters(), None)
