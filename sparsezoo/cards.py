@@ -23,19 +23,24 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sparsezoo.errors import SparsezooError
 from sparsezoo.recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from analysis.sparsity import NearZero, SparsitySummary
 
 TEMPLATE = "templates/model_card.md"  # package data of sparsezoo (pyproject.toml: package-data)
 TAGS = ("sparsezoo", "sparse-features")
 Library = Literal["timm", "transformers"]
 
-# model-wide summary key in metrics.json → (definition name, threshold on |a|, how sites are aggregated)
-MODEL_WIDE = {
+# model-wide summary key in metrics.json → (definition name, threshold on |a|, how sites are aggregated); the
+# near-zero fractions (one key per kind and τ) are described by _near_zero_measure
+MODEL_WIDE: dict[str, tuple[str, float, str]] = {
     "zero_frac_mean_sites": ("zero_frac", 0.0, "fraction of entries with |a| <= threshold, mean over sites"),
     "zero_frac_all_entries": ("zero_frac", 0.0, "fraction of all activation entries of all sites with |a| <= threshold"),
     "l0_per_position_mean_sites": ("l0_per_position", 0.0,
@@ -235,16 +240,36 @@ def local_inputs(run: Run) -> list[str]:
 # ----------------------------------------------------------------------------- the numbers
 
 
-def _measure(key: str) -> tuple[str, float | None, str] | None:
-    if key in MODEL_WIDE:
-        return MODEL_WIDE[key]
-    from analysis.sparsity import NearZero
+Measure = tuple[str, float, str]  # (definition name, threshold on |a|, how sites are aggregated)
 
-    near = NearZero.parse(key)
-    if near is not None and key.endswith("_mean_sites"):
-        rel = " x the largest |a| of the same code vector" if near.kind == "rel" else ""
-        return f"near_zero_frac({near.kind})", near.tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
-    return None
+
+def _near_zero_measure(nz: NearZero) -> Measure:
+    rel = " x the largest |a| of the same code vector" if nz.kind == "rel" else ""
+    return f"near_zero_frac({nz.kind})", nz.tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
+
+
+def _summary(final: Mapping[str, Any]) -> SparsitySummary | None:
+    """A run's stored summary (``metrics.json``'s ``final.sparsity``) read typed, or None when it lacks some of
+    :class:`~analysis.sparsity.SparsitySummary`'s numbers (a hand-made summary, or one from an older version)."""
+    from analysis.sparsity import SparsitySummary
+
+    required = {f.name for f in fields(SparsitySummary)} - {"near_zero", "zero_frac_per_stage"}
+    return SparsitySummary.from_json(final) if required <= final.keys() else None
+
+
+def _model_wide(final: Mapping[str, Any], summary: SparsitySummary | None) -> list[tuple[str, Measure, Any]]:
+    """(key, measure, value) of each model-wide number with a known definition, in the summary's order: through the
+    typed ``summary``, or for a partial one from the keys it has."""
+    from analysis.sparsity import SparsitySummary, near_zero_stats
+
+    if summary is not None:
+        measures = {summary.near_zero_key(nz): _near_zero_measure(nz) for nz, _ in summary.near_zero}
+        values = summary.to_json()
+    else:
+        measures = {k: _near_zero_measure(nz) for nz, k in near_zero_stats(final) if k == SparsitySummary.near_zero_key(nz)}
+        values = dict(final)
+    measures = {**MODEL_WIDE, **measures}
+    return [(k, measures[k], v) for k, v in values.items() if k in measures]
 
 
 def _number(v: Any) -> bool:
@@ -254,29 +279,28 @@ def _number(v: Any) -> bool:
 def sparsity_block(metrics: dict, baseline: dict | None = None) -> dict:
     """The card's ``sparsity:`` block from a run's ``metrics.json`` (and a dense baseline run's, if known).
 
-    Values are copied from ``metrics["final"]["sparsity"]`` unrounded. Per-stage values come from every
-    ``<definition>_per_stage`` mapping there.
+    Values are copied from ``metrics["final"]["sparsity"]`` unrounded (read as a
+    :class:`~analysis.sparsity.SparsitySummary`); per-stage values from its ``zero_frac_per_stage``.
     """
     final = (metrics.get("final") or {}).get("sparsity") or {}
     base = ((baseline or {}).get("final") or {}).get("sparsity") or {}
     history = metrics.get("history") or [{}]
+    summary = _summary(final)
     model_wide, per_stage = {}, {}
-    for key, value in final.items():
-        measure = _measure(key)
-        if measure and _number(value):
-            definition, threshold, aggregate = measure
+    for key, (definition, threshold, aggregate), value in _model_wide(final, summary):
+        if _number(value):
             entry = {"definition": definition, "threshold": threshold, "aggregate": aggregate, "value": value}
             if _number(base.get(key)):
                 entry["dense_baseline"] = base[key]
             model_wide[key] = entry
-        elif key.endswith("_per_stage") and isinstance(value, dict):
-            name = key.removesuffix("_per_stage")
-            measure = _measure(f"{name}_mean_sites") or (name, 0.0, "")
-            entry = {"definition": measure[0], "threshold": measure[1],
-                     "aggregate": "mean over the sites of each stage (rN: output stride N)", "values": dict(value)}
-            if isinstance(base.get(key), dict):
-                entry["dense_baseline"] = dict(base[key])
-            per_stage[name] = entry
+    stages = final.get("zero_frac_per_stage") if summary is None else summary.zero_frac_per_stage
+    if isinstance(stages, dict):
+        definition, threshold, _ = MODEL_WIDE["zero_frac_mean_sites"]
+        entry = {"definition": definition, "threshold": threshold,
+                 "aggregate": "mean over the sites of each stage (rN: output stride N)", "values": dict(stages)}
+        if isinstance(base.get("zero_frac_per_stage"), dict):
+            entry["dense_baseline"] = dict(base["zero_frac_per_stage"])
+        per_stage["zero_frac"] = entry
     block = {"recipe_hash": metrics.get("recipe_hash"), "sites": final.get("sites"),
              "evaluated_samples": history[-1].get("val", {}).get("samples"),
              "model_wide": model_wide, "per_stage": per_stage}

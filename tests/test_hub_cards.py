@@ -19,9 +19,10 @@ from sparsezoo.weight_check import BrokenWeightsError
 TIMM_CONFIG = {"architecture": "resnet18", "num_classes": 10, "label_names": [str(i) for i in range(10)],
                "pretrained_cfg": {"tag": "a1_in1k", "license": "apache-2.0", "input_size": [3, 32, 32]}}
 BERT_CONFIG = {"architectures": ["BertForSequenceClassification"], "model_type": "bert"}
+# a complete summary as metrics.json holds it (analysis.sparsity.SparsitySummary), and a key it does not know
 SPARSITY = {"sites": 3, "zero_frac_mean_sites": 0.6131, "zero_frac_all_entries": 0.5, "l0_per_position_mean_sites": 12.5,
-            "near_zero_frac(rel,tau=0.01)_mean_sites": 0.7, "dead_units": 4, "dense_units": 1,
-            "zero_frac_per_stage": {"r4": 0.55, "r8": 0.6}, "future_measure": 1.0}
+            "l0_per_position_frac_mean_sites": 0.25, "near_zero_frac(rel,tau=0.01)_mean_sites": 0.7, "dead_units": 4,
+            "dense_units": 1, "zero_frac_per_stage": {"r4": 0.55, "r8": 0.6}, "future_measure": 1.0}
 
 
 def make_run(path, config=TIMM_CONFIG, lam=1e-4, sparsity=SPARSITY, top1=0.75, model="resnet18.a1_in1k", **recipe):
@@ -72,6 +73,18 @@ def test_sparsity_block_copies_values_with_their_definitions_and_thresholds():
     assert "future_measure" not in block["model_wide"]  # a number without a known definition is not published
     stage = block["per_stage"]["zero_frac"]
     assert stage["values"] == {"r4": 0.55, "r8": 0.6} and stage["dense_baseline"] == {"r4": 0.2}
+
+
+def test_a_partial_summary_publishes_the_numbers_it_has_as_a_complete_one_does():
+    """A summary missing numbers (hand-made, or from an older version) cannot be read as a SparsitySummary; its
+    numbers are published under the same definitions."""
+    full = sparsity_block({"final": {"sparsity": SPARSITY}})
+    partial = {k: v for k, v in SPARSITY.items() if k != "zero_frac_all_entries"}
+    block = sparsity_block({"final": {"sparsity": partial}}, {"final": {"sparsity": SPARSITY}})
+    assert list(block["model_wide"]) == [k for k in full["model_wide"] if k != "zero_frac_all_entries"]
+    for key, entry in block["model_wide"].items():
+        assert entry == {**full["model_wide"][key], "dense_baseline": SPARSITY[key]}
+    assert block["per_stage"]["zero_frac"]["values"] == full["per_stage"]["zero_frac"]["values"]
 
 
 def test_base_model_is_a_hub_id_only_when_fine_tuning_started_from_hub_weights(tmp_path):

@@ -13,7 +13,8 @@
 Each step is a function of :mod:`.steps` (scan → select → fetch → attribute → assemble); :func:`explain` runs them.
 
 The result is plain data (numbers, lists, numpy arrays); :func:`to_json` keeps what fits in JSON and
-:mod:`.render` turns it into an HTML report section.
+:mod:`.render` turns it into an HTML report section. Its ``summary`` is :meth:`ExplainSummary.to_json`; read it back
+typed with :meth:`ExplainSummary.from_json`.
 
 Example:
     >>> res = analysis.explain(model, loader, site=r"layer4\\.1\\.act2", features=16, examples=8)
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.interpret.metrics import compare, summarize
+from analysis.interpret.metrics import ExplainSummary, compare, summarize
 from analysis.interpret.steps import Options, assemble, attribute, fetch, frozen, scan, select, timed
 from analysis.sites import Site, find_sites
 
-__all__ = ["explain", "resolve_site", "to_json", "compare", "summarize"]
+__all__ = ["explain", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary"]
 
 log = logging.getLogger(__name__)
 

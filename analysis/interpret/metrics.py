@@ -13,6 +13,9 @@ Completeness (integrated gradients): ``delta = Σ attribution − (f(x) − f(ba
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,32 +72,82 @@ def _max(x) -> float | None:
     return float(x.max()) if x.size else None
 
 
+@dataclass(frozen=True)
+class ExplainSummary:
+    """Headline numbers of one :func:`analysis.interpret.explain` result (its ``summary``): means and medians over the
+    explained features and their examples, None where there is nothing to average.
+
+    ``features``, ``examples``: how many were explained / attributed. Over the explained features:
+    ``firing_density_mean`` (fraction of positions > 0), ``selectivity_median`` (top / mean response, ≥ 1) and
+    ``class_selectivity_mean`` (in [0, 1]; None without labels). Over the examples, of the feature (``feature_…``) and
+    of the predicted class's (``class_…``) attribution maps: ``…_attr_gini_mean`` and ``…_attr_top5_mass_mean`` (in
+    [0, 1], see the module docstring). Completeness of integrated gradients: ``feature_delta_abs_max`` (largest
+    ``|delta|``, in units of the feature's response) and ``feature_delta_rel_median`` / ``class_delta_rel_median``
+    (median ``|delta| / |f(x) − f(baseline)|``; None for methods without a delta).
+
+    :meth:`to_json` gives the ``summary`` dict of the result and of ``report.json`` (keys in this order).
+    """
+
+    features: int
+    examples: int
+    firing_density_mean: float | None
+    selectivity_median: float | None
+    class_selectivity_mean: float | None
+    feature_attr_gini_mean: float | None
+    feature_attr_top5_mass_mean: float | None
+    class_attr_gini_mean: float | None
+    class_attr_top5_mass_mean: float | None
+    feature_delta_abs_max: float | None
+    feature_delta_rel_median: float | None
+    class_delta_rel_median: float | None
+
+    @classmethod
+    def of(cls, result: Mapping[str, Any]) -> ExplainSummary:
+        """The summary of an explain result (its ``features`` and ``stats``)."""
+        feats = result["features"]
+        ex = [e for f in feats for e in f["examples"]]
+
+        def each(key: str) -> list[float]:
+            return [e[key] for e in ex if e.get(key) is not None]
+
+        stats = result["stats"]
+        idx = [f["index"] for f in feats]
+        cs = stats.get("class_selectivity")
+        return cls(
+            features=len(feats),
+            examples=len(ex),
+            firing_density_mean=_mean(stats["firing_density"][idx]),
+            selectivity_median=_median(stats["selectivity"][idx]),
+            class_selectivity_mean=None if cs is None else _mean(cs[idx]),
+            feature_attr_gini_mean=_mean(each("feature_gini")),
+            feature_attr_top5_mass_mean=_mean(each("feature_top5_mass")),
+            class_attr_gini_mean=_mean(each("class_gini")),
+            class_attr_top5_mass_mean=_mean(each("class_top5_mass")),
+            feature_delta_abs_max=_max(each("feature_delta_abs")),
+            feature_delta_rel_median=_median(each("feature_delta_rel")),
+            class_delta_rel_median=_median(each("class_delta_rel")),
+        )
+
+    @property
+    def worst_delta_rel_median(self) -> float | None:
+        """The larger of the feature and class median relative completeness deltas (None if neither was measured):
+        above a small tolerance, the integration of integrated gradients has not converged."""
+        measured = [v for v in (self.feature_delta_rel_median, self.class_delta_rel_median) if v is not None]
+        return max(measured, default=None)
+
+    def to_json(self) -> dict[str, float | int | None]:
+        """The summary as plain data, each number under its field's name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ExplainSummary:
+        """The summary :meth:`to_json` wrote (the ``summary`` of an explain result or of its stored JSON)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
 def summarize(result: dict) -> dict[str, float | int | None]:
-    """Headline numbers of one :func:`analysis.interpret.explain` result (means over the explained features and
-    their examples; None where there is nothing to average)."""
-    feats = result["features"]
-    ex = [e for f in feats for e in f["examples"]]
-
-    def each(key: str) -> list[float]:
-        return [e[key] for e in ex if e.get(key) is not None]
-
-    stats = result["stats"]
-    idx = [f["index"] for f in feats]
-    cs = stats.get("class_selectivity")
-    return {
-        "features": len(feats),
-        "examples": len(ex),
-        "firing_density_mean": _mean(stats["firing_density"][idx]),
-        "selectivity_median": _median(stats["selectivity"][idx]),
-        "class_selectivity_mean": None if cs is None else _mean(cs[idx]),
-        "feature_attr_gini_mean": _mean(each("feature_gini")),
-        "feature_attr_top5_mass_mean": _mean(each("feature_top5_mass")),
-        "class_attr_gini_mean": _mean(each("class_gini")),
-        "class_attr_top5_mass_mean": _mean(each("class_top5_mass")),
-        "feature_delta_abs_max": _max(each("feature_delta_abs")),
-        "feature_delta_rel_median": _median(each("feature_delta_rel")),
-        "class_delta_rel_median": _median(each("class_delta_rel")),
-    }
+    """Headline numbers of one :func:`analysis.interpret.explain` result as plain data (:class:`ExplainSummary`)."""
+    return ExplainSummary.of(result).to_json()
 
 
 def compare(subject: dict, baseline: dict) -> dict[str, float]:

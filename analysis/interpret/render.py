@@ -195,7 +195,7 @@ def _verdict(results: list[tuple[str, dict]]) -> str:
 
 def render_section(results: list[tuple[str, dict]]) -> str:
     """Inner HTML of the explain section for ``[(label, explain result), …]`` (one model, or two to compare)."""
-    from analysis.interpret.metrics import compare
+    from analysis.interpret.metrics import ExplainSummary, compare
 
     first = results[0][1]
     head = (f"<p>Site <code>{html.escape(first['site'])}</code>: method <code>{html.escape(first['method'])}</code>"
@@ -214,8 +214,8 @@ def render_section(results: list[tuple[str, dict]]) -> str:
     rows += [row + ([None] if delta is not None else []) for row in more]
     parts = [f"<style>{CARD_CSS}</style>", head, _table(headers, rows)]
     for label, r in results:
-        worst = max((v for k, v in r["summary"].items() if k.endswith("delta_rel_median") and v is not None), default=0)
-        if worst > DELTA_WARN:
+        worst = ExplainSummary.from_json(r["summary"]).worst_delta_rel_median
+        if worst is not None and worst > DELTA_WARN:
             parts.append(f"<p><b>{html.escape(label)}</b>: median relative completeness delta {_fmt(worst)} &gt; "
                          f"{DELTA_WARN}: the integration has not converged; raise the number of steps.</p>")
     if len(results) == 2:

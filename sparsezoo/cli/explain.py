@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from analysis.interpret import compare, explain, to_json
     from analysis.interpret.attribute import check_methods
+    from analysis.interpret.metrics import ExplainSummary
     from analysis.interpret.render import render_page
     from sparsezoo.inputs import class_names
 
@@ -74,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
                                                 "summary": compare(results[0][1]["summary"], results[1][1]["summary"])}
     save_report(out, doc, render_page(results, inputs.command))
     for label, res in results:
-        s = res["summary"]
-        line = (f"{label}: {s['features']} features of {res['site']} ({res['channels']}), {res['samples']} samples; "
-                f"feature attribution Gini {_num(s['feature_attr_gini_mean'])}, "
-                f"top-5% mass {_num(s['feature_attr_top5_mass_mean'])}")
-        if s["feature_delta_rel_median"] is not None:
-            line += f"; IG completeness delta (relative, median) {_num(s['feature_delta_rel_median'])}"
+        s = ExplainSummary.from_json(res["summary"])
+        line = (f"{label}: {s.features} features of {res['site']} ({res['channels']}), {res['samples']} samples; "
+                f"feature attribution Gini {_num(s.feature_attr_gini_mean)}, "
+                f"top-5% mass {_num(s.feature_attr_top5_mass_mean)}")
+        if s.feature_delta_rel_median is not None:
+            line += f"; IG completeness delta (relative, median) {_num(s.feature_delta_rel_median)}"
         print(line)
     print(f"report: {out / 'report.html'}")
     return 0
