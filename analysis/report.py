@@ -3,6 +3,11 @@
 :func:`build_report` assembles the analysis of one model (or two, for a comparison) with the metric
 definitions, the command line and the deltas; :func:`render_html` turns it into one HTML file that needs no
 network and no JavaScript. Plots use matplotlib's Agg backend (no display).
+
+The sections are typed: :class:`Report` holds the :class:`ModelEntry` of each model, the :class:`HeadlineFigure`
+rows of the first block and, for a comparison, the :class:`Deltas` (per site :class:`SiteDelta`, per layer
+:class:`CoherenceDelta` and :class:`MarginDelta`). Each has ``to_json()``, the published dict (keys in their
+order), and ``from_json()``, which reads it back; the HTML is rendered from the typed form.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import datetime as _dt
 import html
 import io
 import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from analysis.definitions import DEFINITIONS
@@ -39,30 +46,147 @@ def _delta(baseline: float | None, subject: float | None) -> float | None:
 DELTA_KEY = "deltas_subject_minus_baseline"
 
 
-def compare(subject: dict, baseline: dict) -> dict:
-    """Signed differences **subject − baseline** (sparse − dense, new − old) of the numbers both analyses have
-    (sites and layers in common). Fractions stay fractions here (× 100 = points)."""
-    out: dict = {"headline": {}}
-    hs, hb = headline(subject), headline(baseline)
-    for k in hs:
-        if isinstance(hs[k], (int, float)) and isinstance(hb.get(k), (int, float)):
-            out["headline"][k] = hs[k] - hb[k]
-    if "sparsity" in subject and "sparsity" in baseline:
-        ps, pb = subject["sparsity"]["per_site"], baseline["sparsity"]["per_site"]
-        out["sparsity_per_site"] = {
-            s: {k: _delta(pb[s].get(k), ps[s].get(k)) for k in ("zero_frac", "l0_per_position_mean", "hoyer_mean",
-                                                                "gini_mean", "dead_units")}
-            for s in ps if s in pb}
-        zs, zb = (m["sparsity"]["summary"].get("zero_frac_per_stage", {}) for m in (subject, baseline))
-        out["zero_frac_per_stage"] = {k: zs[k] - zb[k] for k in zs if k in zb}
-    cs, cb = subject.get("coherence", {}), baseline.get("coherence", {})
-    out["coherence"] = {n: {"mu": _delta(cb[n]["local"]["mu"], cs[n]["local"]["mu"]),
-                            "mu_shift": _delta(cb[n].get("mu_shift"), cs[n].get("mu_shift"))} for n in cs if n in cb}
-    if "margins" in subject and "margins" in baseline:
-        ms, mb = subject["margins"], baseline["margins"]
-        out["margins"] = {n: {"stripe_max": ms[n]["stripe_max"] - mb[n]["stripe_max"],
-                              "margin": _delta(mb[n]["margin"], ms[n]["margin"])} for n in ms if n in mb}
-    return out
+@dataclass(frozen=True)
+class SiteDelta:
+    """Change subject − baseline of one feature site's sparsity (see :class:`~analysis.sparsity.SiteSparsity`):
+    ``zero_frac`` a difference of fractions (× 100 = points), ``l0_per_position_mean`` in channels per code vector,
+    ``hoyer_mean`` and ``gini_mean`` differences of indices in [0, 1], ``dead_units`` in channels; None where either
+    model has no value."""
+
+    zero_frac: float | None
+    l0_per_position_mean: float | None
+    hoyer_mean: float | None
+    gini_mean: float | None
+    dead_units: int | None
+
+    @classmethod
+    def of(cls, subject: Mapping[str, Any], baseline: Mapping[str, Any]) -> SiteDelta:
+        """From the two models' per-site results (as stored)."""
+        changes: dict[str, Any] = {f.name: _delta(baseline.get(f.name), subject.get(f.name)) for f in fields(cls)}
+        return cls(**changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"zero_frac", "l0_per_position_mean", "hoyer_mean", "gini_mean", "dead_units"}``, in this order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SiteDelta:
+        """The change :meth:`to_json` wrote."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class CoherenceDelta:
+    """Change subject − baseline of one layer's mutual coherence: ``mu`` (local, rows) and ``mu_shift`` (shift-aware,
+    convolutions only); None where either model has no value (a depthwise layer, a linear layer's shift)."""
+
+    mu: float | None
+    mu_shift: float | None
+
+    @classmethod
+    def of(cls, subject: Mapping[str, Any], baseline: Mapping[str, Any]) -> CoherenceDelta:
+        """From the two models' coherence results of the layer."""
+        return cls(mu=_delta(baseline["local"]["mu"], subject["local"]["mu"]),
+                   mu_shift=_delta(baseline.get("mu_shift"), subject.get("mu_shift")))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"mu", "mu_shift"}``."""
+        return {"mu": self.mu, "mu_shift": self.mu_shift}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CoherenceDelta:
+        """The change :meth:`to_json` wrote."""
+        return cls(mu=d["mu"], mu_shift=d["mu_shift"])
+
+
+@dataclass(frozen=True)
+class MarginDelta:
+    """Change subject − baseline of one layer's theory margin: ``stripe_max`` (non-zeros in the densest stripe) and
+    ``margin`` (None where either model's margin is undefined)."""
+
+    stripe_max: float
+    margin: float | None
+
+    @classmethod
+    def of(cls, subject: Mapping[str, Any], baseline: Mapping[str, Any]) -> MarginDelta:
+        """From the two models' margin results of the layer."""
+        return cls(stripe_max=subject["stripe_max"] - baseline["stripe_max"],
+                   margin=_delta(baseline["margin"], subject["margin"]))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"stripe_max", "margin"}``."""
+        return {"stripe_max": self.stripe_max, "margin": self.margin}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MarginDelta:
+        """The change :meth:`to_json` wrote."""
+        return cls(stripe_max=d["stripe_max"], margin=d["margin"])
+
+
+def _common(subject: Mapping[str, Any], baseline: Mapping[str, Any], make: Callable[[Any, Any], Any]) -> dict:
+    """``make(subject[k], baseline[k])`` for the keys both have, in the subject's order."""
+    return {k: make(subject[k], baseline[k]) for k in subject if k in baseline}
+
+
+@dataclass(frozen=True)
+class Deltas:
+    """The comparison section of ``report.json`` (:data:`DELTA_KEY`): signed differences **subject − baseline**
+    (sparse − dense, new − old) of the numbers both analyses have, over the sites and layers they have in common.
+    Fractions stay fractions here (× 100 = points).
+
+    ``subject``/``baseline``: the two models' labels. ``headline``: headline key → change, for the numeric figures
+    both have. With data (both analyses measured activations): ``sparsity_per_site`` (site → :class:`SiteDelta`)
+    and ``zero_frac_per_stage`` (stage label → change of its mean ``zero_frac``), and ``margins`` (layer →
+    :class:`MarginDelta`); always ``coherence`` (layer → :class:`CoherenceDelta`).
+    """
+
+    subject: str
+    baseline: str
+    headline: dict[str, float]
+    coherence: dict[str, CoherenceDelta]
+    sparsity_per_site: dict[str, SiteDelta] | None = None
+    zero_frac_per_stage: dict[str, float] | None = None
+    margins: dict[str, MarginDelta] | None = None
+
+    @classmethod
+    def of(cls, subject: tuple[str, dict[str, Any]], baseline: tuple[str, dict[str, Any]]) -> Deltas:
+        """The changes between two analysis results, each given with its label: ``(label, result)``."""
+        (ls, s), (lb, b) = subject, baseline
+        hs, hb = headline(s), headline(b)
+        out: dict[str, Any] = {"headline": {k: hs[k] - hb[k] for k in hs if isinstance(hs[k], (int, float))
+                                            and isinstance(hb.get(k), (int, float))}}
+        if "sparsity" in s and "sparsity" in b:
+            out["sparsity_per_site"] = _common(s["sparsity"]["per_site"], b["sparsity"]["per_site"], SiteDelta.of)
+            zs, zb = (m["sparsity"]["summary"].get("zero_frac_per_stage", {}) for m in (s, b))
+            out["zero_frac_per_stage"] = _common(zs, zb, lambda x, y: x - y)
+        out["coherence"] = _common(s.get("coherence", {}), b.get("coherence", {}), CoherenceDelta.of)
+        if "margins" in s and "margins" in b:
+            out["margins"] = _common(s["margins"], b["margins"], MarginDelta.of)
+        return cls(subject=ls, baseline=lb, **out)
+
+    def to_json(self) -> dict[str, Any]:
+        """The section as plain data: ``subject``, ``baseline``, ``headline``, then the per-site, per-stage, coherence
+        and margin changes (those measured), in this order."""
+        out: dict[str, Any] = {"subject": self.subject, "baseline": self.baseline, "headline": dict(self.headline)}
+        if self.sparsity_per_site is not None:
+            out["sparsity_per_site"] = {n: v.to_json() for n, v in self.sparsity_per_site.items()}
+        if self.zero_frac_per_stage is not None:
+            out["zero_frac_per_stage"] = dict(self.zero_frac_per_stage)
+        out["coherence"] = {n: v.to_json() for n, v in self.coherence.items()}
+        if self.margins is not None:
+            out["margins"] = {n: v.to_json() for n, v in self.margins.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Deltas:
+        """The section :meth:`to_json` wrote (e.g. read back from ``report.json``)."""
+        per_site, margins, stages = d.get("sparsity_per_site"), d.get("margins"), d.get("zero_frac_per_stage")
+        return cls(subject=d["subject"], baseline=d["baseline"], headline=dict(d["headline"]),
+                   coherence={n: CoherenceDelta.from_json(v) for n, v in d["coherence"].items()},
+                   sparsity_per_site=None if per_site is None else {n: SiteDelta.from_json(v)
+                                                                    for n, v in per_site.items()},
+                   zero_frac_per_stage=None if stages is None else dict(stages),
+                   margins=None if margins is None else {n: MarginDelta.from_json(v) for n, v in margins.items()})
 
 
 NEAR_ZERO_ABS = "near_zero_frac(abs,…)"  # stands for the absolute near-zero fraction, whatever its τ
@@ -81,47 +205,137 @@ HEADLINE_FIGURES: list[tuple[str, str, str, str]] = [
 ]
 
 
-def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
-    """The report's first block: each key figure for every model, and for a comparison its change
-    (subject − baseline). Figures a model does not have (no labels, weights only) are left out."""
-    rows = []
-    for key, label, definition, unit in HEADLINE_FIGURES:
-        heads = [m["headline"] for m in models]
-        full = key
-        if key == NEAR_ZERO_ABS:
-            near = next(iter(near_zero_stats(heads[0], "abs")), None)
-            if near is None:
+@dataclass(frozen=True)
+class HeadlineFigure:
+    """One row of the report's first block (``headline_figures`` of ``report.json``).
+
+    ``key``: the figure's key in each model's ``headline``; ``label``: its name on the page; ``definition``: its key
+    in the report's ``definitions``; ``unit``: "fraction" (shown in %, changes in points), "count" (an integer) or
+    "" (a plain number). ``values``: one per model, None where a model has none. ``of``: for a count out of a total
+    (layers inside the theorem's regime), each model's total, else None. ``compared``: the report compares two
+    models, so the row has a ``delta`` (subject − baseline; None where it is not defined).
+    """
+
+    key: str
+    label: str
+    definition: str
+    unit: str
+    values: tuple[float | None, ...]
+    of: tuple[int | None, ...] | None = None
+    compared: bool = False
+    delta: float | None = None
+
+    @classmethod
+    def rows(cls, heads: Sequence[Mapping[str, Any]], deltas: Mapping[str, float] | None = None) -> list[HeadlineFigure]:
+        """Each figure of :data:`HEADLINE_FIGURES` for the models' ``heads`` (their headlines) and, for a
+        comparison, the headline ``deltas`` (:attr:`Deltas.headline`). Figures the first model does not have (no
+        labels, weights only) are left out."""
+        rows = []
+        for key, label, definition, unit in HEADLINE_FIGURES:
+            full = key
+            if key == NEAR_ZERO_ABS:
+                near = next(iter(near_zero_stats(heads[0], "abs")), None)
+                if near is None:
+                    continue
+                label, full = near[0].key, near[1]
+            if heads[0].get(full) is None:
                 continue
-            label, full = near[0].key, near[1]
-        if heads[0].get(full) is None:
-            continue
-        row = {"key": full, "label": label, "definition": definition, "unit": unit,
-               "values": [h.get(full) for h in heads]}
-        if key == "layers_inside_theorem":
-            row["of"] = [h.get("layers_measured") for h in heads]
-        if deltas is not None:
-            row["delta"] = deltas["headline"].get(full)
-        rows.append(row)
-    return rows
+            of = tuple(h.get("layers_measured") for h in heads) if key == "layers_inside_theorem" else None
+            rows.append(cls(full, label, definition, unit, tuple(h.get(full) for h in heads), of,
+                            compared=deltas is not None, delta=None if deltas is None else deltas.get(full)))
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"key", "label", "definition", "unit", "values"}``, then ``"of"`` and ``"delta"`` where they apply."""
+        out: dict[str, Any] = {"key": self.key, "label": self.label, "definition": self.definition, "unit": self.unit,
+                               "values": list(self.values)}
+        if self.of is not None:
+            out["of"] = list(self.of)
+        if self.compared:
+            out["delta"] = self.delta
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> HeadlineFigure:
+        """The row :meth:`to_json` wrote."""
+        return cls(d["key"], d["label"], d["definition"], d["unit"], tuple(d["values"]),
+                   tuple(d["of"]) if "of" in d else None, compared="delta" in d, delta=d.get("delta"))
+
+
+def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
+    """The ``headline_figures`` section as plain data (:meth:`HeadlineFigure.rows` as JSON) for the report's
+    ``models`` entries and, for a comparison, its :data:`DELTA_KEY` section."""
+    rows = HeadlineFigure.rows([m["headline"] for m in models], None if deltas is None else deltas["headline"])
+    return [r.to_json() for r in rows]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a report: ``label`` (its column), ``source`` (what was loaded: a timm name, Hub id or folder),
+    ``headline`` (:func:`analysis.pipeline.headline` of its analysis) and the full ``analysis`` result."""
+
+    label: str
+    source: str
+    headline: dict[str, Any]
+    analysis: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"label", "source", "headline", "analysis"}``."""
+        return {"label": self.label, "source": self.source, "headline": self.headline, "analysis": self.analysis}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ModelEntry:
+        """The entry :meth:`to_json` wrote."""
+        return cls(d["label"], d["source"], d["headline"], d["analysis"])
+
+
+@dataclass(frozen=True)
+class Report:
+    """``report.json`` (:func:`build_report`): ``version`` (``sparsezoo_report``, :data:`REPORT_VERSION`), ``created``
+    (ISO 8601, UTC), the ``command`` line, the metric ``definitions``, the ``models`` (one, or the subject then its
+    baseline), for a comparison the ``deltas`` (:data:`DELTA_KEY`), and the headline ``figures``
+    (``headline_figures``). :meth:`to_json` writes the keys in this order; :meth:`from_json` reads them back."""
+
+    created: str
+    command: str
+    definitions: dict[str, str]
+    models: tuple[ModelEntry, ...]
+    figures: tuple[HeadlineFigure, ...]
+    deltas: Deltas | None = None
+    version: int = REPORT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain data (not yet :func:`clean`)."""
+        out: dict[str, Any] = {"sparsezoo_report": self.version, "created": self.created, "command": self.command,
+                               "definitions": self.definitions, "models": [m.to_json() for m in self.models]}
+        if self.deltas is not None:
+            out[DELTA_KEY] = self.deltas.to_json()
+        out["headline_figures"] = [f.to_json() for f in self.figures]
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Report:
+        """The report :meth:`to_json` wrote (e.g. ``json.load`` of a ``report.json``)."""
+        deltas = d.get(DELTA_KEY)
+        return cls(created=d["created"], command=d["command"], definitions=d["definitions"],
+                   models=tuple(ModelEntry.from_json(m) for m in d["models"]),
+                   figures=tuple(HeadlineFigure.from_json(f) for f in d["headline_figures"]),
+                   deltas=None if deltas is None else Deltas.from_json(deltas), version=d["sparsezoo_report"])
 
 
 def build_report(models: list[tuple[str, str, dict]], command: str) -> dict:
-    """``models``: (label, source, analysis result) for one model, or two for a comparison: the subject first,
-    then its baseline; deltas are subject − baseline (``deltas_subject_minus_baseline``)."""
-    rep = {
-        "sparsezoo_report": REPORT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "definitions": DEFINITIONS,
-        "models": [{"label": label, "source": src, "headline": headline(res), "analysis": res}
-                   for label, src, res in models],
-    }
+    """``report.json`` as plain data (:meth:`Report.to_json`, :func:`clean`). ``models``: (label, source, analysis
+    result) for one model, or two for a comparison: the subject first, then its baseline; deltas are subject −
+    baseline (:class:`Deltas`)."""
+    entries = tuple(ModelEntry(label, src, headline(res), res) for label, src, res in models)
     deltas = None
     if len(models) == 2:
-        deltas = {"subject": models[0][0], "baseline": models[1][0], **compare(models[0][2], models[1][2])}
-        rep[DELTA_KEY] = deltas
-    rep["headline_figures"] = headline_figures(rep["models"], deltas)
-    return clean(rep)
+        deltas = Deltas.of((models[0][0], models[0][2]), (models[1][0], models[1][2]))
+    figures = HeadlineFigure.rows([e.headline for e in entries], None if deltas is None else deltas.headline)
+    report = Report(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command,
+                    definitions=DEFINITIONS, models=entries, figures=tuple(figures), deltas=deltas)
+    return clean(report.to_json())
+
 
 
 # ---------------------------------------------------------------------------------------------- plotting
@@ -150,25 +364,25 @@ def _plt():
     return plt
 
 
-def _fig_per_site(models: list[dict]) -> str:
+def _fig_per_site(models: Sequence[ModelEntry]) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     for m in models:
-        per = m["analysis"]["sparsity"]["per_site"]
+        per = m.analysis["sparsity"]["per_site"]
         names = list(per)
         for ax, key, title in zip(axes, ("zero_frac", "hoyer_mean", "l0_per_position_frac"),
                                   ("zero_frac", "Hoyer (mean)", "l0 / C (mean)"), strict=True):
             ax.plot(range(len(names)), [per[n][key] if per[n][key] is not None else float("nan") for n in names],
-                    marker=".", label=m["label"])
+                    marker=".", label=m.label)
             ax.set_title(title)
             ax.set_xlabel("site (forward order)")
     axes[0].legend(fontsize=8)
     return _png(fig)
 
 
-def _fig_density(m: dict) -> str:
+def _fig_density(m: ModelEntry) -> str:
     plt = _plt()
-    per = m["analysis"]["sparsity"]["per_site"]
+    per = m.analysis["sparsity"]["per_site"]
     names = list(per)
     rows = []
     for n in names:
@@ -180,20 +394,20 @@ def _fig_density(m: dict) -> str:
     im = ax.imshow(rows, aspect="auto", cmap="magma", extent=(edges[0], edges[-1], len(names) - 0.5, -0.5))
     ax.set_xlabel("log10 firing density (live channels)")
     ax.set_ylabel("site")
-    ax.set_title(f"{m['label']}: fraction of channels per density bin")
+    ax.set_title(f"{m.label}: fraction of channels per density bin")
     fig.colorbar(im, ax=ax, fraction=0.03)
     return _png(fig)
 
 
-def _fig_coherence(models: list[dict]) -> str:
+def _fig_coherence(models: Sequence[ModelEntry]) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
     for m in models:
-        coh = m["analysis"]["coherence"]
+        coh = m.analysis["coherence"]
         names = list(coh)
-        axes[0].plot([_num(coh[n]["local"]["mu"]) for n in names], marker=".", label=f"{m['label']} local μ")
+        axes[0].plot([_num(coh[n]["local"]["mu"]) for n in names], marker=".", label=f"{m.label} local μ")
         axes[0].plot([_num(coh[n]["mu_shift"]) for n in names],
-                     marker="x", linestyle=":", label=f"{m['label']} shift-aware μ")
+                     marker="x", linestyle=":", label=f"{m.label} shift-aware μ")
         for n in names:
             babel = coh[n]["local"]["babel"]
             axes[1].plot(range(1, len(babel) + 1), babel, alpha=0.35, linewidth=0.8,
@@ -206,14 +420,14 @@ def _fig_coherence(models: list[dict]) -> str:
     return _png(fig)
 
 
-def _fig_margins(models: list[dict]) -> str:
+def _fig_margins(models: Sequence[ModelEntry]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for i, m in enumerate(models):
-        mg = m["analysis"]["margins"]
+        mg = m.analysis["margins"]
         names = list(mg)
-        ax.plot([mg[n]["stripe_max"] for n in names], marker=".", color=f"C{i}", label=f"{m['label']} max stripe sparsity")
-        ax.plot([_num(mg[n]["s_star"]) for n in names], linestyle="--", color=f"C{i}", label=f"{m['label']} s* = ½(1+1/μ)")
+        ax.plot([mg[n]["stripe_max"] for n in names], marker=".", color=f"C{i}", label=f"{m.label} max stripe sparsity")
+        ax.plot([_num(mg[n]["s_star"]) for n in names], linestyle="--", color=f"C{i}", label=f"{m.label} s* = ½(1+1/μ)")
     ax.set_yscale("log")
     ax.set_xlabel("layer (module order)")
     ax.set_ylabel("non-zeros")
@@ -222,23 +436,23 @@ def _fig_margins(models: list[dict]) -> str:
     return _png(fig)
 
 
-def _fig_cka(m: dict) -> str:
+def _fig_cka(m: ModelEntry) -> str:
     plt = _plt()
-    cka = m["analysis"]["convergence"]["cka"]
+    cka = m.analysis["convergence"]["cka"]
     fig, ax = plt.subplots(figsize=(5.5, 4.6))
     im = ax.imshow(cka["matrix"], vmin=0, vmax=1, cmap="viridis")
-    ax.set_title(f"{m['label']}: linear CKA between sites ({cka['batches']} minibatches)")
+    ax.set_title(f"{m.label}: linear CKA between sites ({cka['batches']} minibatches)")
     ax.set_xlabel("site")
     ax.set_ylabel("site")
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(fig)
 
 
-def _fig_ista(models: list[dict]) -> str:
+def _fig_ista(models: Sequence[ModelEntry]) -> str:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     for i, m in enumerate(models):
-        for v in (m["analysis"]["convergence"].get("ista") or {}).values():
+        for v in (m.analysis["convergence"].get("ista") or {}).values():
             if "skipped" in v:
                 continue
             k = range(1, len(v["relative_error"]) + 1)
@@ -247,7 +461,7 @@ def _fig_ista(models: list[dict]) -> str:
             if v["step_size"]:
                 axes[2].semilogy(range(1, len(v["step_size"]) + 1), [max(s, 1e-12) for s in v["step_size"]],
                                  color=f"C{i}", alpha=0.35, linewidth=0.8)
-        axes[0].plot([], [], color=f"C{i}", label=m["label"])
+        axes[0].plot([], [], color=f"C{i}", label=m.label)
     axes[0].set_title("‖Γᵏ − y‖/‖y‖ vs ISTA steps k")
     axes[1].set_title("support Jaccard with y")
     axes[2].set_title("step size ‖Γᵏ⁺¹ − Γᵏ‖/‖Γ¹‖ (log)")
@@ -257,34 +471,34 @@ def _fig_ista(models: list[dict]) -> str:
     return _png(fig)
 
 
-def _fig_attention(m: dict) -> str:
+def _fig_attention(m: ModelEntry) -> str:
     plt = _plt()
-    att = m["analysis"]["attention"]
+    att = m.analysis["attention"]
     names = list(att)
     fig, axes = plt.subplots(1, 2, figsize=(12, max(2.6, 0.3 * len(names))))
     for ax, key, title in zip(axes, ("entropy_norm", "hoyer"), ("normalized entropy (1 = uniform)",
                                                               "Hoyer of attention rows (1 = one key)"), strict=True):
         im = ax.imshow([att[n]["per_head"][key] for n in names], vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_title(f"{m['label']}: {title}")
+        ax.set_title(f"{m.label}: {title}")
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.046)
     return _png(fig)
 
 
-def _attention_table(m: dict) -> str:
-    att = m["analysis"]["attention"]
+def _attention_table(m: ModelEntry) -> str:
+    att = m.analysis["attention"]
     rows = [[n, v["heads"], v["rows"], *v["mean"].values()] for n, v in att.items()]
     keys = list(next(iter(att.values()))["mean"]) if att else []
     return _table(["layer", "heads", "query rows", *[f"{k} (mean over heads)" for k in keys]], rows, "wide")
 
 
-def _fig_relchange(models: list[dict]) -> str:
+def _fig_relchange(models: Sequence[ModelEntry]) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for m in models:
-        rc = m["analysis"]["convergence"]["relative_change"]
-        ax.plot([r["relative_change"] for r in rc], marker="o", label=m["label"])
+        rc = m.analysis["convergence"]["relative_change"]
+        ax.plot([r["relative_change"] for r in rc], marker="o", label=m.label)
     ax.set_xlabel("consecutive equal-shape block pair")
     ax.set_ylabel("‖F_{l+1} − F_l‖ / ‖F_l‖")
     ax.legend(fontsize=8)
@@ -339,44 +553,43 @@ def _change(d: float | None, unit: str) -> str:
     return f"{int(d):+,}" if unit == "count" else f"{d:+.3g}"
 
 
-def headline_html(rep: dict) -> str:
+def headline_html(report: Report) -> str:
     """The first screen: the key figures of each model side by side, and the change subject − baseline."""
-    models = rep["models"]
-    deltas = rep.get(DELTA_KEY)
-    head = "".join(f"<th>{html.escape(m['label'])}</th>" for m in models)
-    if deltas:
-        head += f"<th>change ({html.escape(deltas['subject'])} − {html.escape(deltas['baseline'])})</th>"
+    models, deltas = report.models, report.deltas
+    head = "".join(f"<th>{html.escape(m.label)}</th>" for m in models)
+    if deltas is not None:
+        head += f"<th>change ({html.escape(deltas.subject)} − {html.escape(deltas.baseline)})</th>"
     body = []
-    for row in rep["headline_figures"]:
-        name = (f'<a href="#{_def_id(row["definition"])}">{html.escape(row["label"])}</a>')
-        cells = [figure_text(v, row["unit"]) for v in row["values"]]
-        if "of" in row:
-            cells = [f"{c} / {_fmt(o)}" for c, o in zip(cells, row["of"], strict=True)]
-        if deltas:
-            cells.append(f"<b>{_change(row.get('delta'), row['unit'])}</b>")
+    for row in report.figures:
+        name = (f'<a href="#{_def_id(row.definition)}">{html.escape(row.label)}</a>')
+        cells = [figure_text(v, row.unit) for v in row.values]
+        if row.of is not None:
+            cells = [f"{c} / {_fmt(o)}" for c, o in zip(cells, row.of, strict=True)]
+        if deltas is not None:
+            cells.append(f"<b>{_change(row.delta, row.unit)}</b>")
         body.append(f"<tr><td>{name}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    missing = [m["label"] for m in models if "top1" not in m["headline"] and "sparsity" in m["analysis"]]
+    missing = [m.label for m in models if "top1" not in m.headline and "sparsity" in m.analysis]
     note = ""
     if missing:
-        why = "; ".join(f"{html.escape(m['label'])}: {html.escape(str(m['analysis'].get('accuracy', {}).get('skipped')))}"
-                        for m in models if m["label"] in missing)
+        why = "; ".join(f"{html.escape(m.label)}: {html.escape(str(m.analysis.get('accuracy', {}).get('skipped')))}"
+                        for m in models if m.label in missing)
         note = f"<p class=\"note\">top-1 not measured ({why}).</p>"
-    what = ("What sparsity training bought and what it cost: " if deltas else "")
-    data = models[0]["analysis"].get("data")
+    what = ("What sparsity training bought and what it cost: " if deltas is not None else "")
+    data = models[0].analysis.get("data")
     over = f"over {html.escape(data)}" if data else "over the analysis samples"
     return (f'<div id="headline"><p>{what}figures {over}; names link to their definitions.</p>'
             f'<div class="tw"><table class="headline"><thead><tr><th>figure</th>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>{note}</div>')
 
 
-def _side(models: list[dict], make) -> str:
+def _side(models: Sequence[ModelEntry], make) -> str:
     """One panel per model, side by side."""
-    cells = "".join(f'<div class="col"><h4>{html.escape(m["label"])}</h4>{make(m)}</div>' for m in models)
+    cells = "".join(f'<div class="col"><h4>{html.escape(m.label)}</h4>{make(m)}</div>' for m in models)
     return f'<div class="row">{cells}</div>'
 
 
-def _sparsity_table(m: dict) -> str:
-    a = m["analysis"]["sparsity"]
+def _sparsity_table(m: ModelEntry) -> str:
+    a = m.analysis["sparsity"]
     per = {n: SiteSparsity.from_json(v) for n, v in a["per_site"].items()}
     stages = a["stages"]
     near = [nz for nz, _ in next(iter(per.values())).near_zero]
@@ -387,8 +600,8 @@ def _sparsity_table(m: dict) -> str:
                    "dead", "dense"], rows, "wide")
 
 
-def _coherence_table(m: dict) -> str:
-    coh = m["analysis"]["coherence"]
+def _coherence_table(m: ModelEntry) -> str:
+    coh = m.analysis["coherence"]
     rows = []
     for n, c in coh.items():
         th = c.get("threshold") or {}
@@ -402,8 +615,8 @@ def _coherence_table(m: dict) -> str:
                    "s* local", "s* shift", "threshold p50", "threshold > 0"], rows, "wide")
 
 
-def _margins_table(m: dict) -> str:
-    mg = m["analysis"]["margins"]
+def _margins_table(m: ModelEntry) -> str:
+    mg = m.analysis["margins"]
     rows = [[n, v["code_site"] if v["code"] == "activation" else "linear (no activation)", v["stripe_shape"],
              v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
              _verdict(v)] for n, v in mg.items()]
@@ -425,9 +638,9 @@ MARGINS_NOTE = ("<p>Verdict: <b>inside</b> means the layer's output code is spar
                 "is the <code>verdict</code> field of report.json.</p>")
 
 
-def _ista_table(m: dict) -> str:
+def _ista_table(m: ModelEntry) -> str:
     rows = []
-    for n, v in (m["analysis"]["convergence"].get("ista") or {}).items():
+    for n, v in (m.analysis["convergence"].get("ista") or {}).items():
         if "skipped" in v:
             rows.append([n, "—", "—", "—", "—", "—", "—", "skipped: " + v["skipped"]])
         else:
@@ -437,9 +650,9 @@ def _ista_table(m: dict) -> str:
     return _table(["layer", "activation", "rel. error k=2", "Jaccard k=K", "ρ̂", "fit R²", "(2s−1)μ", "note"], rows, "wide")
 
 
-def _summary(m: dict) -> str:
-    h = m["headline"]
-    a = m["analysis"]
+def _summary(m: ModelEntry) -> str:
+    h = m.headline
+    a = m.analysis
     rows = [[k.replace("_", " "), v] for k, v in h.items()]
     rows.append(["samples", a.get("samples")])
     rows.append(["parameters", a["model"]["parameters"]])
@@ -452,24 +665,24 @@ def _summary(m: dict) -> str:
                 f"{_fmt(h['median_factor_outside'])}. Counted: layers followed by an activation (their code is "
                 f"thresholded); the others are listed below as linear. Real networks are expected to be far outside "
                 f"the regime.</p>")
-    return f"<p>source: <code>{html.escape(str(m['source']))}</code></p>{text}" + _table(["quantity", "value"], rows)
+    return f"<p>source: <code>{html.escape(str(m.source))}</code></p>{text}" + _table(["quantity", "value"], rows)
 
 
-def _deltas(rep: dict) -> str:
-    d = rep[DELTA_KEY]
-    parts = [f"<p>Changes are <b>{html.escape(d['subject'])}</b> − <b>{html.escape(d['baseline'])}</b> (subject − "
+def _deltas(d: Deltas) -> str:
+    parts = [f"<p>Changes are <b>{html.escape(d.subject)}</b> − <b>{html.escape(d.baseline)}</b> (subject − "
              f"baseline; positive: the subject has more). Fractions are differences of fractions (× 100 = points).</p>",
-             _table(["headline", "change"], [[k, v] for k, v in d["headline"].items()])]
-    if "zero_frac_per_stage" in d:
-        parts.append(_table(["stage", "Δ zero_frac"], [[k, v] for k, v in d["zero_frac_per_stage"].items()]))
-    if "sparsity_per_site" in d:
+             _table(["headline", "change"], [[k, v] for k, v in d.headline.items()])]
+    if d.zero_frac_per_stage is not None:
+        parts.append(_table(["stage", "Δ zero_frac"], [[k, v] for k, v in d.zero_frac_per_stage.items()]))
+    if d.sparsity_per_site is not None:
         parts.append(_table(["site", "Δ zero_frac", "Δ l0 mean", "Δ Hoyer", "Δ Gini", "Δ dead"],
-                            [[n, *v.values()] for n, v in d["sparsity_per_site"].items()], "wide"))
-    parts.append(_table(["layer", "Δ μ local", "Δ μ shift"], [[n, v["mu"], v["mu_shift"]]
-                                                            for n, v in d["coherence"].items()], "wide"))
-    if "margins" in d:
-        parts.append(_table(["layer", "Δ stripe max", "Δ margin"], [[n, v["stripe_max"], v["margin"]]
-                                                                 for n, v in d["margins"].items()], "wide"))
+                            [[n, v.zero_frac, v.l0_per_position_mean, v.hoyer_mean, v.gini_mean, v.dead_units]
+                             for n, v in d.sparsity_per_site.items()], "wide"))
+    parts.append(_table(["layer", "Δ μ local", "Δ μ shift"], [[n, v.mu, v.mu_shift] for n, v in d.coherence.items()],
+                        "wide"))
+    if d.margins is not None:
+        parts.append(_table(["layer", "Δ stripe max", "Δ margin"], [[n, v.stripe_max, v.margin]
+                                                                 for n, v in d.margins.items()], "wide"))
     return "".join(parts)
 
 
@@ -486,15 +699,17 @@ dt{font-weight:600}dd{margin:0 0 6px 12px}dt:target{background:#fff3b0}
 """
 
 
-def render_html(rep: dict, extra_sections: list[tuple[str, str, str]] = ()) -> str:
-    """The report as one self-contained HTML page; ``extra_sections``: ``(id, title, inner HTML)`` added before the
-    definitions (``sparsezoo analyze --explain`` adds the feature explanations)."""
-    models = rep["models"]
-    has_data = all("sparsity" in m["analysis"] for m in models)
-    title = " vs ".join(m["label"] for m in models)
+def render_html(rep: Mapping[str, Any], extra_sections: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The report (:func:`build_report`, or a ``report.json`` read back) as one self-contained HTML page;
+    ``extra_sections``: ``(id, title, inner HTML)`` added before the definitions (``sparsezoo analyze --explain`` adds
+    the feature explanations)."""
+    report = Report.from_json(rep)
+    models = report.models
+    has_data = all("sparsity" in m.analysis for m in models)
+    title = " vs ".join(m.label for m in models)
     sections: list[tuple[str, str, str]] = [("summary", "Summary", _side(models, _summary))]
-    if len(models) == 2:
-        sections.append(("deltas", "Changes (subject − baseline)", _deltas(rep)))
+    if report.deltas is not None:
+        sections.append(("deltas", "Changes (subject − baseline)", _deltas(report.deltas)))
     if has_data:
         sections.append(("sparsity", "Sparsity per site", _fig_per_site(models) + _side(models, _sparsity_table)))
         sections.append(("density", "Firing-density histograms", _side(models, _fig_density)))
@@ -502,24 +717,24 @@ def render_html(rep: dict, extra_sections: list[tuple[str, str, str]] = ()) -> s
     if has_data:
         sections.append(("margins", "Theory margins",
                          _fig_margins(models) + MARGINS_NOTE + _side(models, _margins_table)))
-        if all(m["analysis"].get("attention") for m in models):
+        if all(m.analysis.get("attention") for m in models):
             sections.append(("attention", "Attention entropy and sparsity per head",
                              _side(models, _fig_attention) + _side(models, _attention_table)))
         conv = _fig_relchange(models)
-        if all(m["analysis"]["convergence"].get("cka") for m in models):
+        if all(m.analysis["convergence"].get("cka") for m in models):
             conv += "<h3>CKA between sites</h3>" + _side(models, _fig_cka)
-        if all(m["analysis"]["convergence"].get("ista") for m in models):
+        if all(m.analysis["convergence"].get("ista") for m in models):
             conv += "<h3>ISTA agreement</h3>" + _fig_ista(models) + _side(models, _ista_table)
         sections.append(("convergence", "Layerwise convergence", conv))
     sections += list(extra_sections)
     defs = "".join(f'<dt id="{_def_id(k)}">{html.escape(k)}</dt><dd>{html.escape(v)}</dd>'
-                   for k, v in rep["definitions"].items())
+                   for k, v in report.definitions.items())
     sections.append(("definitions", "Definitions", f"<dl>{defs}</dl>"))
     nav = "".join(f'<a href="#{sid}">{html.escape(name)}</a>' for sid, name, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(name)}</h2>{content}</section>'
                    for sid, name, content in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sparsezoo report: "
             f"{html.escape(title)}</title><style>{CSS}</style></head><body><h1>sparsezoo report: {html.escape(title)}</h1>"
-            f"{headline_html(rep)}"
-            f"<p>command: <code>{html.escape(rep['command'])}</code> · created {html.escape(rep['created'])}</p>"
+            f"{headline_html(report)}"
+            f"<p>command: <code>{html.escape(report.command)}</code> · created {html.escape(report.created)}</p>"
             f"<nav>{nav}</nav>{body}</body></html>\n")

@@ -186,7 +186,7 @@ def _hand_made(top1, zero_frac, dead, mu):
 
 
 def test_changes_are_subject_minus_baseline_with_units():
-    from analysis.report import build_report, headline_html
+    from analysis.report import Report, build_report, headline_html
 
     sparse, dense = _hand_made(0.90, 0.63, 12, 0.50), _hand_made(0.92, 0.41, 2, 0.55)
     rep = build_report([("sparse", "runs/sparse", sparse), ("dense", "runs/dense", dense)], "test")
@@ -196,14 +196,15 @@ def test_changes_are_subject_minus_baseline_with_units():
     figures = {f["key"]: f for f in rep["headline_figures"]}
     assert figures["zero_frac_mean_sites"]["values"] == [0.63, 0.41]
     assert figures["mu_local_median"]["delta"] == pytest.approx(-0.05)
-    headline = headline_html(rep)
+    headline = headline_html(Report.from_json(rep))
     for text in ("63.0 %", "41.0 %", "+22.0 pts", "90.0 %", "-2.0 pts", "+10", "change (sparse − dense)",
                  'href="#def-zero-frac-mean-sites"', 'href="#def-top1"'):
         assert text in headline, text
     # one model alone: the same figures, no change column
     single = build_report([("sparse", "runs/sparse", sparse)], "test")
     assert "deltas_subject_minus_baseline" not in single
-    assert "63.0 %" in headline_html(single) and "change (" not in headline_html(single)
+    single_html = headline_html(Report.from_json(single))
+    assert "63.0 %" in single_html and "change (" not in single_html
 
 
 def test_weights_only_report_needs_no_data(tmp_path):

@@ -14,9 +14,14 @@ examples:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sparsezoo.cli._options import add_data_options, add_model_options, nonneg_float, positive_int
 from sparsezoo.cli._report import ReportInputs, load_inputs, report_folder, save_report
+
+if TYPE_CHECKING:
+    from analysis.report import HeadlineFigure
 
 HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 4 and not args.no_cka:
         raise DataError("--batch-size must be >= 4 for CKA (or pass --no-cka)")
 
-    from analysis.report import build_report, render_html
+    from analysis.report import Report, build_report, render_html
 
     inputs = load_inputs(args, with_data=not args.weights_only)
     _apply_variants(args, inputs.models[0].model)
@@ -62,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     extra = [_explain_section(args, inputs, results)] if args.explain and inputs.samples is not None else []
     rep = build_report(results, inputs.command)
     save_report(out, rep, render_html(rep, extra_sections=extra))
-    for i, m in enumerate(rep["models"]):
-        print(f"{m['label']}: {headline_line(rep['headline_figures'], i)}")
+    report = Report.from_json(rep)
+    for i, m in enumerate(report.models):
+        print(f"{m.label}: {headline_line(report.figures, i)}")
     print(f"report: {out / 'report.html'}")
     return 0
 
@@ -118,14 +124,14 @@ def _explain_section(args: argparse.Namespace, inputs: ReportInputs, results: li
     return "explain", "Feature explanations", render_section(explained)
 
 
-def headline_line(figures: list[dict], index: int) -> str:
+def headline_line(figures: Sequence[HeadlineFigure], index: int) -> str:
     """The headline figures of model ``index`` of a report on one line, as the report's first block shows them."""
     from analysis.report import figure_text
 
     parts = []
     for f in figures:
-        value = f["values"][index]
+        value = f.values[index]
         if value is not None:
-            of = f" / {f['of'][index]}" if "of" in f else ""
-            parts.append(f"{f['label']} {figure_text(value, f['unit'])}{of}")
+            of = f" / {f.of[index]}" if f.of is not None else ""
+            parts.append(f"{f.label} {figure_text(value, f.unit)}{of}")
     return ", ".join(parts)
