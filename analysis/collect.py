@@ -11,7 +11,7 @@ Batches may be a tensor, a tuple/list whose first element is the input, or a dic
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 import torch
@@ -118,12 +118,38 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, dict) else model(inputs)
 
 
+def compile_with_hook_guards(fn: Callable, **options: Any) -> Callable:
+    """``torch.compile(fn, **options)`` whose compiled code is reused only while the modules' hooks are the ones
+    it was traced with.
+
+    By default Dynamo does not guard on ``nn.Module`` hook dictionaries (``skip_nnmodule_hook_guards``): a graph
+    traced without the sparsity hooks (another instance of the same architecture, or before :meth:`HookSet.attach`)
+    would then be reused with them attached, and the penalty or the statistics would silently be missing. The
+    returned callable traces with those guards on, so a change of hooks recompiles instead.
+    """
+    import torch._dynamo
+
+    compiled = torch.compile(fn, **options)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False):
+            return compiled(*args, **kwargs)
+
+    return call
+
+
 class HookSet:
     """Hooks that come and go together: :meth:`attach` registers them (once), :meth:`detach` removes them; also a
     context manager. Subclasses set ``self._handles = []`` and return their handles from :meth:`_register`."""
 
     _handles: list
     position_mask: Tensor | None = None  # set per batch by run_pass (padding of token inputs)
+    # a collector that runs the model itself (one compiled graph with its statistics): run_pass calls its
+    # ``forward(inputs)`` instead of the model, and runs it alone (other hooks would be traced into its graph)
+    owns_forward: bool = False
+
+    def forward(self, inputs: Any) -> Any:  # pragma: no cover - only collectors with owns_forward
+        raise NotImplementedError
 
     def _register(self) -> list:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -205,6 +231,10 @@ def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[HookSet], 
     from tqdm.auto import tqdm
 
     collectors = list(collectors)
+    owner = next((c for c in collectors if c.owns_forward), None)
+    if owner is not None and len(collectors) > 1:
+        raise ValueError("a collector that runs the model itself (whole-graph statistics) must run alone")
+    forward = owner.forward if owner is not None else (lambda inputs: call_model(model, inputs))
     device = device or next((p.device for p in model.parameters()), "cpu")
     was_training = model.training
     model.eval()
@@ -228,7 +258,7 @@ def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[HookSet], 
             inputs = to_device(inputs, device)
             for c in collectors:
                 c.position_mask = mask.to(device).bool() if mask is not None else None
-            out = call_model(model, inputs)
+            out = forward(inputs)
             if accuracy is not None:
                 accuracy.update(out, labels)
             seen += b

@@ -390,7 +390,7 @@ class Training:
     task: Task
     model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
     raw_model: Any  # the unwrapped model: evaluated, checkpointed, saved
-    forward_model: Any  # ``model``, or ``torch.compile(model)``
+    forward_model: Any  # ``model``, or the model compiled (analysis.collect.compile_with_hook_guards)
     optimizer: Any
     penalty: SparsityPenalty
     targets: dict[str, TargetController]  # penalty kind -> controller of its λ (recipe's target_zero_frac)
@@ -430,8 +430,7 @@ class TrainState:
 
 def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bool, force: bool, progress: bool,
               on_epoch: Callable[[dict], None] | None) -> RunResult:
-    import torch
-
+    from analysis.collect import compile_with_hook_guards
     from analysis.sites import site_stages
     from sparsezoo.tasks import build_task
 
@@ -455,7 +454,7 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
             _resume(state, ckpt, model, optimizer, targets, out, accelerator.is_main_process)
         model, optimizer = accelerator.prepare(model, optimizer)
         training = Training(recipe, accelerator, task, model, accelerator.unwrap_model(model),
-                            torch.compile(model) if recipe.train.compile else model, optimizer, penalty, targets,
+                            compile_with_hook_guards(model) if recipe.train.compile else model, optimizer, penalty, targets,
                             plan, stages, channels_last, _eval_loader(recipe, task, accelerator),
                             _environment(accelerator, precision), out, progress)
         return _train(training, state, on_epoch)

@@ -102,9 +102,10 @@ def test_target_mode_adapts_lambda(small_recipe, tmp_path):
 
 
 @pytest.mark.slow  # torch.compile of the training step: about a minute and a half on 2 CPU cores, once
-# weights after 4 steps, max |eager − compiled|: the fused kernels sum in another order; Hoyer's ‖a‖₁²/‖a‖₂² gradient
-# magnifies that round-off on codes with a small ‖a‖₂ (measured: l1 < 1e-5, hoyer_square 2.1e-4)
-@pytest.mark.parametrize("kind, weight_tol", [("l1", 1e-5), ("hoyer_square", 1e-3)])
+# weights after 4 steps, max |eager − compiled|: the fused kernels sum in another order (which order depends on the
+# CPU's vector width: l1 measured < 1e-5 on one host, 2.2e-5 on another, both in the first conv); Hoyer's ‖a‖₁²/‖a‖₂²
+# gradient magnifies that round-off on codes with a small ‖a‖₂ (measured 2.1e-4)
+@pytest.mark.parametrize("kind, weight_tol", [("l1", 1e-4), ("hoyer_square", 1e-3)])
 def test_compiled_training_equals_eager(small_recipe, tmp_path, kind, weight_tol):
     """`finetune --compile` (the model compiled with the penalty's hooks traced in) trains the same run as eager:
     the same task loss and penalty per step (relative 1e-4) and, with plain SGD so that no optimizer normalization
