@@ -48,20 +48,33 @@ def _stages(model: nn.Module, keys: Iterable[str]) -> dict[str, str]:
 
 def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, *, max_samples: int | None = None, fused: bool = True,
             tau_abs: float = DEFAULT_TAU_ABS, tau_rel: float = DEFAULT_TAU_REL, gini_every: int = GINI_EVERY,
-            device: torch.device | str | None = None, progress: bool = False) -> dict:
+            device: torch.device | str | None = None, progress: bool = False, whole_graph: bool = False) -> dict:
     """Feature sparsity of ``model`` at ``sites`` over ``loader`` (see :mod:`analysis.sparsity`).
 
-    Returns ``{"samples", "per_site": {site: {...}}, "summary": {...}, "stages": {site: stage}}``.
+    Returns ``{"samples", "per_site": {site: {...}}, "summary": {...}, "stages": {site: stage}}``. With
+    ``whole_graph`` the model's forward is compiled together with the statistics
+    (:class:`analysis.graph.GraphSparsityMeter`: same numbers, less time per batch, a compilation of tens of
+    seconds first; worth it for long passes, README "Performance"), and ``"graph": {"compile_s", "fallback"}``
+    says what it cost and, where it could not compile, why it measured per site instead.
 
     Example:
         >>> res = analysis.measure(model, loader, sites=r"layer4")
         >>> res["summary"]["zero_frac_mean_sites"]
     """
-    meter = SparsityMeter(model, resolve_sites(model, sites), tau_abs, tau_rel, fused, gini_every)
+    site_list = resolve_sites(model, sites)
+    graph = None
+    if whole_graph:
+        from analysis.graph import GraphSparsityMeter
+
+        graph = GraphSparsityMeter(model, site_list, tau_abs, tau_rel, gini_every)
+    meter = graph or SparsityMeter(model, site_list, tau_abs, tau_rel, fused, gini_every)
     n = run_pass(model, loader, [meter], device=device, max_samples=max_samples, progress=progress, desc="sparsity")
     per_site = meter.results()
     stages = _stages(model, per_site)
-    return {"samples": n, "per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
+    out = {"samples": n, "per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
+    if graph is not None:
+        out["graph"] = {"compile_s": graph.compile_s, "fallback": graph.fallback_reason}
+    return out
 
 
 def model_info(model: nn.Module) -> dict:

@@ -142,8 +142,8 @@ def gini_selection(sample_idx: Tensor, positions: int, every: int = GINI_EVERY) 
     return (p[None, :] + off[:, None]) % every == 0
 
 
-def _gini_stats(codes: Tensor):
-    """Sum, count and [0, 1] histogram of the Gini index of the rows of ``codes`` ``[n, C]`` (all-zero rows skipped).
+def _gini_values(codes: Tensor) -> Tensor:
+    """The Gini index of each row of ``codes`` ``[n, C]`` (float32; NaN for an all-zero row).
 
     No data-dependent shapes inside, so ``torch.compile`` handles any number of rows with one compilation.
     """
@@ -151,14 +151,21 @@ def _gini_stats(codes: Tensor):
     n = codes.shape[-1]
     w = (n - torch.arange(1, n + 1, device=codes.device, dtype=xs.dtype) + 0.5) / n
     total = xs.sum(-1)
-    ok = total > 0
-    g = torch.where(ok, 1 - 2 * (xs * w).sum(-1) / total.clamp_min(1e-30), torch.full_like(total, -1.0))
+    return torch.where(total > 0, 1 - 2 * (xs * w).sum(-1) / total.clamp_min(1e-30), torch.full_like(total, math.nan))
+
+
+def _gini_stats(codes: Tensor):
+    """Sum, count and [0, 1] histogram of the Gini index of the rows of ``codes`` ``[n, C]`` (all-zero rows skipped)."""
+    g = _gini_values(codes)
+    ok = ~g.isnan()
     return torch.where(ok, g, torch.zeros_like(g)).sum(dtype=torch.float64), ok.sum(dtype=torch.int64), \
         _hist01(g, GINI_BINS)
 
 
-def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
-    """All sort-free statistics of codes ``x`` laid out ``[B, C, S]`` in one function (fused when compiled)."""
+def _reductions(x: Tensor, tau_abs: float, tau_rel: float, valid: Tensor | None = None) -> tuple[Tensor, ...]:
+    """All sort-free statistics of codes ``x`` laid out ``[B, C, S]`` in one function (fused when compiled), in
+    ``_SORT_FREE_KEYS`` order, over the positions where ``valid`` ``[B, S]`` is True (all when None). Excluded
+    positions are weighted out, not indexed out, so that the shapes do not depend on the data (one graph)."""
     c = x.shape[1]
     mag = x.abs()
     nz = mag > 0
@@ -171,16 +178,23 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
     h = (sqrt_c - l1 / l2.clamp_min(1e-30)) / max(sqrt_c - 1, 1e-30)
     # empty codes fall outside the histogram; for n = 1 Hoyer is undefined (0/0): no code enters sum or histogram
     counted = nonempty if c > 1 else torch.zeros_like(nonempty)
+    empty = ~nonempty
+    near_abs, near_rel, fire = mag <= tau_abs, mag <= tau_rel * peak, nz
+    if valid is not None:
+        keep = valid[:, None, :]
+        counted, empty = counted & valid, empty & valid
+        near_abs, near_rel, fire = near_abs & keep, near_rel & keep, fire & keep
+        l0, l1 = l0 * valid, l1 * valid
     h = torch.where(counted, h, torch.full_like(h, -1.0))
     return (
         l0.sum(dtype=torch.int64),
-        (mag <= tau_abs).sum(dtype=torch.int64),
-        (mag <= tau_rel * peak).sum(dtype=torch.int64),
-        (~nonempty).sum(dtype=torch.int64),
+        near_abs.sum(dtype=torch.int64),
+        near_rel.sum(dtype=torch.int64),
+        empty.sum(dtype=torch.int64),
         l0.amax().to(torch.int64),
         torch.where(counted, h, torch.zeros_like(h)).sum(dtype=torch.float64),
         l1.sum(dtype=torch.float64),
-        nz.sum((0, 2), dtype=torch.int64),
+        fire.sum((0, 2), dtype=torch.int64),
         _hist01(h, HOYER_BINS),
     )
 
@@ -188,11 +202,12 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float):
 def _hist01(v: Tensor, bins: int) -> Tensor:
     """Counts of ``v`` in ``bins`` equal bins of [0, 1] (1.0 in the last one; values outside are dropped), int64.
 
-    Written as one comparison-and-sum per bin so that ``torch.compile`` fuses it (``torch.histc`` would not be).
+    Written as one broadcast comparison with the bin indices and one sum, so that ``torch.compile`` makes it a
+    single reduction kernel (``torch.histc`` would not fuse; one reduction per bin multiplies compile time).
     """
-    idx = (v * bins).floor().clamp(max=bins - 1)
-    inside = (v >= 0) & (v <= 1)
-    return torch.stack([((idx == k) & inside).sum(dtype=torch.int64) for k in range(bins)])
+    idx = (v * bins).floor().clamp(min=-1, max=bins - 1)
+    idx = torch.where((v >= 0) & (v <= 1), idx, torch.full_like(idx, -1.0)).reshape(-1, 1)
+    return (idx == torch.arange(bins, device=v.device, dtype=idx.dtype)).sum(0, dtype=torch.int64)
 
 
 _SORT_FREE_KEYS = ("nnz", "near_abs", "near_rel", "empty", "l0_max", "hoyer_sum", "l1_sum", "fire", "hoyer_hist")
