@@ -8,16 +8,29 @@ Reported per model: median step time of each over ``--steps`` steps, their ratio
 - CPU: bytes of the tensors autograd saves for backward (deduplicated by storage), which is what the penalty
   could add to a step's peak; plus the resident estimate params + grads + optimizer state + saved tensors.
 
-Targets (issue 2): step-time ratio <= 1.05 and peak-memory ratio <= 1.10.
+With ``--compile`` the same two models also train compiled (forward and backward, the penalty's hooks traced into
+the graph; ``analysis.collect.compile_with_hook_guards``, as ``finetune --compile``), all four steps interleaved;
+the compiled ratio is penalty-compiled over plain-compiled, and the one-off compilation of each is reported
+(``compile_s``). The ratio's spread is its range over ``--repeats`` consecutive blocks of steps.
+
+Targets (issue 2): step-time ratio <= 1.05 and peak-memory ratio <= 1.10; (issue 14, compiled) l1 <= 1.02 for
+mobilenetv2_100, resnet18 and MiniLM, Hoyer-square <= 1.05.
 
     python benchmarks/bench_penalty.py                      # CPU: mobilenetv2_100 and resnet18, 64x64, batch 32
     python benchmarks/bench_penalty.py --preset gpu         # CUDA: resnet50 224x224 bf16 channels_last, batch 64
     python benchmarks/bench_penalty.py --preset text        # MiniLM-L6 sequence classification, batch 32, length 64
+    python benchmarks/bench_penalty.py --kinds l1 hoyer_square --compile   # eager and compiled side by side
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+import tempfile
+
+# cold compilations: Inductor's on-disk cache would make a second run's compile_s meaningless
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench-inductor-"))
+
+import argparse  # noqa: E402
 import copy
 import json
 import platform
@@ -30,6 +43,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from analysis.collect import compile_with_hook_guards  # noqa: E402
 from sparsezoo.penalties import SparsityPenalty
 
 PRESETS = {
@@ -81,8 +95,18 @@ def make_step(model, reg, opt, x, y, cuda: bool):
     return step
 
 
+def timed(step, cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def bench_model(name: str, batch: int, steps: int, warmup: int, device: str, lam: float, kind: str,
-                img: int | None = None, seq: int | None = None) -> dict:
+                img: int | None = None, seq: int | None = None, compiled: bool = False, repeats: int = 3) -> dict:
     cuda = device == "cuda"
     torch.manual_seed(0)
     if name == "minilm":
@@ -101,23 +125,39 @@ def bench_model(name: str, batch: int, steps: int, warmup: int, device: str, lam
     reg = SparsityPenalty(pen, lams={kind: lam}).attach()
     opts = [torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for m in (plain, pen)]
     runs = {"plain": make_step(plain, None, opts[0], x, y, cuda), "penalty": make_step(pen, reg, opts[1], x, y, cuda)}
-    times: dict[str, list[float]] = {"plain": [], "penalty": []}
+    compile_s = {}
+    if compiled:  # the same models and optimizers, forward and backward compiled (hooks traced into the graph)
+        runs["plain_compiled"] = make_step(compile_with_hook_guards(plain), None, opts[0], x, y, cuda)
+        runs["penalty_compiled"] = make_step(compile_with_hook_guards(pen), reg, opts[1], x, y, cuda)
+        compile_s = {k: timed(runs[k], cuda) for k in ("plain_compiled", "penalty_compiled")}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    variants = list(runs)
     for i in range(warmup + steps):
-        order = ("plain", "penalty") if i % 2 == 0 else ("penalty", "plain")
+        order = variants[i % len(variants):] + variants[:i % len(variants)]
         for k in order:
-            if cuda:
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            runs[k]()
-            if cuda:
-                torch.cuda.synchronize()
+            t = timed(runs[k], cuda)
             if i >= warmup:
-                times[k].append(time.perf_counter() - t)
+                times[k].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
+    block = max(steps // repeats, 1)
+
+    def ratio_range(a: str, b: str) -> list[float]:
+        rs = [statistics.median(times[a][j:j + block]) / statistics.median(times[b][j:j + block])
+              for j in range(0, block * repeats, block)]
+        return [min(rs), max(rs)]
+
     res = {"model": name, "img_size": img, "seq_len": seq, "batch": batch, "penalty": kind, "lam": lam,
-           "sites": len(reg.sites),
-           "steps": steps, "median_step_s": med, "step_time_ratio": med["penalty"] / med["plain"],
+           "sites": len(reg.sites), "steps": steps, "repeats": repeats, "median_step_s": med,
+           "step_time_ratio": med["penalty"] / med["plain"],
+           "step_time_ratio_range_over_repeats": ratio_range("penalty", "plain"),
            "iqr_step_s": {k: statistics.quantiles(v, n=4)[2] - statistics.quantiles(v, n=4)[0] for k, v in times.items()}}
+    if compiled:
+        res.update({"compiled_step_time_ratio": med["penalty_compiled"] / med["plain_compiled"],
+                    "compiled_step_time_ratio_range_over_repeats": ratio_range("penalty_compiled", "plain_compiled"),
+                    "compiled_vs_eager_plain": med["plain_compiled"] / med["plain"], "compile_s": compile_s})
+        gain = med["penalty"] - med["penalty_compiled"]  # per step, with the penalty
+        # steps after which compiling the penalized model has paid for itself (None: it never does)
+        res["compile_break_even_steps"] = compile_s["penalty_compiled"] / gain if gain > 0 else None
     if cuda:
         peak = {}
         for k in ("plain", "penalty"):
@@ -147,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lam", type=float, default=1e-4)
     p.add_argument("--kinds", nargs="+", default=["l1"], help="penalty kinds to time (l1, hoyer_square)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="also time both models torch.compile'd, side by side")
+    p.add_argument("--repeats", type=int, default=3, help="blocks of steps over which the ratio's spread is given")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/penalty-<preset>.json)")
     a = p.parse_args(argv)
     preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
@@ -161,12 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for cfg in configs:
         for kind in a.kinds:
-            r = bench_model(cfg["model"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind, cfg.get("img"), cfg.get("seq"))
+            r = bench_model(cfg["model"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind, cfg.get("img"),
+                            cfg.get("seq"), a.compile, a.repeats)
             results.append(r)
             mem = r.get("peak_memory_ratio", r.get("peak_memory_ratio_estimate"))
-            print(f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "
-                  f"penalty {r['median_step_s']['penalty'] * 1e3:7.1f} ms  ratio {r['step_time_ratio']:.3f}  "
-                  f"memory ratio {mem:.3f}", file=sys.stderr)
+            lo, hi = r["step_time_ratio_range_over_repeats"]
+            line = (f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "
+                    f"penalty {r['median_step_s']['penalty'] * 1e3:7.1f} ms  ratio {r['step_time_ratio']:.3f} "
+                    f"({lo:.3f}-{hi:.3f})  memory ratio {mem:.3f}")
+            if a.compile:
+                lo, hi = r["compiled_step_time_ratio_range_over_repeats"]
+                line += (f"  compiled: plain {r['median_step_s']['plain_compiled'] * 1e3:7.1f} ms, ratio "
+                         f"{r['compiled_step_time_ratio']:.3f} ({lo:.3f}-{hi:.3f}), compile {r['compile_s']}")
+            print(line, file=sys.stderr)
     doc = {
         "benchmark": "penalty_step_overhead",
         "preset": preset,
@@ -180,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(out)
-    print(json.dumps({r["model"] + "/" + r["penalty"]: round(r["step_time_ratio"], 3) for r in results}))
+    print(json.dumps({r["model"] + "/" + r["penalty"]: [round(r[k], 3) for k in ("step_time_ratio", "compiled_step_time_ratio")
+                                                         if k in r] for r in results}))
     return 0
 
 
