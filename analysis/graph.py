@@ -9,7 +9,7 @@ the same running sums (integers in int64, real sums in float64), the same Gini s
 weights instead of by indexing (no data-dependent shapes in the graph). Results equal the per-site path's.
 
 Cost: compiling takes tens of seconds on a CPU (reported by :attr:`GraphSparsityMeter.compile_s`); it pays off
-after a number of batches that ``benchmarks/bench_analysis.py`` measures (``break_even_batches``). Where
+after a number of batches that ``benchmarks/bench_analysis.py`` measures (``graph_break_even_batches``). Where
 compilation is unavailable the meter warns once and falls back to the per-site path with the same numbers.
 """
 
