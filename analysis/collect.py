@@ -118,6 +118,14 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(**inputs) if isinstance(inputs, dict) else model(inputs)
 
 
+def fitting_mask(mask: Tensor | None, out: Tensor) -> Tensor | None:
+    """``mask`` (``[B, T]`` positions of a token batch) if it fits the site output ``out`` (``[B, T, C]``), else
+    None: conv feature maps and other shapes have no padding to leave out."""
+    if mask is not None and out.dim() == 3 and tuple(mask.shape) == tuple(out.shape[:2]):
+        return mask
+    return None
+
+
 def compile_with_hook_guards(fn: Callable, **options: Any) -> Callable:
     """``torch.compile(fn, **options)`` whose compiled code is reused only while the modules' hooks are the ones
     it was traced with.
@@ -208,10 +216,7 @@ class SiteCollector(HookSet):
 
     def mask_for(self, out: Tensor) -> Tensor | None:
         """The position mask if it fits ``out`` (token sites ``[B, T, C]``), else None."""
-        m = self.position_mask
-        if m is not None and out.dim() == 3 and tuple(m.shape) == tuple(out.shape[:2]):
-            return m
-        return None
+        return fitting_mask(self.position_mask, out)
 
     def _register(self) -> list:
         return [self.model.register_forward_pre_hook(self._start_batch, with_kwargs=True),

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from analysis.collect import batch_size, call_model, compile_with_hook_guards
+from analysis.collect import batch_size, call_model, compile_with_hook_guards, fitting_mask
 from analysis.sites import Site
 from analysis.sparsity import (
     _GINI_KEYS,
@@ -165,9 +165,8 @@ class GraphSparsityMeter(SparsityMeter):
         new, gathers = [], []
         for (i, a), st in zip(acts, state, strict=True):
             site = self.sites[i]
-            mask = valid if valid is not None and a.dim() == 3 and tuple(valid.shape) == tuple(a.shape[:2]) else None
-            summed, gather = site_update(a.detach(), site.channel_dim(a.dim()), mask, sample_idx, st, self.tau_abs,
-                                         self.tau_rel, self.gini_every)
+            summed, gather = site_update(a.detach(), site.channel_dim(a.dim()), fitting_mask(valid, a), sample_idx, st,
+                                         self.tau_abs, self.tau_rel, self.gini_every)
             new.append(summed)
             if gather is not None:
                 gathers.append(gather)

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from analysis.collect import HookSet
+from analysis.collect import HookSet, fitting_mask
 from analysis.sites import Site, find_sites
 from sparsezoo.errors import SparsezooError
 
@@ -225,9 +225,7 @@ class SparsityPenalty(HookSet):
             if not torch.is_grad_enabled():
                 return
             channel_dim = site.channel_dim(out.dim())
-            position_mask = self.position_mask
-            mask = (position_mask if position_mask is not None and out.dim() == 3
-                    and tuple(position_mask.shape) == tuple(out.shape[:2]) else None)
+            mask = fitting_mask(self.position_mask, out)
             for kind, lam in self.lams.items():
                 if lam > 0 and weight > 0:
                     term = PENALTIES[kind](out, channel_dim, site.nonnegative, mask)
