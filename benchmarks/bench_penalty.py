@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.collect import compile_with_hook_guards  # noqa: E402
+from analysis.runtime import retain_freed_memory
 from sparsezoo.penalties import SparsityPenalty
 
 PRESETS = {
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="blocks of steps over which the ratio's spread is given")
     p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/penalty-<preset>.json)")
     a = p.parse_args(argv)
+    retained = retain_freed_memory()  # no page faults per batch, whatever ran before (analysis.runtime)
     preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     device = "cuda" if preset == "gpu" or (preset == "text" and torch.cuda.is_available()) else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": preset,
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
+        "malloc_retains_freed_memory": retained,
         "targets": {"step_time_ratio": 1.05, "peak_memory_ratio": 1.10},
         "results": results,
     }

@@ -1,7 +1,9 @@
 """The ``sparsezoo`` command: a thin layer that parses, calls library functions and prints.
 
-Each sub-command is a module of this package with ``HELP``, ``add_arguments(parser)`` and ``run(args)``;
-they import heavy libraries (torch, timm, …) only inside ``run``, so ``sparsezoo --help`` stays fast.
+Each sub-command is a module of this package with ``HELP``, ``add_arguments(parser)`` and ``run(args)``, and
+``RUNS_MODELS = True`` if it runs models batch after batch (then freed tensor memory is kept in the process,
+:func:`analysis.runtime.retain_freed_memory`); they import heavy libraries (torch, timm, …) only inside
+``run``, so ``sparsezoo --help`` stays fast.
 Errors a user can cause end in one line on stderr and exit code 2.
 """
 
@@ -52,7 +54,7 @@ def build_parser() -> Parser:
         mod = import_module(path)
         p = sub.add_parser(name, help=mod.HELP, description=mod.__doc__)
         mod.add_arguments(p)
-        p.set_defaults(run=mod.run)
+        p.set_defaults(run=mod.run, runs_models=getattr(mod, "RUNS_MODELS", False))
     return parser
 
 
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # for reports: the command that made them
     _setup_logging(args.verbose, args.quiet)
+    if args.runs_models:
+        from analysis.runtime import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return int(args.run(args) or 0)
     except (SparsezooError, AnalysisError) as e:

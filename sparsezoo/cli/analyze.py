@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from analysis.report import HeadlineFigure
 
 HELP = "measure sparsity, coherence, theory margins and convergence; write an HTML report"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

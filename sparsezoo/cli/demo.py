@@ -11,6 +11,7 @@ import argparse
 import sys
 
 HELP = "offline demo: λ sweep of sparse fine-tuning, accuracy vs sparsity table"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def _lams(text: str) -> list[float]:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 HELP = "deep sparse coding lab: error vs depth of unrolled networks against the theory's rate (synthetic data)"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

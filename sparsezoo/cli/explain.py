@@ -21,6 +21,7 @@ from sparsezoo.cli._options import add_data_options, add_model_options, positive
 from sparsezoo.cli._report import load_inputs, report_folder, save_report
 
 HELP = "show what sparse features respond to: top examples and captum attributions; write an HTML report"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from sparsezoo.cli._options import fraction, nonneg_float, penalty_setting, posi
 from sparsezoo.errors import RecipeError
 
 HELP = "fine-tune a timm or Hugging Face transformers model with sparsity penalties on its features"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ import sys
 from sparsezoo.cli._options import positive_int
 
 HELP = "the model zoo: list entries, build one (baseline, variants, analysis, cards), publish it"
+RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
