@@ -169,7 +169,11 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float, valid: Tensor | None 
     c = x.shape[1]
     mag = x.abs()
     nz = mag > 0
-    l0 = nz.sum(1)
+    # per-position counts (≤ C, exact in float32 below 2**24) in float lanes: compiled, they join the kernel that
+    # produces the activation at less cost than int64 lanes; the whole graph's statistics cost 24 → 18 ms per batch
+    # on top of mobilenetv2_100's compiled forward (36 ms; batch 64, 64×64; near_abs had been a pass of its own)
+    lanes = torch.float32 if c < 2**24 else torch.int64
+    l0 = nz.to(lanes).sum(1).to(torch.int64)
     peak = mag.amax(1, keepdim=True)
     l1 = mag.sum(1, dtype=torch.float32)
     l2 = x.float().square().sum(1).sqrt()
@@ -188,7 +192,7 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float, valid: Tensor | None 
     h = torch.where(counted, h, torch.full_like(h, -1.0))
     return (
         l0.sum(dtype=torch.int64),
-        near_abs.sum(dtype=torch.int64),
+        near_abs.to(lanes).sum(1).to(torch.int64).sum(),
         near_rel.sum(dtype=torch.int64),
         empty.sum(dtype=torch.int64),
         l0.amax().to(torch.int64),
