@@ -5,10 +5,11 @@ with ``mmap`` and gives them back to the kernel on ``free`` when they sit above 
 its heap the same way; the thresholds move with the process's history of allocations (glibc raises the mmap
 threshold to the size of the largest freed mapped block, up to 32 MiB). A forward pass that allocates and frees the
 same activations every batch then page-faults them in again every batch, or not, depending on what the process
-ran before. Measured on this project's 2-core CPU (``mobilenetv2_100``'s eval forward, batch 64, 64×64, median of
-15 batches in a fresh process): 78-111 ms and 15,000-30,000 page faults per batch by default; 58 ms and none after
-a ``resnet50`` forward had raised the threshold; 55-64 ms and none with :func:`retain_freed_memory`, which fixes
-the thresholds so that freed activation memory stays in the process and every batch after the first reuses it.
+ran before. :func:`retain_freed_memory` fixes the thresholds so that freed activation memory stays in the process
+and every batch after the first reuses it: ``mobilenetv2_100``'s eval forward (batch 64, 64×64, median of 15
+batches, three fresh processes each) took 70-101 ms with 18,400-31,400 page faults per batch by default and
+50-51 ms with none retained on this project's 2-core CPU (``python benchmarks/bench_malloc.py``,
+``benchmarks/results/malloc-cpu.json``).
 """
 
 from __future__ import annotations

@@ -170,8 +170,8 @@ def _reductions(x: Tensor, tau_abs: float, tau_rel: float, valid: Tensor | None 
     mag = x.abs()
     nz = mag > 0
     # per-position counts (≤ C, exact in float32 below 2**24) in float lanes: compiled, they join the kernel that
-    # produces the activation at less cost than int64 lanes; the whole graph's statistics cost 24 → 18 ms per batch
-    # on top of mobilenetv2_100's compiled forward (36 ms; batch 64, 64×64; near_abs had been a pass of its own)
+    # produces the activation at less cost than int64 lanes (near_abs had been a pass of its own); mobilenetv2_100's
+    # whole graph went from 1.71-1.90x to 1.61-1.77x of its compiled forward (benchmarks/bench_analysis.py)
     lanes = torch.float32 if c < 2**24 else torch.int64
     l0 = nz.to(lanes).sum(1).to(torch.int64)
     peak = mag.amax(1, keepdim=True)

@@ -117,8 +117,8 @@ def l1_penalty(a: Tensor, channel_dim: int, nonnegative: bool, mask: Tensor | No
     """Per sample, Σ over positions of ``‖a[b, :, pos]‖₁`` (= Σ|a| / B); units of ``a``.
 
     Summed per position first, as the formula reads: compiled, that reduction joins the kernel that produces the
-    activation, where a flat ``Σ|a|`` was a second pass over it (mobilenetv2_100's compiled step ratio 1.024 → 1.002,
-    ``benchmarks/bench_penalty.py --compile``)."""
+    activation, where a flat ``Σ|a|`` was a second pass over it (``benchmarks/bench_penalty.py --compile``:
+    mobilenetv2_100's compiled ratio 1.021 before, 1.003-1.024 after; README, "Performance")."""
     mag = a if nonnegative else a.abs()
     return _per_sample(mag.sum(dim=channel_dim, dtype=torch.float32), mask)
 
