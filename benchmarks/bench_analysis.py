@@ -20,28 +20,27 @@ batch) and ISTA agreement (16 samples, 16 steps, all layers) are timed separatel
 layer of resnet50 (weights only). Targets (issue 14): whole-graph sort-free ≤ 1.10× for resnet18 and resnet50,
 ≤ 1.30× for mobilenetv2_100; Gini adds ≤ 0.10 / 0.10 / 0.30; resnet50 coherence < 10 s.
 
-    python benchmarks/bench_analysis.py            # writes benchmarks/results/analysis-cpu.json
+    python benchmarks/bench_analysis.py              # prints the JSON (--out PATH: writes it there)
+    python benchmarks/bench_analysis.py --record     # replaces the recorded benchmarks/results/analysis-cpu.json
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# cold compilations: Inductor's on-disk cache would make a second run's compile_s meaningless
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench-inductor-"))
-
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json
+import argparse
+import copy
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import timm
-import torch
+from _common import add_output_options, cold_compile_cache, emit, output_path
+
+if __name__ == "__main__":  # before torch is imported (its import fixes the cache folder)
+    cold_compile_cache()
+
+import timm  # noqa: E402
+import torch  # noqa: E402
 
 from analysis.collect import compile_with_hook_guards, run_pass
 from analysis.dictionary import coherence
@@ -122,15 +121,25 @@ def bench_model(name: str, batches: int, batch: int, img: int, device: str, repe
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenetv2_100"])
     p.add_argument("--batches", type=int, default=24)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--img", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="timing blocks over the same batches (spread)")
-    p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
+    add_output_options(p, "analysis-{cpu,gpu}.json")
+    return p.parse_args(argv)
+
+
+def target(args: argparse.Namespace) -> Path | None:
+    """The JSON file to write (None: stdout); ``--record`` names the recorded file of this device."""
+    return output_path(args, f"analysis-{'gpu' if torch.cuda.is_available() else 'cpu'}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out = target(a)
     retained = retain_freed_memory()  # no page faults per batch, whatever ran before (analysis.runtime)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = []
@@ -156,13 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                        "gini_extra": {"resnet18": 0.10, "resnet50": 0.10, "mobilenetv2_100": 0.30},
                        "resnet50_coherence_s": 10},
            "results": results, "resnet50_coherence_s": t_coh}
-    out = Path(a.out or Path(__file__).parent / "results" / f"analysis-{'gpu' if device == 'cuda' else 'cpu'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(out)
+    emit(doc, out)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,8 @@ its own forward and backward pass through the prefix: ``(prefix_fwd + prefix_bwd
 passes of ``internal_batch_size`` rows timed here. Batching rows of different features cannot share work beyond
 that: each row's gradient is its own backward pass. Target (issue 5): batched ≤ ¼ of per-neuron.
 
-    python benchmarks/bench_explain.py            # writes benchmarks/results/explain-cpu.json
+    python benchmarks/bench_explain.py              # prints the JSON (--out PATH: writes it there)
+    python benchmarks/bench_explain.py --record     # replaces the recorded benchmarks/results/explain-cpu.json
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from pathlib import Path
 
 import timm
 import torch
+from _common import add_output_options, emit, output_path
 
 from analysis.interpret.attribute import feature_attributions, run_to_site
 from analysis.interpret.inputs import ImageInputs, TokenInputs
 from analysis.sites import find_sites
 
 TARGET = 0.25
+RECORD = "explain-cpu.json"  # the recorded figures (--record)
 
 
 def timed(fn) -> float:
@@ -145,7 +148,7 @@ def text_case(args) -> dict | None:
     return r
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mobilenetv2_100")
     p.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9],
@@ -158,8 +161,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-text", action="store_true")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "explain-cpu.json"))
-    args = p.parse_args()
+    add_output_options(p, RECORD)
+    return p.parse_args(argv)
+
+
+def target(args: argparse.Namespace) -> Path | None:
+    """The JSON file to write (None: stdout)."""
+    return output_path(args, RECORD)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = target(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = image_cases(args)
@@ -169,16 +182,14 @@ def main() -> None:
             cases.append(t)
     doc = {
         "benchmark": "explain: 16 features of one site, batched vs per-neuron captum calls",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "record")},
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                     "load_average_1min": os.getloadavg()[0]},
         "cases": cases,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
-
+    emit(doc, out)
+    return 0
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

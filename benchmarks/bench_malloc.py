@@ -1,7 +1,8 @@
 """Eager forward time and page faults per batch with glibc's default malloc settings and with
 ``analysis.runtime.retain_freed_memory``, each in fresh processes (the settings are process-wide).
 
-    python benchmarks/bench_malloc.py      # writes benchmarks/results/malloc-cpu.json
+    python benchmarks/bench_malloc.py              # prints the JSON (--out PATH: writes it there)
+    python benchmarks/bench_malloc.py --record     # replaces the recorded benchmarks/results/malloc-cpu.json
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from _common import add_output_options, emit, output_path
+
+RECORD = "malloc-cpu.json"  # the recorded figures (--record)
 
 _CHILD = """
 import resource, statistics, sys, time, json, torch, timm
@@ -32,12 +37,22 @@ print(json.dumps({"retained": retained, "median_s": statistics.median(times), "f
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mobilenetv2_100")
     p.add_argument("--processes", type=int, default=3, help="fresh processes per setting, alternated")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "malloc-cpu.json"))
-    a = p.parse_args(argv)
+    add_output_options(p, RECORD)
+    return p.parse_args(argv)
+
+
+def target(args: argparse.Namespace) -> Path | None:
+    """The JSON file to write (None: stdout)."""
+    return output_path(args, RECORD)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out_path = target(a)
     runs: dict[str, list[dict]] = {"default": [], "retained": []}
     root = str(Path(__file__).resolve().parent.parent)
     for _ in range(a.processes):
@@ -52,14 +67,9 @@ def main(argv: list[str] | None = None) -> int:
            "faults_per_batch_range": {m: [min(r["faults_per_batch"] for r in v), max(r["faults_per_batch"] for r in v)]
                                       for m, v in runs.items()},
            "median_of_medians_s": {m: statistics.median(r["median_s"] for r in v) for m, v in runs.items()}}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(out)
-    print(json.dumps(doc["median_s_range"]), json.dumps(doc["faults_per_batch_range"]))
+    print(json.dumps(doc["median_s_range"]), json.dumps(doc["faults_per_batch_range"]), file=sys.stderr)
+    emit(doc, out_path)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,17 +20,14 @@ mobilenetv2_100, resnet18 and MiniLM, Hoyer-square <= 1.05.
     python benchmarks/bench_penalty.py --preset gpu         # CUDA: resnet50 224x224 bf16 channels_last, batch 64
     python benchmarks/bench_penalty.py --preset text        # MiniLM-L6 sequence classification, batch 32, length 64
     python benchmarks/bench_penalty.py --kinds l1 hoyer_square --compile   # eager and compiled side by side
+
+Each prints its JSON to stdout (``--out PATH``: writes it there); ``--record`` replaces the recorded
+``benchmarks/results/penalty-<preset>.json``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# cold compilations: Inductor's on-disk cache would make a second run's compile_s meaningless
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="bench-inductor-"))
-
-import argparse  # noqa: E402
+import argparse
 import copy
 import json
 import platform
@@ -39,9 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-import timm
-import torch
-import torch.nn.functional as F
+from _common import add_output_options, cold_compile_cache, emit, output_path
+
+if __name__ == "__main__":  # before torch is imported (its import fixes the cache folder)
+    cold_compile_cache()
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from analysis.collect import compile_with_hook_guards  # noqa: E402
 from analysis.runtime import retain_freed_memory
@@ -179,7 +181,7 @@ def bench_model(name: str, batch: int, steps: int, warmup: int, device: str, lam
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: gpu if CUDA is available")
     p.add_argument("--models", nargs="+", help="override the preset's models (same image size and batch)")
@@ -190,13 +192,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="also time both models torch.compile'd, side by side")
     p.add_argument("--repeats", type=int, default=3, help="blocks of steps over which the ratio's spread is given")
-    p.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/penalty-<preset>.json)")
+    add_output_options(p, "penalty-<preset>.json")
     a = p.parse_args(argv)
-    retained = retain_freed_memory()  # no page faults per batch, whatever ran before (analysis.runtime)
-    preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
-    device = "cuda" if preset == "gpu" or (preset == "text" and torch.cuda.is_available()) else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    a.preset = a.preset or ("gpu" if torch.cuda.is_available() else "cpu")
+    if a.preset == "gpu" and not torch.cuda.is_available():
         p.error("--preset gpu needs CUDA")
+    return a
+
+
+def target(args: argparse.Namespace) -> Path | None:
+    """The JSON file to write (None: stdout); ``--record`` names the preset's recorded file."""
+    return output_path(args, f"penalty-{args.preset}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out = target(a)
+    retained = retain_freed_memory()  # no page faults per batch, whatever ran before (analysis.runtime)
+    preset = a.preset
+    device = "cuda" if preset == "gpu" or (preset == "text" and torch.cuda.is_available()) else "cpu"
     if a.threads:
         torch.set_num_threads(a.threads)
     configs = PRESETS[preset]
@@ -208,16 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_model(cfg["model"], cfg["batch"], a.steps, a.warmup, device, a.lam, kind, cfg.get("img"),
                             cfg.get("seq"), a.compile, a.repeats)
             results.append(r)
-            mem = r.get("peak_memory_ratio", r.get("peak_memory_ratio_estimate"))
-            lo, hi = r["step_time_ratio_range_over_repeats"]
-            line = (f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "
-                    f"penalty {r['median_step_s']['penalty'] * 1e3:7.1f} ms  ratio {r['step_time_ratio']:.3f} "
-                    f"({lo:.3f}-{hi:.3f})  memory ratio {mem:.3f}")
-            if a.compile:
-                lo, hi = r["compiled_step_time_ratio_range_over_repeats"]
-                line += (f"  compiled: plain {r['median_step_s']['plain_compiled'] * 1e3:7.1f} ms, ratio "
-                         f"{r['compiled_step_time_ratio']:.3f} ({lo:.3f}-{hi:.3f}), compile {r['compile_s']}")
-            print(line, file=sys.stderr)
+            print(summary_line(r, kind, a.compile), file=sys.stderr)
     doc = {
         "benchmark": "penalty_step_overhead",
         "preset": preset,
@@ -227,15 +232,24 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"step_time_ratio": 1.05, "peak_memory_ratio": 1.10},
         "results": results,
     }
-    out = Path(a.out or Path(__file__).parent / "results" / f"penalty-{preset}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(out)
     print(json.dumps({r["model"] + "/" + r["penalty"]: [round(r[k], 3) for k in ("step_time_ratio", "compiled_step_time_ratio")
-                                                         if k in r] for r in results}))
+                                                         if k in r] for r in results}), file=sys.stderr)
+    emit(doc, out)
     return 0
 
+
+def summary_line(r: dict, kind: str, compiled: bool) -> str:
+    """One model's times and ratios, for the terminal."""
+    mem = r.get("peak_memory_ratio", r.get("peak_memory_ratio_estimate"))
+    lo, hi = r["step_time_ratio_range_over_repeats"]
+    line = (f"{r['model']:>16} {kind:>12}  plain {r['median_step_s']['plain'] * 1e3:7.1f} ms  "
+            f"penalty {r['median_step_s']['penalty'] * 1e3:7.1f} ms  ratio {r['step_time_ratio']:.3f} "
+            f"({lo:.3f}-{hi:.3f})  memory ratio {mem:.3f}")
+    if compiled:
+        lo, hi = r["compiled_step_time_ratio_range_over_repeats"]
+        line += (f"  compiled: plain {r['median_step_s']['plain_compiled'] * 1e3:7.1f} ms, ratio "
+                 f"{r['compiled_step_time_ratio']:.3f} ({lo:.3f}-{hi:.3f}), compile {r['compile_s']}")
+    return line
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,7 @@
 """The README's theory-margin table: the offline ImageNet MobileNetV2 / EfficientNet-Lite0 analyzed on digits.
 
-    python benchmarks/margins_offline.py        # writes benchmarks/results/margins-offline.json (about 1 min on CPU)
+    python benchmarks/margins_offline.py             # prints the JSON, about 1 min on CPU (--out PATH: writes it there)
+    python benchmarks/margins_offline.py --record    # replaces the recorded benchmarks/results/margins-offline.json
 
 Runs ``sparsezoo analyze MODEL --weights offline --data digits --img-size N --samples 512`` for each row and keeps the
 numbers the README quotes: layers followed by an activation, how many are inside the uniqueness regime, the factor
@@ -9,6 +10,8 @@ outside (min / median / max), the median s*, the mean local coherence and the ze
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -16,10 +19,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import add_output_options, emit, output_path
+
 ROWS = [("mobilenetv2_100", 64), ("tf_efficientnet_lite0", 64), ("tf_efficientnet_lite0", 96)]
+RECORD = "margins-offline.json"  # the recorded figures (--record)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_options(p, RECORD)
+    return p.parse_args(argv)
+
+
+def target(args: argparse.Namespace) -> Path | None:
+    """The JSON file to write (None: stdout)."""
+    return output_path(args, RECORD)
+
+
+def main(argv: list[str] | None = None) -> int:
+    path = target(parse_args(argv))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sparsezoo.cli import main as cli
 
@@ -28,7 +46,9 @@ def main() -> int:
         for model, size in ROWS:
             argv = ["-q", "analyze", model, "--weights", "offline", "--data", "digits", "--img-size", str(size),
                     "--samples", "512", "--out", f"{tmp}/{model}-{size}"]
-            if cli(argv) != 0:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+                code = cli(argv)
+            if code != 0:
                 return 1
             m = json.loads(Path(f"{tmp}/{model}-{size}/report.json").read_text())["models"][0]
             act = [v for v in m["analysis"]["margins"].values() if v["code"] == "activation" and v["factor"] is not None]
@@ -41,9 +61,7 @@ def main() -> int:
                 "mu_local_mean": m["headline"]["mu_local_mean"],
                 "zero_atoms": sum(c["local"]["zero_atoms"] for c in m["analysis"]["coherence"].values()),
             }
-    path = Path(__file__).parent / "results" / "margins-offline.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    emit(out, path)
     return 0
 
 
