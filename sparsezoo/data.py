@@ -72,8 +72,21 @@ class ImageData:
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic stratified split: per class, a seeded permutation; ``val_fraction`` of it to val."""
+    """Deterministic stratified split: per class, a seeded permutation; ``val_fraction`` of it to val (at least one
+    sample of each class with two or more on each side).
+
+    Raises:
+        DataError: the fraction is less than one sample, or leaves less than one (``val_fraction * n`` rounds to 0
+            or ``n``): an empty split asked for.
+    """
     labels = np.asarray(labels)
+    n = len(labels)
+    held = int(round(val_fraction * n))
+    if n and held < 1:
+        raise DataError(f"data.val_fraction {val_fraction:g} of {n:,} samples is less than one validation sample "
+                        f"(the smallest fraction that holds one out is {1 / n:.2g})")
+    if n and held >= n:
+        raise DataError(f"data.val_fraction {val_fraction:g} of {n:,} samples leaves less than one training sample")
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
@@ -87,11 +100,27 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
     return sorted(train), sorted(val)
 
 
-def _cap(ds: ImageList, n: int | None, seed: int) -> ImageList:
-    if n is None or n >= len(ds):
-        return ds
-    keep = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
-    return ds.subset(keep.tolist())
+def cap_indices(available: int, cap: int | None, seed: int, split: str, description: str) -> list[int] | None:
+    """Indices of the ``cap`` samples kept of ``available`` (a seeded choice, in order); None keeps them all.
+
+    Raises:
+        DataError: ``cap`` is not positive, or more than the split has (``split`` is "training" or "validation").
+    """
+    if cap is None:
+        return None
+    key = "max_train_samples" if split == "training" else "max_val_samples"
+    if cap < 1:
+        raise DataError(f"data.{key} must be positive, got {cap}")
+    if cap > available:
+        raise DataError(f"data.{key} {cap:,} is more than the {available:,} {split} samples of {description}")
+    if cap == available:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(available)[:cap]).tolist()
+
+
+def _cap(ds: ImageList, n: int | None, seed: int, split: str, description: str) -> ImageList:
+    keep = cap_indices(len(ds), n, seed, split, description)
+    return ds if keep is None else ds.subset(keep)
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -231,7 +260,7 @@ def load_image_data(spec: DataSpec) -> ImageData:
     Raises:
         DataError: missing folder, no images, unknown column or split, dataset not loadable.
     """
-    from sparsezoo.named_data import named
+    from sparsezoo.named_data import did_you_mean, named
 
     src = spec.source
     known = named(src, "image")
@@ -258,10 +287,11 @@ def load_image_data(spec: DataSpec) -> ImageData:
                 dsd = datasets.load_dataset(src, spec.config)
             except Exception as e:  # offline, unknown id, gated, …: one line for the user
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise DataError(f"cannot load dataset {src!r} (not a local folder; from the Hub: {msg})") from e
+                raise DataError(f"cannot load dataset {src!r} (not a local folder; from the Hub: {msg})"
+                                f"{did_you_mean(src, 'image')}") from e
             data = _hf_dataset(spec, dsd, f"dataset {src}")
-    data.train = _cap(data.train, spec.max_train_samples, spec.split_seed)
-    data.val = _cap(data.val, spec.max_val_samples, spec.split_seed)
+    data.train = _cap(data.train, spec.max_train_samples, spec.split_seed, "training", data.description)
+    data.val = _cap(data.val, spec.max_val_samples, spec.split_seed, "validation", data.description)
     if len(data.val) == 0:
         raise DataError(f"the validation split of {data.description} is empty")
     return data

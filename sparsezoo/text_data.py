@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.data import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, stratified_split
+from sparsezoo.data import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, cap_indices, stratified_split
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -43,9 +43,8 @@ def _root_cause(e: BaseException) -> BaseException:
 def _open(spec: DataSpec):
     import datasets
 
-    from sparsezoo.named_data import named
+    from sparsezoo.named_data import did_you_mean, named
 
-    datasets.disable_progress_bars()  # the CLI's stderr carries our lines only
     src = spec.source
     known = named(src, "text")
     if known is not None:
@@ -77,7 +76,7 @@ def _open(spec: DataSpec):
         return datasets.load_dataset(src, spec.config), f"dataset {src}"
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot load dataset {src!r} (not a local file; from the Hub: {msg})") from e
+        raise DataError(f"cannot load dataset {src!r} (not a local file; from the Hub: {msg}){did_you_mean(src, 'text')}") from e
 
 
 def _columns(features: dict, spec: DataSpec) -> tuple[str, str | None, str]:
@@ -149,16 +148,10 @@ def load_text_data(spec: DataSpec) -> TextData:
     else:
         tr, va = stratified_split(train["label"], spec.val_fraction, spec.split_seed)
         train, val = train.select(tr), train.select(va)
-    for name, cap in (("train", spec.max_train_samples), ("val", spec.max_val_samples)):
-        ds = train if name == "train" else val
-        if cap is not None and cap < len(ds):
-            import numpy as np
-
-            keep = np.sort(np.random.default_rng(spec.split_seed).permutation(len(ds))[:cap]).tolist()
-            if name == "train":
-                train = ds.select(keep)
-            else:
-                val = ds.select(keep)
+    keep = cap_indices(len(train), spec.max_train_samples, spec.split_seed, "training", description)
+    train = train if keep is None else train.select(keep)
+    keep = cap_indices(len(val), spec.max_val_samples, spec.split_seed, "validation", description)
+    val = val if keep is None else val.select(keep)
     if len(val) == 0 or len(train) == 0:
         raise DataError(f"{description}: the training or validation split is empty")
     return TextData(train, val, names, pair is not None, description)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsezoo.data import build_transforms, load_image_data, stratified_split
+from sparsezoo.data import build_transforms, cap_indices, load_image_data, stratified_split
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -54,6 +54,55 @@ def test_stratified_split_keeps_every_class_on_both_sides():
     assert sorted(tr + va) == list(range(27))
     labels = [0] * 5 + [1] * 2 + [2] * 20
     assert {labels[i] for i in va} == {0, 1, 2} and {labels[i] for i in tr} == {0, 1, 2}
+
+
+def test_a_fraction_that_holds_out_less_than_one_sample_or_leaves_less_than_one_is_refused():
+    labels = [i % 10 for i in range(1797)]
+    with pytest.raises(DataError, match=r"0.0001 of 1,797 samples is less than one validation sample .* 0.00056"):
+        stratified_split(labels, 1e-4, seed=0)
+    with pytest.raises(DataError, match="0.9999 of 1,797 samples leaves less than one training sample"):
+        stratified_split(labels, 0.9999, seed=0)
+    for bad in (0.0, -0.5, 1.0, 1.5):  # the Python API, without recipe validation
+        with pytest.raises(DataError, match="val_fraction"):
+            stratified_split(labels, bad, seed=0)
+    tr, va = stratified_split(labels, 1 / 1797, seed=0)  # the smallest fraction that holds one out: one per class
+    assert len(va) == 10 and len(tr) == 1787
+    assert stratified_split([], 0.2, seed=0) == ([], [])  # no data: the caller names the empty source
+
+
+def test_a_sample_cap_is_a_seeded_subset_and_never_more_than_the_split():
+    keep = cap_indices(100, 10, seed=3, split="training", description="d")
+    assert keep == np.sort(np.random.default_rng(3).permutation(100)[:10]).tolist()  # the selection runs recorded
+    assert cap_indices(100, None, 0, "training", "d") is None and cap_indices(100, 100, 0, "training", "d") is None
+    with pytest.raises(DataError, match="data.max_train_samples 101 is more than the 100 training samples of d"):
+        cap_indices(100, 101, 0, "training", "d")
+    with pytest.raises(DataError, match="data.max_val_samples must be positive, got 0"):
+        cap_indices(100, 0, 0, "validation", "d")
+
+
+def test_caps_larger_than_the_digits_splits_are_refused():
+    with pytest.raises(DataError, match=r"max_train_samples 5,000 is more than the 1,438 training samples of digits"):
+        load_image_data(DataSpec(source="digits", max_train_samples=5000))
+    with pytest.raises(DataError, match=r"max_val_samples 360 is more than the 359 validation samples"):
+        load_image_data(DataSpec(source="digits", max_val_samples=360))
+    data = load_image_data(DataSpec(source="digits", max_train_samples=1438, max_val_samples=359))
+    assert (len(data.train), len(data.val)) == (1438, 359)
+
+
+def test_caps_larger_than_a_text_split_are_refused(tmp_path):
+    from sparsezoo.text_data import load_text_data
+
+    (tmp_path / "t.csv").write_text("text,label\n" + "".join(f"post {i},{i % 2}\n" for i in range(20)))
+    spec = DataSpec(source=str(tmp_path / "t.csv"), max_val_samples=5)
+    with pytest.raises(DataError, match=r"max_val_samples 5 is more than the 4 validation samples of file"):
+        load_text_data(spec)
+    data = load_text_data(DataSpec(source=str(tmp_path / "t.csv"), max_train_samples=10))
+    assert (len(data.train), len(data.val)) == (10, 4)
+
+
+def test_a_hub_id_close_to_a_named_set_gets_a_hint():
+    with pytest.raises(DataError, match="did you mean the named data set 'digits'"):
+        load_image_data(DataSpec(source="digitz"))
 
 
 def test_image_folder_with_and_without_split_folders(tmp_path):

@@ -50,11 +50,63 @@ def test_rotten_tomatoes_drops_the_plot_rows_and_splits_stratified():
     assert frac == pytest.approx(7403 / 12808, abs=1e-3)
 
 
+# scikit-learn's fetch_20newsgroups ("bydate"), posts per class: train 11,314, test 7,532
+BYDATE = {
+    "train": {"alt.atheism": 480, "comp.graphics": 584, "comp.os.ms-windows.misc": 591, "comp.sys.ibm.pc.hardware": 590,
+              "comp.sys.mac.hardware": 578, "comp.windows.x": 593, "misc.forsale": 585, "rec.autos": 594,
+              "rec.motorcycles": 598, "rec.sport.baseball": 597, "rec.sport.hockey": 600, "sci.crypt": 595,
+              "sci.electronics": 591, "sci.med": 594, "sci.space": 593, "soc.religion.christian": 599,
+              "talk.politics.guns": 546, "talk.politics.mideast": 564, "talk.politics.misc": 465,
+              "talk.religion.misc": 377},
+    "test": {"alt.atheism": 319, "comp.graphics": 389, "comp.os.ms-windows.misc": 394, "comp.sys.ibm.pc.hardware": 392,
+             "comp.sys.mac.hardware": 385, "comp.windows.x": 395, "misc.forsale": 390, "rec.autos": 396,
+             "rec.motorcycles": 398, "rec.sport.baseball": 397, "rec.sport.hockey": 399, "sci.crypt": 396,
+             "sci.electronics": 393, "sci.med": 396, "sci.space": 394, "soc.religion.christian": 398,
+             "talk.politics.guns": 364, "talk.politics.mideast": 376, "talk.politics.misc": 310,
+             "talk.religion.misc": 251},
+}
+# the posts Cardoso-Cachopo's cleaning removed (attachments, PGP keys, duplicates, then the posts left empty)
+REMOVED = {"train": {"comp.os.ms-windows.misc": 19, "soc.religion.christian": 1, "talk.politics.guns": 1},
+           "test": {"comp.windows.x": 3, "rec.autos": 1}}
+
+
 @needs("20newsgroups")
-def test_20newsgroups_has_train_and_test_with_20_classes():
-    dsd = nd.NAMED["20newsgroups"].load(DataSpec(source="20newsgroups"))
+def test_20newsgroups_is_bydate_less_the_25_posts_its_cleaning_removed():
+    ds = nd.NAMED["20newsgroups"]
+    dsd = ds.load(DataSpec(source="20newsgroups"))
+    names = dsd["train"].features["label"].names
+    assert names == sorted(BYDATE["train"])  # the 20 classes
+    for split, total in (("train", 11_314), ("test", 7_532)):
+        assert sum(BYDATE[split].values()) == total
+        counts = Counter(names[i] for i in dsd[split]["label"])
+        assert {c: BYDATE[split][c] - counts[c] for c in BYDATE[split] if counts[c] != BYDATE[split][c]} == REMOVED[split]
+        rows = ds.file(f"orangecontrib/text/datasets/20newsgroups-{split}.tab").read_text().splitlines()[3:]
+        assert len(dsd[split]) == sum(1 for r in rows if r.strip())  # every row of the file is a post: no filter here
+        texts = list(dsd[split]["text"])
+        assert all(t.split() for t in texts)  # no empty post is left
+        # PGP-signed posts remain, their signature and key blocks do not: the cleaning removed them
+        assert any("begin pgp signed message" in t for t in texts)
+        assert not any("begin pgp signature" in t or "begin pgp public key block" in t for t in texts)
     assert (len(dsd["train"]), len(dsd["test"])) == (11_293, 7_528)
-    assert len(dsd["train"].features["label"].names) == 20
+    assert all(f in ds.description for f in ("11,293 / 7,528", "11,314 / 7,532"))
+    doc = " ".join(nd.__doc__.split())
+    assert all(f"{n} of {c}" in doc for split in REMOVED.values() for c, n in split.items())
+
+
+def test_a_set_with_its_own_validation_split_refuses_a_val_fraction():
+    for name, split in (("mnist", "validation"), ("20newsgroups", "test")):
+        assert nd.NAMED[name].val_split_of(DataSpec(source=name)) == split
+        with pytest.raises(DataError, match=f"data.val_fraction 0.3 .it validates on its {split} split.: not an option"):
+            nd.NAMED[name].load(DataSpec(source=name, val_fraction=0.3))  # checked before the package is needed
+    assert nd.NAMED["digits"].val_split_of(DataSpec(source="digits", val_fraction=0.3)) is None
+    assert nd.NAMED["mnist"].val_split_of(DataSpec(source="mnist", val_split="test")) == "test"
+
+
+def test_a_name_close_to_a_named_set_of_the_same_modality_gets_a_hint():
+    assert nd.did_you_mean("mnsit", "image") == "; did you mean the named data set 'mnist'?"
+    assert nd.did_you_mean("MNIST", "image") == "; did you mean the named data set 'mnist'?"
+    assert nd.did_you_mean("20newsgroup", "text") == "; did you mean the named data set '20newsgroups'?"
+    assert nd.did_you_mean("mnsit", "text") == "" and nd.did_you_mean("org/imagenette", "image") == ""
 
 
 @needs("elpv")
