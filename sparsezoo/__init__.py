@@ -11,11 +11,11 @@ from analysis._lazy import lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
     from sparsezoo.hf_trainer import SparsityTrainer
-    from sparsezoo.hub import load
     from sparsezoo.models import create_model
     from sparsezoo.penalties import SparsityPenalty
     from sparsezoo.recipe import Recipe, load_recipe
     from sparsezoo.train import finetune
+    from sparsezoo.zoo import load
 
 __version__ = "0.1.0"
 __all__ = ["SparsityPenalty", "SparsityTrainer", "finetune", "load", "load_recipe", "Recipe", "create_model",
@@ -27,7 +27,7 @@ _LAZY = {
     "load_recipe": "sparsezoo.recipe",
     "Recipe": "sparsezoo.recipe",
     "create_model": "sparsezoo.models",
-    "load": "sparsezoo.hub",
+    "load": "sparsezoo.zoo",
     "SparsityTrainer": "sparsezoo.hf_trainer",
 }
 

@@ -120,6 +120,8 @@ def _translate(e: Exception, repo_id: str, revision: str | None) -> HubError | N
     from huggingface_hub import errors as hf
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    if isinstance(e, hf.HFValidationError):  # an argument the client refused before any request
+        return HubError(f"{where}: {_one_line(e)}")
     if isinstance(e, hf.RevisionNotFoundError):
         return HubRevisionNotFoundError(f"{repo_id} has no revision {revision!r} (branch, tag or commit)")
     if isinstance(e, hf.GatedRepoError):
@@ -170,9 +172,16 @@ def split_repo(name: str, revision: str | None = None) -> tuple[str, str | None]
     Raises:
         HubError: not of the form ``org/name``.
     """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     repo, _, rev = name.removeprefix("hf-hub:").partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or repo.endswith((".git", ".")) or "--" in repo:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         raise HubError(f"{name!r} is not a Hub repo id (expected org/name)")
+    try:
+        validate_repo_id(repo)  # the client's own rules (no "..", "--", leading or trailing "." or "-", length)
+    except HFValidationError as e:
+        raise HubError(f"{name!r} is not a Hub repo id: {_one_line(e)}") from e
     return repo, revision or rev or None
 
 
@@ -576,9 +585,8 @@ class ZooModel:
 
 
 def load(name: str, *, revision: str | None = None, token: str | None = None) -> ZooModel:
-    """Load a zoo checkpoint: by its zoo short name ``ENTRY:VARIANT`` (``sparsezoo.load("mnv2-elpv:l1-1e-4")``;
-    ``ORG/ENTRY:VARIANT`` for an entry published under another org, see :mod:`sparsezoo.zoo`), or
-    ``sparsezoo.load("org/name")`` (also ``hf-hub:org/name``, ``org/name@rev``, or a local run folder).
+    """Load a checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or local run folder.
+    ``sparsezoo.load`` (:func:`sparsezoo.zoo.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
 
     Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
     the safetensors weights only, and ``trust_remote_code`` is never enabled.
@@ -591,9 +599,6 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
         HubError subclasses (see :func:`pull`), UnsafeModelError, WeightsUnavailableError, RecipeError.
         BrokenWeightsError: a weight file is truncated or not safetensors.
     """
-    from sparsezoo.zoo import registry
-
-    name = registry().resolve(name) or name
     local = Path(name).expanduser()
     if not name.startswith("hf-hub:") and local.is_dir():
         folder, repo_id, commit = local, None, None

@@ -36,14 +36,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from sparsezoo.cards import ZOO_MARKER
 from sparsezoo.errors import SparsezooError
 from sparsezoo.named_data import NAMED
 from sparsezoo.recipe import Recipe
 
+if TYPE_CHECKING:
+    from sparsezoo.licenses import Combined
+
 RESULTS = "results.json"
-MARKER = "zoo-entry.json"
+MARKER = ZOO_MARKER
 ZOO_RESULTS = "zoo-results.json"  # the whole zoo's results, beside the cards (model_cards/)
+# The recorded zoo lives in the source tree's model_cards/; the package ships a copy of its results (package data,
+# kept equal by the build and by a test), so `sparsezoo zoo list` shows the numbers wherever sparsezoo is installed.
+RECORDED_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+
+
+def _packaged_results_path() -> Path:
+    return Path(__file__).resolve().parent / ZOO_RESULTS
 SHORT_NAME = re.compile(r"^(?:(?P<org>[\w.-]+)/)?(?P<entry>[a-z0-9][a-z0-9.-]*):(?P<variant>[a-z0-9][a-z0-9.-]*)$")
 
 
@@ -55,8 +67,6 @@ class ZooError(SparsezooError):
 class Entry:
     name: str
     title: str
-    base_model: str
-    weights_note: str
     baseline: str
     recipe: dict
     variants: dict[str, dict]
@@ -74,6 +84,18 @@ class Entry:
 
     def repo_id(self, variant: str, org: str) -> str:
         return f"{org}/{self.name}-{variant}"
+
+    def provenance(self, variant: str) -> tuple[str | None, Combined]:
+        """(``base_model``, license) that a card of ``variant`` carries, from the recipe alone (no build needed):
+        the Hub repo holding the exact starting weights, if one is known, and the most restrictive of the
+        weights' and the data's licenses (:func:`sparsezoo.cards.model_license`)."""
+        from sparsezoo.cards import Run, base_model, model_license
+        from sparsezoo.offline_weights import packaged_model
+
+        recipe = self.recipe_for(variant)
+        library = "transformers" if packaged_model(recipe.model.name) else "timm"
+        run = Run(Path(self.name) / variant, library, {"architecture": recipe.model.name}, recipe, {})
+        return base_model(run), model_license(run)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -113,9 +135,62 @@ def registry() -> Registry:
     raw = yaml.safe_load((resources.files("sparsezoo") / "zoo.yaml").read_text(encoding="utf-8"))
     entries = {}
     for name, e in raw["entries"].items():
-        entries[name] = Entry(name, e["title"], e["base_model"], e.get("weights_note", ""), e["baseline"],
-                              e["recipe"], e["variants"])
+        entries[name] = Entry(name, e["title"], e["baseline"], e["recipe"], e["variants"])
     return Registry(raw["org"], entries)
+
+
+def variant_of(path: str | Path) -> tuple[Entry, str] | None:
+    """The zoo entry and variant of a run folder inside a zoo build (``ROOT/ENTRY/VARIANT``), else None."""
+    from sparsezoo.cards import zoo_short_name
+
+    short = zoo_short_name(Path(path))
+    if short is None:
+        return None
+    entry_name, _, variant = short.partition(":")
+    entry = registry().entries.get(entry_name)
+    return (entry, variant) if entry is not None and variant in entry.variants else None
+
+
+def load(name: str, *, revision: str | None = None, token: str | None = None, root: str | Path = "zoo"):
+    """Load a zoo checkpoint (:class:`sparsezoo.hub.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
+    checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or run folder.
+
+    A short name is looked up in a local build first (``root/ENTRY/VARIANT``, default ``zoo/``: what
+    ``sparsezoo zoo build ENTRY`` writes, used when its run is complete), then in the Hugging Face cache, then on
+    the Hub (``ORG/ENTRY-VARIANT``, default org of the registry), and the error names every place it looked.
+
+    Example:
+        >>> sparsezoo.load("effnet-lite0-mnist:dense").model      # after `sparsezoo zoo build effnet-lite0-mnist`
+        >>> sparsezoo.load("myorg/minilm-l1").processor
+
+    Raises:
+        ZooError: an unknown entry or variant.
+        HubError subclasses (:func:`sparsezoo.hub.load`): not found in any of the places, or not loadable.
+    """
+    from sparsezoo import hub
+
+    reg = registry()
+    repo = reg.resolve(name)
+    if repo is None:
+        return hub.load(name, revision=revision, token=token)
+    m = SHORT_NAME.match(name)
+    assert m is not None
+    local = Path(root) / m["entry"] / m["variant"]
+    if _complete(local):
+        return hub.load(str(local))
+    try:
+        return hub.load(repo, revision=revision, token=token)
+    except hub.HubError as e:
+        raise type(e)(f"{m['entry']}:{m['variant']} is not built locally ({local} has no complete run; "
+                      f"`sparsezoo zoo build {m['entry']} --root {root}` builds it), and {repo}: {e}") from e
+
+
+def _complete(run_dir: Path) -> bool:
+    """A finished run folder (``metrics.json`` says ``complete: true``)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -167,15 +242,95 @@ def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
     from sparsezoo.checkpoint import latest_checkpoint
     from sparsezoo.train import finetune
 
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        done = json.loads(metrics.read_text())
-        if done.get("complete") is True and done.get("recipe_hash") == recipe.hash():
-            return None
+    if _complete(run_dir) and json.loads((run_dir / "metrics.json").read_text()).get("recipe_hash") == recipe.hash():
+        return None
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
     t = time.perf_counter()
     finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress)
     return time.perf_counter() - t
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one ``zoo build`` does, fixed and checked before any work: the variants (baseline first), their
+    recipes, where runs, cards and results go, and whether it may write the recorded results."""
+
+    entry: Entry
+    names: list[str]
+    recipes: dict[str, Recipe]
+    folder: Path
+    overrides: dict
+    samples: int
+    cards_dir: Path | None
+    org: str
+
+    @property
+    def reduced(self) -> bool:
+        """The recipes differ from the registry's (``--set``): a smaller build, never the recorded one."""
+        return bool(self.overrides)
+
+
+def plan_build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None,
+               overrides: dict | None = None, samples: int = 512, cards_dir: str | Path | None = "model_cards",
+               org: str | None = None) -> BuildPlan:
+    """Check a build before anything is written or trained: the entry and variants exist, their recipes are
+    valid, the folders are ours, the named data sets are installed, and the results it would replace were made
+    under the same recipes (:func:`check_cards_dir`).
+
+    Raises:
+        ZooError: unknown entry or variant, ``root/name`` holds something else, or recorded results are at stake.
+        ZooResultsError: the recorded results cannot be read.
+    """
+    from sparsezoo.io import check_output_folder
+
+    reg = registry()
+    entry = reg.entry(name)
+    names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
+    plan = BuildPlan(entry, names, {v: entry.recipe_for(v, overrides) for v in names}, Path(root) / name,
+                     overrides or {}, samples, Path(cards_dir) if cards_dir is not None else None, org or reg.org)
+    _check_folder(plan.folder, name)
+    check_output_folder(plan.folder, force=True)
+    read_results(plan.folder / RESULTS)  # unreadable: stop before training, file untouched
+    if plan.cards_dir is not None:
+        check_output_folder(plan.cards_dir, force=True)
+        check_cards_dir(plan)
+    for source in {r.data.source for r in plan.recipes.values()}:
+        if source in NAMED:
+            NAMED[source].require()  # a missing data package: one line naming the pip command, nothing written
+    return plan
+
+
+def check_cards_dir(plan: BuildPlan) -> None:
+    """A build replaces the cards and results recorded in ``plan.cards_dir`` for its entry only when it was made
+    under the same recipes: a reduced build (``--set``) never overwrites results recorded under the registry's
+    recipes, and a build of some variants never drops the others' numbers measured under other settings.
+
+    Raises:
+        ZooError: one line naming ``--cards-dir``.
+        ZooResultsError: ``zoo-results.json`` there cannot be read.
+    """
+    assert plan.cards_dir is not None
+    recorded = read_results(plan.cards_dir / ZOO_RESULTS).get("entries", {}).get(plan.entry.name)
+    cards = sorted(plan.cards_dir.glob(f"{plan.entry.name}-*.md"))
+    partial = set(plan.names) != set(plan.entry.variant_names())
+    if recorded is None:
+        if cards and (plan.reduced or partial):
+            raise ZooError(f"{plan.cards_dir} holds cards of {plan.entry.name} with no recorded results beside them; "
+                           "write this build's cards elsewhere with --cards-dir DIR")
+        return
+    same = recorded.get("overrides", {}) == plan.overrides and recorded.get("analysis_samples") == plan.samples
+    if same or not (plan.reduced or partial):
+        return
+    what = (f"a build with --set {_flat(plan.overrides)}" if plan.reduced
+            else f"a build of {', '.join(plan.names)} with --samples {plan.samples}")
+    raise ZooError(f"{plan.cards_dir} records {plan.entry.name} built under other settings (overrides "
+                   f"{_flat(recorded.get('overrides', {})) or 'none'}, {recorded.get('analysis_samples')} analysis "
+                   f"samples); {what} would overwrite them: write it elsewhere with --cards-dir DIR")
+
+
+def _flat(d: dict, prefix: str = "") -> str:
+    """``{"train": {"epochs": 1}}`` as ``train.epochs=1`` (comma-separated)."""
+    return ", ".join(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}" for k, v in d.items())
 
 
 def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None, overrides: dict | None = None,
@@ -184,70 +339,100 @@ def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = N
     """Build zoo entry ``name``: its baseline and variants into ``root/name/VARIANT``, their measurements into
     ``root/name/results.json``, and (with ``cards_dir``) one card per variant plus the entry's plot there and its
     results merged into ``cards_dir/zoo-results.json``. Resumable; ``overrides`` (recipe keys) make a reduced
-    build (e.g. ``{"data": {"max_train_samples": 64}}``), recorded in the results.
+    build (e.g. ``{"data": {"max_train_samples": 64}}``), recorded in the results. Every check of
+    :func:`plan_build` runs before any training.
 
     Raises:
-        ZooError: unknown entry or variant, or ``root/name`` holds something else.
+        ZooError: unknown entry or variant, ``root/name`` holds something else, or recorded results are at stake.
+        ZooResultsError: recorded results cannot be read.
     """
-    from sparsezoo.io import atomic_write_json, check_output_folder
-
-    reg = registry()
-    entry = reg.entry(name)
-    names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
-    recipes = {v: entry.recipe_for(v, overrides) for v in names}  # every recipe validated before any work
-    folder = Path(root) / name
-    _check_folder(folder, name)
-    check_output_folder(folder, force=True)
-    if cards_dir is not None:
-        check_output_folder(cards_dir, force=True)
-    for source in {r.data.source for r in recipes.values()}:
-        if source in NAMED:
-            NAMED[source].require()  # a missing data package: one line naming the pip command, nothing written
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / MARKER, {"entry": name})
-    walls = {}
-    try:
-        for v in names:
-            if on_step:
-                on_step(f"{name}:{v}: fine-tuning")
-            walls[v] = _run_variant(recipes[v], folder / v, progress)
-    except BaseException:
-        if created and not any(p.is_dir() for p in folder.iterdir()):  # nothing built: leave nothing behind
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    earlier = _read_results(folder)
-    previous = earlier.get("variants", {})
+    plan = plan_build(name, root, variants=variants, overrides=overrides, samples=samples, cards_dir=cards_dir,
+                      org=org)
+    walls = _train_variants(plan, progress, on_step)
     if on_step:
-        on_step(f"{name}: measuring {len(names)} variants")
-    results = measure(entry, folder, names, samples)
-    for v, r in results.items():
-        r.wall_seconds = walls[v] if walls[v] is not None else (previous.get(v) or {}).get("wall_seconds")
-    measured = {v: dataclasses.asdict(r) for v, r in results.items()}
-    if variants and earlier.get("overrides", {}) == (overrides or {}) and earlier.get("analysis_samples") == samples:
-        # a build of some variants keeps the numbers of the others (same baseline, overrides and samples)
-        measured = {v: measured.get(v) or previous[v] for v in entry.variant_names() if v in measured or v in previous}
-    out = {"entry": name, "title": entry.title, "base_model": entry.base_model, "overrides": overrides or {},
-           "analysis_samples": samples, "variants": measured}
-    atomic_write_json(folder / RESULTS, out)
-    if cards_dir is not None:
-        write_cards(entry, folder, names, Path(cards_dir), org or reg.org)
-        plot_entry(out, Path(cards_dir) / f"{name}.png")
-        merged = _read_json(Path(cards_dir) / ZOO_RESULTS) or {"zoo": 1, "entries": {}}
-        merged["entries"][name] = out
-        atomic_write_json(Path(cards_dir) / ZOO_RESULTS, merged)
+        on_step(f"{name}: measuring {len(plan.names)} variants")
+    out = _entry_results(plan, measure(plan.entry, plan.folder, plan.names, samples), walls)
+    from sparsezoo.io import atomic_write_json
+
+    atomic_write_json(plan.folder / RESULTS, out)
+    if plan.cards_dir is not None:
+        _write_recorded(plan, out)
     return out
 
 
-def _read_json(path: Path) -> dict | None:
+def _train_variants(plan: BuildPlan, progress: bool, on_step: Callable[[str], None] | None) -> dict[str, float | None]:
+    """Fine-tune every variant of the plan (kept if finished, resumed if interrupted); wall seconds per variant
+    (None: kept). A build that trained nothing into a new folder leaves nothing behind."""
+    from sparsezoo.io import atomic_write_json
+
+    created = not plan.folder.exists()
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan.folder / MARKER, {"entry": plan.entry.name})
+    walls = {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        for v in plan.names:
+            if on_step:
+                on_step(f"{plan.entry.name}:{v}: fine-tuning")
+            walls[v] = _run_variant(plan.recipes[v], plan.folder / v, progress)
+    except BaseException:
+        if created and not any(p.is_dir() for p in plan.folder.iterdir()):
+            shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
+    return walls
 
 
-def _read_results(folder: Path) -> dict:
-    return _read_json(folder / RESULTS) or {}
+def _entry_results(plan: BuildPlan, results: dict[str, VariantResult], walls: dict[str, float | None]) -> dict:
+    """The entry's ``results.json``: this build's numbers, and those of variants it did not build when they were
+    measured under the same overrides and samples."""
+    from sparsezoo.cards import base_model, read_run
+
+    earlier = read_results(plan.folder / RESULTS)
+    previous = earlier.get("variants", {})
+    for v, r in results.items():
+        r.wall_seconds = walls[v] if walls[v] is not None else (previous.get(v) or {}).get("wall_seconds")
+    measured = {v: dataclasses.asdict(r) for v, r in results.items()}
+    if earlier.get("overrides", {}) == plan.overrides and earlier.get("analysis_samples") == plan.samples:
+        measured = {v: measured.get(v) or previous[v] for v in plan.entry.variant_names() if v in measured or v in previous}
+    base = base_model(read_run(plan.folder / plan.entry.baseline, check_weights=False))
+    return {"entry": plan.entry.name, "title": plan.entry.title, "base_model": base, "overrides": plan.overrides,
+            "analysis_samples": plan.samples, "variants": measured}
+
+
+def _write_recorded(plan: BuildPlan, out: dict) -> None:
+    """Cards, plot and the merged ``zoo-results.json`` in the cards folder (and the package's copy of the
+    recorded results when that folder is the source tree's ``model_cards``)."""
+    from sparsezoo.io import atomic_write_json
+
+    assert plan.cards_dir is not None
+    write_cards(plan.entry, plan.folder, plan.names, plan.cards_dir, plan.org)
+    plot_entry(out, plan.cards_dir / f"{plan.entry.name}.png")
+    merged = read_results(plan.cards_dir / ZOO_RESULTS) or {"zoo": 1, "entries": {}}
+    merged["entries"][plan.entry.name] = out
+    atomic_write_json(plan.cards_dir / ZOO_RESULTS, merged)
+    if plan.cards_dir.resolve() == RECORDED_CARDS_DIR.resolve():
+        atomic_write_json(_packaged_results_path(), merged)
+
+
+class ZooResultsError(ZooError):
+    """Recorded zoo results (``zoo-results.json``, ``results.json``) exist but cannot be read."""
+
+
+def read_results(path: Path) -> dict:
+    """A zoo results file (``{}`` when there is none).
+
+    Raises:
+        ZooResultsError: the file exists but is not readable JSON of a mapping; it is left untouched.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ZooResultsError(f"cannot read the recorded zoo results {path} ({str(e).splitlines()[0]}); "
+                              "restore it (git checkout) or move it away; it was left untouched") from e
+    if not isinstance(data, dict):
+        raise ZooResultsError(f"{path} is not a zoo results file (a JSON object); it was left untouched")
+    return data
 
 
 def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[str, VariantResult]:
@@ -346,14 +531,12 @@ def write_cards(entry: Entry, folder: Path, names: list[str], cards_dir: Path, o
 
 def plot_entry(results: dict, path: Path) -> None:
     """Top-1 against zero_frac for the entry's variants (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     from sparsezoo.io import atomic_write
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
     for v, r in results["variants"].items():
         ax.scatter(r["zero_frac"], r["top1"], s=40)
         ax.annotate(v, (r["zero_frac"], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -363,7 +546,6 @@ def plot_entry(results: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ list / publish
@@ -377,13 +559,19 @@ class Listing:
     results: dict = field(default_factory=dict)  # variant -> VariantResult dict, where built
 
 
-def list_entries(root: str | Path = "zoo", cards_dir: str | Path = "model_cards") -> list[Listing]:
-    """Every registry entry with the numbers recorded so far (a local build beats the recorded results)."""
+def list_entries(root: str | Path = "zoo", cards_dir: str | Path | None = None) -> list[Listing]:
+    """Every registry entry with the numbers recorded so far: a local build in ``root`` beats the results recorded
+    in ``cards_dir`` (default: the recorded zoo shipped with the package).
+
+    Raises:
+        ZooResultsError: a results file exists but cannot be read.
+    """
     reg = registry()
-    recorded = (_read_json(Path(cards_dir) / ZOO_RESULTS) or {}).get("entries", {})
+    recorded_path = Path(cards_dir) / ZOO_RESULTS if cards_dir is not None else _packaged_results_path()
+    recorded = read_results(recorded_path).get("entries", {})
     out = []
     for name, e in reg.entries.items():
-        local = _read_results(Path(root) / name).get("variants") or recorded.get(name, {}).get("variants") or {}
+        local = read_results(Path(root) / name / RESULTS).get("variants") or recorded.get(name, {}).get("variants") or {}
         out.append(Listing(name, e.title, e.variant_names(), local))
     return out
 
@@ -442,7 +630,9 @@ def publish(name: str, org: str, root: str | Path = "zoo", *, variants: list[str
     """Push every variant of a built entry as ``ORG/ENTRY-VARIANT`` with its card (baseline beside it).
 
     Raises:
-        ZooError: unknown entry, or the entry (or a variant) is not built in ``root``.
+        ZooError: unknown entry, the entry (or a variant) is not built in ``root``, or a variant was built under
+            another recipe than the registry's (a reduced or older build; ``force`` publishes it all the same).
+        HubError: ``org`` does not make valid Hub repo ids; the Hub's errors.
     """
     from sparsezoo import hub
 
@@ -450,19 +640,37 @@ def publish(name: str, org: str, root: str | Path = "zoo", *, variants: list[str
     folder = Path(root) / name
     names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
     for v in names:
-        entry.recipe_for(v)
-    built = _read_results(folder).get("variants", {})
+        entry.recipe_for(v)  # an unknown variant: one line
+    repos = {v: hub.split_repo(entry.repo_id(v, org))[0] for v in names}  # a bad --org: one line, before anything
+    built = read_results(folder / RESULTS).get("variants", {})
     missing = [v for v in names if v not in built or not (folder / v / "metrics.json").is_file()]
     if missing:
         raise ZooError(f"zoo entry {name} is not built in {folder} (missing: {', '.join(missing)}); run: sparsezoo zoo "
                        f"build {name} --root {root}")
+    if not force:
+        _check_registry_recipes(entry, folder, names)
+    baseline = folder / entry.baseline
     done = []
-    base = folder / entry.baseline
     for v in names:
-        repo = entry.repo_id(v, org)
-        baseline = base if v != entry.baseline else None
+        base = baseline if v != entry.baseline else None
         if dry_run:
-            done.append(hub.plan_push(folder / v, repo, baseline=baseline))
+            done.append(hub.plan_push(folder / v, repos[v], baseline=base))
         else:
-            done.append(hub.push(folder / v, repo, baseline=baseline, force=force))
+            done.append(hub.push(folder / v, repos[v], baseline=base, force=force))
     return done
+
+
+def _check_registry_recipes(entry: Entry, folder: Path, names: list[str]) -> None:
+    """Each built variant's ``recipe.yaml`` hashes to the registry's recipe of that variant.
+
+    Raises:
+        ZooError: one line naming the first variant that differs.
+    """
+    from sparsezoo.recipe import load_recipe
+
+    for v in names:
+        built = load_recipe(str(folder / v / "recipe.yaml")).hash()
+        registered = entry.recipe_for(v).hash()
+        if built != registered:
+            raise ZooError(f"{entry.name}:{v} in {folder / v} was built under recipe {built}, the registry's is "
+                           f"{registered} (a reduced or older build); rebuild it, or pass --force to publish it anyway")

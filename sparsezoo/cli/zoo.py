@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="zoo_command", required=True, metavar="VERB")
     ls = sub.add_parser("list", help="entries and their numbers (where built)")
     ls.add_argument("--root", default="zoo", help="build folder to read results from (default: zoo)")
-    ls.add_argument("--cards-dir", default="model_cards", help="recorded results (default: model_cards)")
+    ls.add_argument("--cards-dir", help="read the recorded results from this folder's zoo-results.json (default: the "
+                    "recorded zoo shipped with sparsezoo)")
     ls.add_argument("--markdown", action="store_true", help="the zoo table as markdown (as in the README)")
     ls.add_argument("--lambda-table", action="store_true",
                     help="the λ scale table as markdown: the variants that differ from their baseline in l1 λ only")
@@ -32,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("entry", help="entry name (see `sparsezoo zoo list`)")
     b.add_argument("--variants", nargs="+", metavar="NAME", help="only these variants (the baseline always)")
     b.add_argument("--root", default="zoo", help="build folder (default: zoo)")
-    b.add_argument("--cards-dir", default="model_cards", help="where cards, plot and zoo-results.json go")
+    b.add_argument("--cards-dir", default="model_cards",
+                   help="where cards, plot and zoo-results.json go (default: model_cards); a reduced build (--set) "
+                        "refuses a folder that records this entry under other settings")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key for every variant (a reduced build), e.g. train.epochs=1")
     b.add_argument("--samples", type=positive_int, default=512, help="samples for the analysis (default 512)")
@@ -41,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pub.add_argument("--org", required=True, help="Hub user or organization")
     pub.add_argument("--variants", nargs="+", metavar="NAME")
     pub.add_argument("--root", default="zoo")
-    pub.add_argument("--force", action="store_true", help="replace other models at the repos")
+    pub.add_argument("--force", action="store_true",
+                     help="replace other models at the repos, and publish variants built under another recipe than "
+                          "the registry's")
     pub.add_argument("--dry-run", action="store_true", help="check and list what would be uploaded")
 
 
