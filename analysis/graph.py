@@ -10,7 +10,8 @@ weights instead of by indexing (no data-dependent shapes in the graph). Results 
 
 Cost: compiling takes tens of seconds on a CPU (reported by :attr:`GraphSparsityMeter.compile_s`); it pays off
 after a number of batches that ``benchmarks/bench_analysis.py`` measures (``graph_break_even_batches``). Where
-compilation is unavailable the meter warns once and falls back to the per-site path with the same numbers.
+compilation is unavailable the meter warns once and falls back to the per-site path with the same numbers; other
+errors propagate.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from analysis.collect import batch_size, call_model, compile_with_hook_guards, fitting_mask
+from analysis.runtime import compile_failure, compile_failure_reason
 from analysis.sites import Site
 from analysis.sparsity import (
     _GINI_KEYS,
@@ -114,8 +116,9 @@ class GraphSparsityMeter(SparsityMeter):
         Other arguments as :class:`~analysis.sparsity.SparsityMeter`.
 
     The first batch runs eagerly (it fixes which sites run, in which order, and allocates the sums); every
-    later one runs the compiled graph. If compiling or running it fails (no C++ toolchain, a graph break in a
-    model), one warning line names the reason and the meter goes on per site, in hooks, with the same numbers.
+    later one runs the compiled graph. If it cannot be compiled (:func:`analysis.runtime.compile_failure`: no C++
+    toolchain, a graph break in the model), one warning line names the reason and the meter goes on per site, in
+    hooks, with the same numbers; any other error (out of memory, a bug) propagates, and the meter stays on its graph.
     """
 
     def __init__(self, model: nn.Module, sites: Iterable[Site], tau_abs: float = DEFAULT_TAU_ABS,
@@ -184,9 +187,11 @@ class GraphSparsityMeter(SparsityMeter):
             return self._first(inputs, valid, sample_idx)
         try:
             out, new, gathers = self._run_graph(inputs, valid, sample_idx, self._state())
-        except Exception as e:  # noqa: BLE001 - any compile failure: same numbers per site
-            self._acts = None
-            self.fallback_reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        except Exception as e:
+            self._acts = None  # the hooks stop recording whatever happened
+            if not compile_failure(e):  # out of memory, a bug: not a reason to measure differently
+                raise
+            self.fallback_reason = compile_failure_reason(e)
             log.warning("whole-graph sparsity statistics unavailable (%s); measuring per site", self.fallback_reason)
             return call_model(self.model, inputs)
         self._store(new, gathers, b)

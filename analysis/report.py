@@ -2,7 +2,8 @@
 
 :func:`build_report` assembles the analysis of one model (or two, for a comparison) with the metric
 definitions, the command line and the deltas; :func:`render_html` turns it into one HTML file that needs no
-network and no JavaScript. Plots use matplotlib's Agg backend (no display).
+network and no JavaScript. Plots are drawn on :class:`matplotlib.figure.Figure` objects and rendered to PNG: no
+pyplot and no backend selection, so a caller's matplotlib state (a notebook's backend) is left as it was.
 
 The sections are typed: :class:`Report` holds the :class:`ModelEntry` of each model, the :class:`HeadlineFigure`
 rows of the first block and, for a comparison, the :class:`Deltas` (per site :class:`SiteDelta`, per layer
@@ -19,11 +20,14 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis.definitions import DEFINITIONS
 from analysis.pipeline import headline
 from analysis.sparsity import SiteSparsity, near_zero_stats
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_VERSION = 2  # 2: deltas are subject − baseline (deltas_subject_minus_baseline)
 
@@ -346,27 +350,24 @@ def _num(v: float | None) -> float:
     return float("nan") if v is None else v
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _plt():
-    import matplotlib
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
+    """A new figure with ``ncols`` axes in a row (one axes, or an array of them). A plain
+    :class:`matplotlib.figure.Figure`: no pyplot, so no backend is selected and the caller's matplotlib state
+    (a notebook's backend, pyplot's figures) is left as it was; ``savefig`` renders PNG with Agg regardless."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(1, ncols)
 
 
 def _fig_per_site(models: Sequence[ModelEntry]) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig, axes = _figure(15, 3.6, 3)
     for m in models:
         per = m.analysis["sparsity"]["per_site"]
         names = list(per)
@@ -381,7 +382,6 @@ def _fig_per_site(models: Sequence[ModelEntry]) -> str:
 
 
 def _fig_density(m: ModelEntry) -> str:
-    plt = _plt()
     per = m.analysis["sparsity"]["per_site"]
     names = list(per)
     rows = []
@@ -390,7 +390,7 @@ def _fig_density(m: ModelEntry) -> str:
         tot = sum(c) or 1
         rows.append([v / tot for v in c])
     edges = per[names[0]]["log10_firing_density_hist"]["edges"]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.16 * len(names))))
+    fig, ax = _figure(7, max(2.5, 0.16 * len(names)))
     im = ax.imshow(rows, aspect="auto", cmap="magma", extent=(edges[0], edges[-1], len(names) - 0.5, -0.5))
     ax.set_xlabel("log10 firing density (live channels)")
     ax.set_ylabel("site")
@@ -400,8 +400,7 @@ def _fig_density(m: ModelEntry) -> str:
 
 
 def _fig_coherence(models: Sequence[ModelEntry]) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    fig, axes = _figure(13, 3.6, 2)
     for m in models:
         coh = m.analysis["coherence"]
         names = list(coh)
@@ -421,8 +420,7 @@ def _fig_coherence(models: Sequence[ModelEntry]) -> str:
 
 
 def _fig_margins(models: Sequence[ModelEntry]) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = _figure(10, 3.6)
     for i, m in enumerate(models):
         mg = m.analysis["margins"]
         names = list(mg)
@@ -437,9 +435,8 @@ def _fig_margins(models: Sequence[ModelEntry]) -> str:
 
 
 def _fig_cka(m: ModelEntry) -> str:
-    plt = _plt()
     cka = m.analysis["convergence"]["cka"]
-    fig, ax = plt.subplots(figsize=(5.5, 4.6))
+    fig, ax = _figure(5.5, 4.6)
     im = ax.imshow(cka["matrix"], vmin=0, vmax=1, cmap="viridis")
     ax.set_title(f"{m.label}: linear CKA between sites ({cka['batches']} minibatches)")
     ax.set_xlabel("site")
@@ -449,8 +446,7 @@ def _fig_cka(m: ModelEntry) -> str:
 
 
 def _fig_ista(models: Sequence[ModelEntry]) -> str:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig, axes = _figure(15, 3.6, 3)
     for i, m in enumerate(models):
         for v in (m.analysis["convergence"].get("ista") or {}).values():
             if "skipped" in v:
@@ -472,10 +468,9 @@ def _fig_ista(models: Sequence[ModelEntry]) -> str:
 
 
 def _fig_attention(m: ModelEntry) -> str:
-    plt = _plt()
     att = m.analysis["attention"]
     names = list(att)
-    fig, axes = plt.subplots(1, 2, figsize=(12, max(2.6, 0.3 * len(names))))
+    fig, axes = _figure(12, max(2.6, 0.3 * len(names)), 2)
     for ax, key, title in zip(axes, ("entropy_norm", "hoyer"), ("normalized entropy (1 = uniform)",
                                                               "Hoyer of attention rows (1 = one key)"), strict=True):
         im = ax.imshow([att[n]["per_head"][key] for n in names], vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -494,8 +489,7 @@ def _attention_table(m: ModelEntry) -> str:
 
 
 def _fig_relchange(models: Sequence[ModelEntry]) -> str:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = _figure(10, 3.2)
     for m in models:
         rc = m.analysis["convergence"]["relative_change"]
         ax.plot([r["relative_change"] for r in rc], marker="o", label=m.label)

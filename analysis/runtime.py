@@ -1,4 +1,5 @@
-"""Process-wide settings for running models on a CPU.
+"""Process-wide settings for running models on a CPU, and which failures of ``torch.compile`` mean that compiling is
+unavailable here (:func:`compile_failure`).
 
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves big blocks (an activation of a batch)
 with ``mmap`` and gives them back to the kernel on ``free`` when they sit above a threshold, and trims the top of
@@ -45,3 +46,36 @@ def retain_freed_memory() -> bool:
                                                                                           _TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False
+
+
+def compile_failure(e: BaseException) -> bool:
+    """Whether ``e`` says that ``torch.compile`` cannot compile the code here, so that running it eagerly gives the
+    same numbers, only slower: no working C++ compiler (Inductor's ``InvalidCxxCompiler``, ``CppCompileError``; Dynamo
+    raises them wrapped in ``BackendCompilerFailed``), an unknown backend (``InvalidBackend``), code Dynamo cannot
+    trace as one graph (``Unsupported``, e.g. a graph break under ``fullgraph=True``), or a dimension marked dynamic
+    that the code specializes (``ConstraintViolationError``).
+
+    Everything else is an error of the computation itself and must propagate: out of memory (also while compiling:
+    ``BackendCompilerFailed`` around a ``MemoryError`` or ``torch.cuda.OutOfMemoryError``), a shape mismatch that eager
+    would raise too (``TorchRuntimeError``), an error raised while the compiled code runs, a bug. (An exception the
+    traced code itself raises reaches us as ``Unsupported`` under ``fullgraph=True``; a caller falling back runs
+    the same code eagerly at once, where it is raised again.)
+    """
+    import torch
+    from torch._dynamo import exc as dynamo_exc
+    from torch._inductor import exc as inductor_exc
+    from torch.fx.experimental.symbolic_shapes import ConstraintViolationError
+
+    if isinstance(e, dynamo_exc.BackendCompilerFailed):
+        return not isinstance(e.inner_exception, (MemoryError, torch.cuda.OutOfMemoryError))
+    return isinstance(e, (dynamo_exc.Unsupported, dynamo_exc.InvalidBackend, ConstraintViolationError,
+                          inductor_exc.InvalidCxxCompiler, inductor_exc.CppCompileError))
+
+
+def compile_failure_reason(e: BaseException) -> str:
+    """What went wrong, on one short line: the first line of ``e``'s message (of the error it wraps, for a
+    ``BackendCompilerFailed``, whose own first line only names the backend) after its type's name."""
+    inner = getattr(e, "inner_exception", None)
+    err = inner if isinstance(inner, BaseException) else e
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__

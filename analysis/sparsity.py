@@ -31,6 +31,7 @@ dataset-level result does not depend on how the data was batched.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +43,7 @@ from torch import Tensor, nn
 
 from analysis.collect import SiteCollector
 from analysis.errors import AnalysisError
+from analysis.runtime import compile_failure, compile_failure_reason
 from analysis.sites import Site
 
 DEFAULT_TAU_ABS = 1e-2
@@ -239,17 +241,20 @@ _COMPILED: dict[str, Callable] = {}
 
 
 def _fused(fn: Callable, *args):
-    """``fn(*args)`` through ``torch.compile`` (one compilation serves all shapes); eager if compiling fails."""
+    """``fn(*args)`` through ``torch.compile`` (one compilation serves all shapes). Where compiling is unavailable
+    (:func:`analysis.runtime.compile_failure`: no C++ toolchain, an unsupported backend, …) one warning, and ``fn``
+    runs eagerly from then on, with the same numbers; any other error (out of memory, a bug) propagates and the
+    compiled path stays."""
     compiled = _COMPILED.get(fn.__name__)
     if compiled is None:
         compiled = _COMPILED[fn.__name__] = torch.compile(fn, dynamic=True)
     try:
         return compiled(*args)
-    except Exception as e:  # no C++ toolchain, unsupported backend…: same numbers, slower
-        import logging
-
+    except Exception as e:
+        if not compile_failure(e):
+            raise
         logging.getLogger(__name__).warning("compiled sparsity statistics unavailable (%s); using eager",
-                                            str(e).splitlines()[0][:200])
+                                            compile_failure_reason(e))
         _COMPILED[fn.__name__] = fn
         return fn(*args)
 

@@ -4,6 +4,7 @@ A model name is a *transformers* model when it is a local folder whose ``config.
 (``save_pretrained`` layout), or a Hub id that is not a timm architecture (``bert-base-uncased``,
 ``google/vit-base-patch16-224``). timm names, ``hf-hub:`` names and timm folders stay on the timm path.
 ``trust_remote_code`` is never enabled: only architectures built into ``transformers`` load.
+transformers' logging and progress bars are left as the caller set them (the CLI quiets them while a command runs).
 """
 
 from __future__ import annotations
@@ -17,14 +18,6 @@ from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
 log = logging.getLogger(__name__)
 
 TASKS = ("image-classification", "text-classification")
-
-
-def _quiet_transformers() -> None:
-    """transformers prints load reports and progress bars to stderr; keep the CLI's output to our lines."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _local_config(name: str) -> dict | None:
@@ -66,7 +59,6 @@ def _config(name: str):
 
     from sparsezoo.models import hub_reachable
 
-    _quiet_transformers()
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
@@ -111,7 +103,6 @@ def load_hf_model(name: str, task: str, label_names: list[str] | None = None, pr
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    _quiet_transformers()
     cls = getattr(transformers, "AutoModelForSequenceClassification" if task == "text-classification"
                   else "AutoModelForImageClassification")
     kwargs = {} if label_names is None else dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),

@@ -7,7 +7,7 @@ from importlib import import_module
 
 import pytest
 
-from sparsezoo.cli import COMMANDS, build_parser
+from sparsezoo.cli import COMMANDS, build_parser, runs_models
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -50,4 +50,36 @@ def test_only_commands_that_run_models_change_the_allocator():
     runs = {c for c, path in COMMANDS.items() if getattr(import_module(path), "RUNS_MODELS", False)}
     assert runs == {"finetune", "demo", "analyze", "explain", "dsc", "zoo"}
     parser = build_parser()  # what main() reads
-    assert parser.parse_args(["zoo", "list"]).runs_models and not parser.parse_args(["list"]).runs_models
+    assert runs_models(parser.parse_args(["analyze", "resnet18"])) and not runs_models(parser.parse_args(["list"]))
+
+
+def test_runs_models_may_depend_on_the_arguments(monkeypatch):
+    import sparsezoo.cli.dsc
+
+    monkeypatch.setattr(sparsezoo.cli.dsc, "RUNS_MODELS", lambda args: args.config == "full")
+    parser = build_parser()
+    assert runs_models(parser.parse_args(["dsc", "--config", "full"]))
+    assert not runs_models(parser.parse_args(["dsc", "--config", "quick"]))
+
+
+def test_zoo_runs_models_only_to_build():
+    parser = build_parser()
+    assert runs_models(parser.parse_args(["zoo", "build", "effnet-lite0-mnist"]))
+    assert not runs_models(parser.parse_args(["zoo", "list"]))
+    assert not runs_models(parser.parse_args(["zoo", "publish", "effnet-lite0-mnist"]))
+
+
+def test_a_command_called_from_python_leaves_the_allocator_alone(monkeypatch):
+    """Only a process that is the command (``main()`` with its own command line) retains freed memory; a
+    ``main([...])`` call from Python (tests, a notebook) does not."""
+    import analysis.runtime
+    import sparsezoo.cli.dsc
+    from sparsezoo.cli import main
+
+    calls = []
+    monkeypatch.setattr(analysis.runtime, "retain_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(sparsezoo.cli.dsc, "run", lambda args: 0)
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # what main() would set; restored after the test
+    assert main(["dsc"]) == 0 and calls == []
+    monkeypatch.setattr(sys, "argv", ["sparsezoo", "dsc"])
+    assert main() == 0 and calls == [1]

@@ -1,18 +1,24 @@
 """The ``sparsezoo`` command: a thin layer that parses, calls library functions and prints.
 
 Each sub-command is a module of this package with ``HELP``, ``add_arguments(parser)`` and ``run(args)``, and
-``RUNS_MODELS = True`` if it runs models batch after batch (then freed tensor memory is kept in the process,
-:func:`analysis.runtime.retain_freed_memory`); they import heavy libraries (torch, timm, …) only inside
-``run``, so ``sparsezoo --help`` stays fast.
-Errors a user can cause end in one line on stderr and exit code 2.
+``RUNS_MODELS`` if it runs models batch after batch: True, or a function of the parsed arguments
+(``argparse.Namespace``) that says whether this invocation does (``zoo build`` does, ``zoo list`` does not); see
+:func:`runs_models`. They import heavy libraries (torch, timm, …) only inside ``run``, so ``sparsezoo --help``
+stays fast. Errors a user can cause end in one line on stderr and exit code 2.
+
+Process-wide state belongs to the command, not to the library: library code leaves logging, progress bars and
+matplotlib's backend alone, and the CLI sets them (:func:`main`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import sys
+from collections.abc import Iterator
 from importlib import import_module
 
 from sparsezoo import __version__
@@ -88,17 +94,77 @@ def _cause(e: BaseException, verbose: bool) -> None:
         traceback.print_exception(e, file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from analysis.errors import AnalysisError
-    from sparsezoo.errors import SparsezooError
+def runs_models(args: argparse.Namespace) -> bool:
+    """Whether the parsed command runs models batch after batch: its module's ``RUNS_MODELS``, a bool or a function
+    of the parsed arguments (absent: False)."""
+    flag = args.runs_models
+    return bool(flag(args) if callable(flag) else flag)
 
-    args = build_parser().parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for reports: the command that made them
-    _setup_logging(args.verbose, args.quiet)
-    if args.runs_models:
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """While a command that runs models runs: transformers logs errors only (unless ``TRANSFORMERS_VERBOSITY`` says
+    otherwise) and shows no progress bars (its switch also turns off huggingface_hub's), nor does datasets; the
+    command's stderr carries our lines. All three are put back as they were afterwards, so that a ``main([...])``
+    call from Python leaves its process as it found it. Imported here, after parsing: ``--help`` stays light."""
+    import datasets
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging as tf_logging
+
+    verbosity, tf_bars = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    hub_bars, ds_bars = not hub.are_progress_bars_disabled(), datasets.is_progress_bar_enabled()
+    if not os.environ.get("TRANSFORMERS_VERBOSITY"):
+        tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    if ds_bars:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if tf_bars:
+            tf_logging.enable_progress_bar()
+        if hub.are_progress_bars_disabled() == hub_bars:  # changed with transformers' switch: put back
+            (hub.enable_progress_bars if hub_bars else hub.disable_progress_bars)()
+        if ds_bars:
+            datasets.enable_progress_bars()
+
+
+def _process_settings(models: bool) -> None:
+    """Settings for a process that is this one command (the console script, ``python -m sparsezoo``), kept until it
+    exits: matplotlib draws with Agg (``MPLBACKEND``, read when matplotlib is first imported; a user's own setting
+    wins) and, for a command that runs models, freed tensor memory stays in the process
+    (:func:`analysis.runtime.retain_freed_memory`, one-way)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if models:
         from analysis.runtime import retain_freed_memory
 
         retain_freed_memory()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``sparsezoo`` command; returns its exit code.
+
+    ``argv`` None: this process's command line. The process is then the command (the console script and
+    ``python -m sparsezoo`` call it so) and gets the process-wide settings of :func:`_process_settings`. A list: a
+    call from Python (tests, a notebook), which leaves the allocator and matplotlib alone; in both, third-party
+    logging and progress bars are quieted only while the command runs (:func:`_quiet_libraries`).
+    """
+    args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for reports: the command that made them
+    _setup_logging(args.verbose, args.quiet)
+    models = runs_models(args)
+    if argv is None:
+        _process_settings(models)
+    with _quiet_libraries() if models else contextlib.nullcontext():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """``args.run(args)``, with the errors a user can cause as one line on stderr and an exit code."""
+    from analysis.errors import AnalysisError
+    from sparsezoo.errors import SparsezooError
+
     try:
         return int(args.run(args) or 0)
     except (SparsezooError, AnalysisError) as e:
