@@ -290,9 +290,11 @@ def task(run: Run) -> tuple[str, str | None]:
 
 def dataset(run: Run) -> tuple[str, str, str]:
     """(dataset type, readable name, split) of the evaluation data, for the model index and the card."""
-    d = run.recipe.data
-    split = d.val_split or f"{d.val_fraction:.0%} of {d.train_split} held out (stratified, split_seed {d.split_seed})"
     from sparsezoo.named_data import NAMED
+
+    d = run.recipe.data
+    own = NAMED[d.source].val_split_of(d) if d.source in NAMED else None  # sets that validate on a split of their own
+    split = own or d.val_split or f"{d.val_fraction:.0%} of {d.train_split} held out (stratified, split_seed {d.split_seed})"
 
     if d.source == "digits":
         return "digits", "scikit-learn digits (load_digits, 8x8 images, 10 classes)", split

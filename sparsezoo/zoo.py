@@ -44,6 +44,7 @@ from sparsezoo.named_data import NAMED
 from sparsezoo.recipe import Recipe
 
 if TYPE_CHECKING:
+    from sparsezoo.hub import ZooModel
     from sparsezoo.licenses import Combined
 
 RESULTS = "results.json"
@@ -151,7 +152,7 @@ def variant_of(path: str | Path) -> tuple[Entry, str] | None:
     return (entry, variant) if entry is not None and variant in entry.variants else None
 
 
-def load(name: str, *, revision: str | None = None, token: str | None = None, root: str | Path = "zoo"):
+def load(name: str, *, revision: str | None = None, token: str | None = None, root: str | Path = "zoo") -> ZooModel:
     """Load a zoo checkpoint (:class:`sparsezoo.hub.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
     checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or run folder.
 

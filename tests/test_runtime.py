@@ -66,7 +66,7 @@ def test_zoo_runs_models_only_to_build():
     parser = build_parser()
     assert runs_models(parser.parse_args(["zoo", "build", "effnet-lite0-mnist"]))
     assert not runs_models(parser.parse_args(["zoo", "list"]))
-    assert not runs_models(parser.parse_args(["zoo", "publish", "effnet-lite0-mnist"]))
+    assert not runs_models(parser.parse_args(["zoo", "publish", "effnet-lite0-mnist", "--org", "myorg"]))
 
 
 def test_a_command_called_from_python_leaves_the_allocator_alone(monkeypatch):

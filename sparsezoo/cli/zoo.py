@@ -16,7 +16,11 @@ import sys
 from sparsezoo.cli._options import positive_int
 
 HELP = "the model zoo: list entries, build one (baseline, variants, analysis, cards), publish it"
-RUNS_MODELS = True  # batch after batch: keep freed activation memory (analysis.runtime)
+
+
+def RUNS_MODELS(args: argparse.Namespace) -> bool:  # noqa: N802 - the attribute sparsezoo.cli reads
+    """Only ``build`` runs models batch after batch (keep freed activation memory: analysis.runtime)."""
+    return args.zoo_command == "build"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
