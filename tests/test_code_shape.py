@@ -1,6 +1,6 @@
 """The code's shape, checked: no function in the library is longer than a reader can hold (60 lines, docstring
 included; the DSC lab's plots too, so nothing is exempt). A long function is split into named steps (see
-sparsezoo/train.py: plan_steps, train_epoch, end_epoch, …).
+sparsezoo/train/loop.py: plan_steps, train_epoch, end_epoch, …).
 """
 
 import ast

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsezoo.data import build_transforms, cap_indices, load_image_data, stratified_split
+from sparsezoo.data.loaders import build_transforms, cap_indices, load_image_data, stratified_split
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -90,7 +90,7 @@ def test_caps_larger_than_the_digits_splits_are_refused():
 
 
 def test_caps_larger_than_a_text_split_are_refused(tmp_path):
-    from sparsezoo.text_data import load_text_data
+    from sparsezoo.data.text import load_text_data
 
     (tmp_path / "t.csv").write_text("text,label\n" + "".join(f"post {i},{i % 2}\n" for i in range(20)))
     spec = DataSpec(source=str(tmp_path / "t.csv"), max_val_samples=5)

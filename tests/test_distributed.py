@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sparsezoo.checkpoint import RUN_FILES
+from sparsezoo.train.checkpoint import RUN_FILES
 
 ARGS = ["finetune", "test_resnet", "--no-pretrained", "--data", "digits", "--img-size", "32", "--epochs", "2",
         "--batch-size", "16", "--l1", "0.05", "--set", "data.max_train_samples=128", "--set",

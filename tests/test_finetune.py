@@ -7,9 +7,9 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from sparsezoo.checkpoint import RUN_FILES, latest_checkpoint
 from sparsezoo.recipe import load_recipe
-from sparsezoo.train import finetune
+from sparsezoo.train.checkpoint import RUN_FILES, latest_checkpoint
+from sparsezoo.train.loop import finetune
 
 
 def test_run_writes_every_output(l1_run):

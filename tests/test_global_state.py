@@ -37,9 +37,9 @@ def state():
 before = state()
 from analysis import analyze
 from analysis.report import build_report, render_html
-from sparsezoo.hf_models import load_hf_model
+from sparsezoo.models.hf import load_hf_model
 from sparsezoo.recipe import DataSpec
-from sparsezoo.text_data import load_text_data
+from sparsezoo.data.text import load_text_data
 
 model, tokenizer = load_hf_model(sys.argv[1], "text-classification", ["negative", "positive"])
 data = load_text_data(DataSpec(source=sys.argv[2], max_length=16))

@@ -203,7 +203,7 @@ def test_statistics_graph_has_no_graph_break(name):
 @pytest.mark.parametrize("kind", ["l1", "hoyer_square"])
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2_100", "minilm"])
 def test_penalized_forward_has_no_graph_break(name, kind):
-    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.train.penalties import SparsityPenalty
 
     model, x = model_and_input(name)
     model.train()
@@ -225,7 +225,7 @@ def test_a_compiled_model_never_reuses_a_graph_traced_without_its_hooks():
     import copy
 
     from analysis.collect import compile_with_hook_guards
-    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.train.penalties import SparsityPenalty
 
     torch._dynamo.reset()
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from sparsezoo.errors import SparsezooError
-from sparsezoo.hf_trainer import SparsityTrainer
-from sparsezoo.penalties import DataParallelError, SparsityPenalty
+from sparsezoo.train.hf_trainer import SparsityTrainer
+from sparsezoo.train.penalties import DataParallelError, SparsityPenalty
 
 
 def resnet() -> nn.Module:

@@ -9,12 +9,12 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from sparsezoo.cards import LIMITATIONS, CardError, base_model, read_baseline, read_run, render_card, sparsity_block
 from sparsezoo.cli import main
 from sparsezoo.errors import SparsezooError
-from sparsezoo.hub import HubError, UnsafeRunFileError, plan_push, split_repo, upload_files
+from sparsezoo.hub.cards import LIMITATIONS, CardError, base_model, read_baseline, read_run, render_card, sparsity_block
+from sparsezoo.hub.client import HubError, UnsafeRunFileError, plan_push, split_repo, upload_files
+from sparsezoo.models.weight_check import BrokenWeightsError
 from sparsezoo.recipe import Recipe
-from sparsezoo.weight_check import BrokenWeightsError
 
 TIMM_CONFIG = {"architecture": "resnet18", "num_classes": 10, "label_names": [str(i) for i in range(10)],
                "pretrained_cfg": {"tag": "a1_in1k", "license": "apache-2.0", "input_size": [3, 32, 32]}}

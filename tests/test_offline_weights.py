@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data as photos
 
 from sparsezoo.errors import WeightsUnavailableError
-from sparsezoo.models import create_model
+from sparsezoo.models.factory import create_model
 from sparsezoo.recipe import ModelSpec
 
 TABBY_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

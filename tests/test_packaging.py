@@ -106,12 +106,13 @@ def test_an_installed_wheel_renders_cards_outside_the_source_tree(tmp_path):
     wheel = next((tmp_path / "dist").glob("*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True, timeout=300,
                    capture_output=True)
-    assert (tmp_path / "site" / "sparsezoo" / "templates" / "model_card.md").is_file()
+    assert (tmp_path / "site" / "sparsezoo" / "hub" / "templates" / "model_card.md").is_file()
+    assert (tmp_path / "site" / "sparsezoo" / "zoo" / "zoo-results.json").is_file()
     assert all((tmp_path / "site" / package / "py.typed").is_file() for package in PACKAGES)  # PEP 561: typed
     shutil.rmtree(src)  # nothing may be read from a source tree
     run = make_run(tmp_path / "elsewhere" / "r18-l1")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "HF_HUB_OFFLINE": "1"}
-    where = subprocess.run([sys.executable, "-c", "import sparsezoo.cards; print(sparsezoo.cards.__file__)"], env=env,
+    where = subprocess.run([sys.executable, "-c", "import sparsezoo.hub.cards; print(sparsezoo.hub.cards.__file__)"], env=env,
                            cwd=run.parent, capture_output=True, text=True, timeout=60)
     assert where.stdout.strip().startswith(str(tmp_path / "site")), where  # the installed copy, not the checkout
     r = subprocess.run([sys.executable, "-m", "sparsezoo", "card", run.name, "--repo", "myorg/r18-l1", "--out",
@@ -121,8 +122,10 @@ def test_an_installed_wheel_renders_cards_outside_the_source_tree(tmp_path):
     assert card.startswith("---\n") and "# r18-l1" in card and "does not make this model faster" in card
 
 
-@pytest.mark.parametrize("name", ["recipes", "templates"])
-def test_package_data_is_declared(name):
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["sparsezoo"]
-    files = [p.relative_to(ROOT / "sparsezoo").as_posix() for p in (ROOT / "sparsezoo" / name).iterdir()]
+@pytest.mark.parametrize("package, name", [("sparsezoo", "recipes"), ("sparsezoo.hub", "templates"),
+                                           ("sparsezoo.zoo", ".")])
+def test_package_data_is_declared(package, name):
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][package]
+    folder = ROOT / package.replace(".", "/")
+    files = [p.relative_to(folder).as_posix() for p in (folder / name).iterdir() if p.suffix in (".yaml", ".json", ".md")]
     assert files and all(any(Path(f).match(p) for p in patterns) for f in files), (files, patterns)

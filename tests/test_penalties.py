@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsezoo.penalties import PENALTIES, SparsityPenalty, hoyer_square_penalty, l1_penalty
+from sparsezoo.train.penalties import PENALTIES, SparsityPenalty, hoyer_square_penalty, l1_penalty
 
 
 class TwoSites(nn.Module):

@@ -7,11 +7,11 @@ import yaml
 from torch import nn
 
 import analysis.sites
-from sparsezoo.activations import ACTIVATIONS
 from sparsezoo.cli import main
 from sparsezoo.errors import RecipeError
-from sparsezoo.penalties import PENALTIES, SparsityPenalty, register_penalty, unregister_penalty
+from sparsezoo.models.activations import ACTIVATIONS
 from sparsezoo.recipe import Recipe, activation_names, penalty_kinds, site_kinds
+from sparsezoo.train.penalties import PENALTIES, SparsityPenalty, register_penalty, unregister_penalty
 
 KIND = "test_squared_l2"
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sparsezoo.schedules import TargetController, lam_at, lr_at
+from sparsezoo.train.schedules import TargetController, lam_at, lr_at
 
 
 def test_lambda_warmup_then_linear_and_cosine_ramp():

@@ -27,7 +27,7 @@ def test_zero_frac_rises_with_lambda(model, lam, extra, tmp_path):
 
 @pytest.mark.slow
 def test_demo_writes_the_table(tmp_path):
-    from sparsezoo.demo import run_demo
+    from sparsezoo.train.demo import run_demo
 
     rows = run_demo(tmp_path / "demo", lams=[0.0, 1e-3], epochs=3)  # mobilenetv2_100, offline ImageNet weights
     assert [r["lam"] for r in rows] == [0.0, 1e-3]

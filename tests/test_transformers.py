@@ -10,7 +10,7 @@ import torch
 
 from sparsezoo.cli import main
 from sparsezoo.recipe import Recipe
-from sparsezoo.train import finetune
+from sparsezoo.train.loop import finetune
 
 MINILM = None
 
@@ -74,7 +74,7 @@ def test_l1_lowers_ffn_activation_density(dense_and_sparse):
 def test_saved_run_loads_with_plain_transformers(dense_and_sparse, reviews):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sparsezoo.text_data import TextCollator, load_text_data
+    from sparsezoo.data.text import TextCollator, load_text_data
 
     run = dense_and_sparse[1].out
     assert {"config.json", "model.safetensors", "recipe.yaml", "metrics.json", "tokenizer.json"} <= {
@@ -104,8 +104,8 @@ def test_padded_tokens_do_not_count(reviews):
     from transformers import AutoTokenizer
 
     from analysis.pipeline import measure
-    from sparsezoo.activations import replace_activations
-    from sparsezoo.hf_models import load_hf_model
+    from sparsezoo.models.activations import replace_activations
+    from sparsezoo.models.hf import load_hf_model
 
     model, tok = load_hf_model(minilm(), "text-classification", ["a", "b"])
     from analysis.sites import find_sites
@@ -124,10 +124,10 @@ def test_padded_tokens_do_not_count(reviews):
 def test_trainer_integration_adds_and_logs_the_penalty(reviews, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from sparsezoo.hf_models import load_hf_model
-    from sparsezoo.hf_trainer import SparsityTrainer, sparsity_loss_func
-    from sparsezoo.penalties import SparsityPenalty
-    from sparsezoo.text_data import TextCollator, load_text_data
+    from sparsezoo.data.text import TextCollator, load_text_data
+    from sparsezoo.models.hf import load_hf_model
+    from sparsezoo.train.hf_trainer import SparsityTrainer, sparsity_loss_func
+    from sparsezoo.train.penalties import SparsityPenalty
 
     data = load_text_data(text_recipe(reviews).data)
     model, tok = load_hf_model(minilm(), "text-classification", data.label_names)

@@ -95,7 +95,7 @@ def test_the_history_table_reads_the_near_zero_column_from_the_summary():
 
 
 def test_penalty_terms_are_a_read_only_mapping_with_host_floats():
-    from sparsezoo.penalties import PenaltyTerms, SparsityPenalty
+    from sparsezoo.train.penalties import PenaltyTerms, SparsityPenalty
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 5), nn.ReLU())

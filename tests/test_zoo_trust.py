@@ -15,9 +15,9 @@ import pytest
 from huggingface_hub import ModelCard
 from test_hub_cards import card_sections, make_run
 
-from sparsezoo import zoo
-from sparsezoo.cards import model_license, read_run, render_card
-from sparsezoo.licenses import combine, parse
+from sparsezoo.hub.cards import model_license, read_run, render_card
+from sparsezoo.hub.licenses import combine, parse
+from sparsezoo.zoo import entries as zoo
 
 REPO = Path(__file__).resolve().parent.parent
 CARDS = REPO / "model_cards"
@@ -89,12 +89,12 @@ def test_the_committed_cards_and_results_state_the_same_license_and_lineage():
             assert card.data.license == lic and card.data.base_model == base, (name, variant)
             license_section = card_sections(card.text)["License"]
             assert f"`{lic}`" in license_section and "- Weights:" in license_section and "- Data:" in license_section
-    assert "base_model" not in (REPO / "sparsezoo" / "zoo.yaml").read_text().split("entries:")[1]
+    assert "base_model" not in (REPO / "sparsezoo" / "zoo" / "zoo.yaml").read_text().split("entries:")[1]
 
 
 def test_packaged_weights_are_the_files_their_lineage_names():
     """base_model and licenses rest on the shipped files being the ones recorded (sha256)."""
-    from sparsezoo.offline_weights import PACKAGED_MODELS, PROVIDERS, packaged_model_dir
+    from sparsezoo.models.offline_weights import PACKAGED_MODELS, PROVIDERS, packaged_model_dir
 
     for provider in PROVIDERS.values():
         try:
@@ -109,7 +109,7 @@ def test_packaged_weights_are_the_files_their_lineage_names():
 
 
 def test_a_license_override_may_not_grant_more_than_the_inputs_allow(tmp_path):
-    from sparsezoo.cards import CardError
+    from sparsezoo.hub.cards import CardError
 
     run = read_run(make_run(tmp_path / "elpv", source="elpv"))  # resnet18.a1_in1k (apache-2.0) on ELPV
     assert model_license(run).hub_id == "cc-by-nc-sa-4.0"
@@ -205,7 +205,7 @@ def test_a_short_name_loads_the_local_build_first_and_says_where_it_looked(tmp_p
     shutil.copytree(run_dir, root / "effnet-lite0-mnist" / "dense", ignore=shutil.ignore_patterns("checkpoints"))
     model = zoo.load("effnet-lite0-mnist:dense", root=root)
     assert model.path == root / "effnet-lite0-mnist" / "dense" and model.repo_id is None
-    from sparsezoo.hub import HubError
+    from sparsezoo.hub.client import HubError
 
     with pytest.raises(HubError) as err:  # offline, nothing cached, nothing built
         zoo.load("effnet-lite0-mnist:l1-1e-4", root=root)
@@ -214,7 +214,7 @@ def test_a_short_name_loads_the_local_build_first_and_says_where_it_looked(tmp_p
 
 
 def test_zoo_list_shows_the_recorded_numbers_from_the_package(tmp_path):
-    packaged = REPO / "sparsezoo" / zoo.ZOO_RESULTS
+    packaged = REPO / "sparsezoo" / "zoo" / zoo.ZOO_RESULTS
     assert packaged.read_bytes() == (CARDS / zoo.ZOO_RESULTS).read_bytes()  # the shipped copy is the recorded zoo
     r = sparsezoo("zoo", "list", cwd=tmp_path)  # no model_cards/ and no build here: the package's copy
     assert r.returncode == 0 and re.search(r"^  mnv2-elpv:dense +top-1 0\.\d{4}", r.stdout, re.M), r.stdout

@@ -53,8 +53,8 @@ def site_kind(text: str) -> str:
 
 
 def penalty_setting(text: str) -> tuple[str, float]:
-    """``KIND=λ``: a kind of the live penalty registry :data:`sparsezoo.penalties.PENALTIES` (built-in or added
-    with :func:`~sparsezoo.penalties.register_penalty`) and its λ >= 0."""
+    """``KIND=λ``: a kind of the live penalty registry :data:`sparsezoo.train.penalties.PENALTIES` (built-in or added
+    with :func:`~sparsezoo.train.penalties.register_penalty`) and its λ >= 0."""
     from sparsezoo.recipe import penalty_kinds
 
     kind, sep, lam = text.partition("=")
@@ -96,8 +96,8 @@ def data_spec(args: argparse.Namespace):
 
 
 def load_models(args: argparse.Namespace, device: str) -> list:
-    """The model and, with --compare, the second one (each a :class:`sparsezoo.inputs.LoadedModel`)."""
-    from sparsezoo.inputs import load_model
+    """The model and, with --compare, the second one (each a :class:`sparsezoo.data.inputs.LoadedModel`)."""
+    from sparsezoo.data.inputs import load_model
 
     specs = [(args.model, args.weights)] + ([(args.compare, args.compare_weights)] if args.compare else [])
     return [load_model(n, w, args.pretrained, args.task, device) for n, w in specs]

@@ -22,11 +22,11 @@ class ReportInputs:
     """The models of a report (the subject, then the ``--compare`` baseline) and the samples they all see."""
 
     labels: list[str]  # how the report names each model
-    models: list[Any]  # sparsezoo.inputs.LoadedModel
+    models: list[Any]  # sparsezoo.data.inputs.LoadedModel
     device: str
     progress: bool
     command: str  # the command line that makes the report
-    samples: Any = None  # sparsezoo.inputs.Samples, or None (weights only)
+    samples: Any = None  # sparsezoo.data.inputs.Samples, or None (weights only)
 
 
 def report_folder(args: argparse.Namespace, suffix: str = "") -> Path:
@@ -48,7 +48,7 @@ def load_inputs(args: argparse.Namespace, with_data: bool = True) -> ReportInput
     ``--data`` preprocessed for the first model (both models see the same inputs)."""
     import torch
 
-    from sparsezoo.inputs import sample_loader
+    from sparsezoo.data.inputs import sample_loader
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     names = [args.model] + ([args.compare] if args.compare else [])

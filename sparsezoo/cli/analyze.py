@@ -80,7 +80,7 @@ def _apply_variants(args: argparse.Namespace, model) -> None:
     if not args.activation and args.threshold is None:
         return
     from analysis.sites import find_sites
-    from sparsezoo.activations import replace_activations, threshold_activations
+    from sparsezoo.models.activations import replace_activations, threshold_activations
 
     acts = find_sites(model)
     if args.activation:
@@ -112,7 +112,7 @@ def _explain_section(args: argparse.Namespace, inputs: ReportInputs, results: li
     """``--explain``: feature explanations of each model, into its analysis and one report section."""
     from analysis.interpret import explain, to_json
     from analysis.interpret.render import render_section
-    from sparsezoo.inputs import class_names
+    from sparsezoo.data.inputs import class_names
 
     explained = []
     for (label, _, res), loaded in zip(results, inputs.models, strict=True):

@@ -28,10 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sparsezoo.cards import read_baseline, read_run, render_card
-    from sparsezoo.hub import split_repo
+    from sparsezoo.hub.cards import read_baseline, read_run, render_card
+    from sparsezoo.hub.client import split_repo
     from sparsezoo.io import atomic_write_text
-    from sparsezoo.zoo import registry, variant_of
+    from sparsezoo.zoo.entries import registry, variant_of
 
     repo, baseline_dir = args.repo, args.baseline
     if repo is not None:

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.demo import DEFAULT_LAMS, format_table, run_demo
+    from sparsezoo.train.demo import DEFAULT_LAMS, format_table, run_demo
 
     rows = run_demo(args.out, args.lams or DEFAULT_LAMS, args.epochs, resume=args.resume, force=args.force,
                     progress=sys.stderr.isatty())

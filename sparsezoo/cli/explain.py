@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.metrics import ExplainSummary
     from analysis.interpret.render import render_page
-    from sparsezoo.inputs import class_names
+    from sparsezoo.data.inputs import class_names
 
     check_methods(args.method, class_method)
     inputs = load_inputs(args)  # the same models and samples as sparsezoo analyze

@@ -53,7 +53,7 @@ def _add_model_arguments(g) -> None:
                    help="for transformers models (default: detected from the architecture)")
     g.add_argument("--activation", metavar="NAME",
                    help="replace the (FFN) activations first: relu | relu2 | gelu | silu | topk:K "
-                        "(sparsezoo.activations)")
+                        "(sparsezoo.models.activations)")
 
 
 def _add_data_arguments(g) -> None:
@@ -73,7 +73,7 @@ def _add_sparsity_arguments(g) -> None:
     g.add_argument("--l1", type=nonneg_float, help="λ of the l1 penalty (per-position l1, averaged over sites)")
     g.add_argument("--hoyer", type=nonneg_float, help="λ of the Hoyer-square penalty")
     g.add_argument("--penalty", type=penalty_setting, action="append", default=[], metavar="KIND=λ",
-                   help="λ of any registered penalty kind (sparsezoo.penalties.register_penalty; repeatable)")
+                   help="λ of any registered penalty kind (sparsezoo.train.penalties.register_penalty; repeatable)")
     g.add_argument("--target-zero-frac", type=fraction,
                    help="adapt λ (of --l1, else --hoyer, else the first --penalty) until the mean zero_frac reaches "
                         "this value")
@@ -225,14 +225,14 @@ def run(args: argparse.Namespace) -> int:
     if args.print_recipe:
         sys.stdout.write(recipe.to_yaml())
         return 0
-    from sparsezoo.train import finetune
+    from sparsezoo.train.loop import finetune
 
     out = Path(args.out) if args.out else Path("runs") / recipe.tag()
     progress = sys.stderr.isatty() and not args.no_progress
     result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return 0
-    from sparsezoo.hf_models import model_family
+    from sparsezoo.models.hf import model_family
 
     print(format_history(result.history))
     if model_family(recipe.model.name) == "transformers":

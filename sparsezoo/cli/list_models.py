@@ -37,7 +37,7 @@ def format_table(entries) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.hub import list_zoo
+    from sparsezoo.hub.client import list_zoo
 
     entries = list_zoo(args.author, limit=args.limit)
     if args.json:

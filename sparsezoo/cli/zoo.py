@@ -79,7 +79,7 @@ def _overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo import zoo
+    from sparsezoo.zoo import entries as zoo
 
     if args.zoo_command == "list":
         items = zoo.list_entries(args.root, args.cards_dir)

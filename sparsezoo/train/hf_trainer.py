@@ -1,6 +1,6 @@
 """Drop-in sparsity for people who train with the Hugging Face ``Trainer``.
 
-Two ways, both adding the same penalty as ``sparsezoo finetune`` (see :mod:`sparsezoo.penalties`):
+Two ways, both adding the same penalty as ``sparsezoo finetune`` (see :mod:`sparsezoo.train.penalties`):
 
 1. :class:`SparsityTrainer`, a ``Trainer`` subclass that adds the penalty to the loss and logs it::
 
@@ -21,7 +21,7 @@ Padding never counts: the batch's ``attention_mask`` is handed to the penalty be
 ``on_train_begin`` and detaches it at ``on_train_end``, and ``train()`` detaches it if it raises), so the model
 comes back with no hooks and its ``inplace`` flags as they were, and a second trainer on the same model adds no
 second set of hooks. ``nn.DataParallel`` (which the Trainer uses for several GPUs in one process) is refused
-with :class:`~sparsezoo.penalties.DataParallelError`: run one process per GPU (torchrun or accelerate launch).
+with :class:`~sparsezoo.train.penalties.DataParallelError`: run one process per GPU (torchrun or accelerate launch).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from sparsezoo.penalties import DATA_PARALLEL_MESSAGE, DataParallelError, SparsityPenalty, check_no_data_parallel
+from sparsezoo.train.penalties import DATA_PARALLEL_MESSAGE, DataParallelError, SparsityPenalty, check_no_data_parallel
 
 
 def _mask(inputs: Mapping[str, Any]) -> torch.Tensor | None:
@@ -77,7 +77,7 @@ class SparsityTrainer(Trainer):
     on attaches them for that call.
 
     Args:
-        sparsity: a :class:`~sparsezoo.penalties.SparsityPenalty` built on the model, or ``{kind: λ}``
+        sparsity: a :class:`~sparsezoo.train.penalties.SparsityPenalty` built on the model, or ``{kind: λ}``
             (e.g. ``{"l1": 1e-4}``) to build one on all activation sites (rebuilt on the new model, with the
             current λ, when ``model_init`` makes a new one for ``train()``).
         *args, **kwargs: everything ``Trainer`` takes.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.data import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, cap_indices, stratified_split
+from sparsezoo.data.loaders import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, cap_indices, stratified_split
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -43,7 +43,7 @@ def _root_cause(e: BaseException) -> BaseException:
 def _open(spec: DataSpec):
     import datasets
 
-    from sparsezoo.named_data import did_you_mean, named
+    from sparsezoo.data.named import did_you_mean, named
 
     src = spec.source
     known = named(src, "text")

@@ -63,11 +63,11 @@ class Task:
 
     def save(self, out: Path, raw_model, metadata: dict[str, str]) -> None:
         if self.family == "transformers":
-            from sparsezoo.hf_models import save_hf_model
+            from sparsezoo.models.hf import save_hf_model
 
             save_hf_model(out, raw_model, self.preprocessor, metadata)
         else:
-            from sparsezoo.checkpoint import save_model_files
+            from sparsezoo.train.checkpoint import save_model_files
 
             save_model_files(out, raw_model, self.label_names, self.data_config, metadata)
 
@@ -100,7 +100,7 @@ def hf_image_transforms(processor: Any, img_size: int | None, augment: str):
 def _apply_activation(model, sites: list, spec: str | None) -> list:
     if not spec:
         return sites
-    from sparsezoo.activations import replace_activations
+    from sparsezoo.models.activations import replace_activations
 
     acts = [s for s in sites if s.kind == "activation"]
     if not acts:
@@ -113,9 +113,9 @@ def _apply_activation(model, sites: list, spec: str | None) -> list:
 def build_task(recipe: Recipe) -> Task:
     """Model, data and sites for ``recipe`` (raises SparsezooError subclasses on bad input)."""
     from analysis.sites import find_sites
-    from sparsezoo.data import Transformed, build_transforms, load_image_data
-    from sparsezoo.hf_models import load_hf_model, model_family, resolve_task
-    from sparsezoo.offline_weights import packaged_model_dir
+    from sparsezoo.data.loaders import Transformed, build_transforms, load_image_data
+    from sparsezoo.models.hf import load_hf_model, model_family, resolve_task
+    from sparsezoo.models.offline_weights import packaged_model_dir
 
     d = recipe.data
     m = dataclasses.replace(recipe.model, name=packaged_model_dir(recipe.model.name))
@@ -123,7 +123,7 @@ def build_task(recipe: Recipe) -> Task:
     if family == "timm":
         if m.task not in ("auto", "image-classification"):
             raise RecipeError(f"{m.name} is a timm image model; task {m.task!r} does not apply")
-        from sparsezoo.models import create_model
+        from sparsezoo.models.factory import create_model
 
         data = load_image_data(d)
         model = create_model(m, num_classes=len(data.label_names), img_size=d.img_size)
@@ -135,7 +135,7 @@ def build_task(recipe: Recipe) -> Task:
             raise RecipeError("--weights applies to timm models; a transformers model loads its own weights")
         kind = resolve_task(m.name, m.task)
         if kind == "text-classification":
-            from sparsezoo.text_data import TextCollator, load_text_data
+            from sparsezoo.data.text import TextCollator, load_text_data
 
             data = load_text_data(d)
             model, tok = load_hf_model(m.name, kind, data.label_names, m.pretrained)

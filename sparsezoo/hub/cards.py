@@ -1,6 +1,6 @@
 """Model cards for sparsezoo runs: front matter the Hub indexes, and a body people read.
 
-A card is rendered from the Jinja template ``sparsezoo/templates/model_card.md`` (package data, read with
+A card is rendered from the Jinja template ``sparsezoo/hub/templates/model_card.md`` (package data, read with
 :mod:`importlib.resources`, so it works from an installed wheel) with :class:`huggingface_hub.ModelCard`. Its
 front matter (:func:`card_data`) holds ``library_name`` (timm or transformers), ``base_model``, ``tags`` (always
 ``sparsezoo`` and ``sparse-features``), ``datasets`` (Hub data sets only), ``license``, a ``model-index`` with
@@ -11,7 +11,7 @@ given, and the recipe hash.
 
 Example::
 
-    >>> from sparsezoo.cards import read_run, render_card
+    >>> from sparsezoo.hub.cards import read_run, render_card
     >>> card = render_card(read_run("runs/r50-l1"), repo_id="myorg/resnet50-l1e-4")
     >>> card.data.sparsity["model_wide"]["zero_frac_mean_sites"]["value"]
     0.6131...
@@ -33,9 +33,9 @@ from sparsezoo.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
     from analysis.sparsity import NearZero, SparsitySummary
-    from sparsezoo.licenses import Combined, License
+    from sparsezoo.hub.licenses import Combined, License
 
-TEMPLATE = "templates/model_card.md"  # package data of sparsezoo (pyproject.toml: package-data)
+TEMPLATE = "templates/model_card.md"  # package data of sparsezoo.hub (pyproject.toml: package-data)
 TAGS = ("sparsezoo", "sparse-features")
 Library = Literal["timm", "transformers"]
 
@@ -128,7 +128,7 @@ def read_run(path: str | Path, *, check_weights: bool = True) -> Run:
 
     ``metrics.json`` must say ``"complete": true`` (what ``sparsezoo finetune`` writes once training has ended),
     and, with ``check_weights``, the weights must be intact safetensors holding only finite numbers
-    (:func:`sparsezoo.weight_check.check_weights`): a card is never written, nor a run published, for broken
+    (:func:`sparsezoo.models.weight_check.check_weights`): a card is never written, nor a run published, for broken
     weights.
 
     Raises:
@@ -156,7 +156,7 @@ def read_run(path: str | Path, *, check_weights: bool = True) -> Run:
         raise CardError(f"{path}/metrics.json is for recipe {metrics.get('recipe_hash')}, but recipe.yaml hashes to "
                         f"{recipe.hash()}; the files come from different runs")
     if check_weights:
-        from sparsezoo.weight_check import check_weights as check
+        from sparsezoo.models.weight_check import check_weights as check
 
         check(path)
     return Run(path, library, config, recipe, metrics)
@@ -173,9 +173,9 @@ def base_model(run: Run) -> str | None:
     """The Hub id of the exact weights fine-tuning started from, or None (random init, weights no Hub repo is
     known to hold, local or third-party files). The Hub builds its model tree from it, so it is never a guess:
     timm weights of ``arch.tag`` live in ``timm/arch.tag``; packaged weights name a repo only where their file is
-    known to be that repo's (:mod:`sparsezoo.offline_weights`).
+    known to be that repo's (:mod:`sparsezoo.models.offline_weights`).
     """
-    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+    from sparsezoo.models.offline_weights import PROVIDERS, packaged_model
 
     spec = run.recipe.model
     if not spec.pretrained:
@@ -201,8 +201,8 @@ def base_model(run: Run) -> str | None:
 def weights_license(run: Run) -> License | None:
     """The license of the weights fine-tuning started from, as their owner states it (None: random init, which
     carries none; ``unknown`` where nobody states one)."""
-    from sparsezoo.licenses import parse
-    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+    from sparsezoo.hub.licenses import parse
+    from sparsezoo.models.offline_weights import PROVIDERS, packaged_model
 
     spec = run.recipe.model
     if not spec.pretrained:
@@ -220,15 +220,15 @@ def weights_license(run: Run) -> License | None:
 
 def data_license(run: Run) -> License:
     """The license of the fine-tuning data (named data sets state theirs; other data: unknown)."""
-    from sparsezoo.licenses import parse
-    from sparsezoo.named_data import NAMED
+    from sparsezoo.data.named import NAMED
+    from sparsezoo.hub.licenses import parse
 
     source = run.recipe.data.source
     return parse(NAMED[source].license if source in NAMED else None)
 
 
 def model_license(run: Run, override: str | None = None) -> Combined:
-    """The card's license: the most restrictive of the weights' and the data's (:func:`sparsezoo.licenses.combine`).
+    """The card's license: the most restrictive of the weights' and the data's (:func:`sparsezoo.hub.licenses.combine`).
 
     ``override`` (``--license``) is taken only where the inputs leave it open (``other``); a license that grants
     more or other than what the weights and data allow is refused.
@@ -236,7 +236,7 @@ def model_license(run: Run, override: str | None = None) -> Combined:
     Raises:
         CardError: ``override`` differs from the license the weights and data allow.
     """
-    from sparsezoo.licenses import Combined, License, combine, parse
+    from sparsezoo.hub.licenses import Combined, License, combine, parse
 
     weights, data = weights_license(run), data_license(run)
     if weights is None:
@@ -257,7 +257,7 @@ def model_license(run: Run, override: str | None = None) -> Combined:
 
 def describe_start(run: Run) -> str:
     """Where fine-tuning started, in words."""
-    from sparsezoo.offline_weights import PROVIDERS, packaged_model
+    from sparsezoo.models.offline_weights import PROVIDERS, packaged_model
 
     spec = run.recipe.model
     if not spec.pretrained:
@@ -290,7 +290,7 @@ def task(run: Run) -> tuple[str, str | None]:
 
 def dataset(run: Run) -> tuple[str, str, str]:
     """(dataset type, readable name, split) of the evaluation data, for the model index and the card."""
-    from sparsezoo.named_data import NAMED
+    from sparsezoo.data.named import NAMED
 
     d = run.recipe.data
     own = NAMED[d.source].val_split_of(d) if d.source in NAMED else None  # sets that validate on a split of their own
@@ -315,7 +315,7 @@ def local_inputs(run: Run) -> list[str]:
         out.append(f"weights file `{spec.weights}`")
     if Path(spec.name).exists() or spec.name.startswith(("/", ".", "~", "local-dir:")):
         out.append(f"model folder `{spec.name}`")
-    from sparsezoo.named_data import NAMED
+    from sparsezoo.data.named import NAMED
 
     if data.source not in NAMED and not _is_hub_id(data.source):
         out.append(f"data `{data.source}`")
@@ -413,14 +413,14 @@ def read_baseline(path: str | Path, run: Run) -> Run:
 
 
 def card_template() -> str:
-    """The Jinja source of the model card (``sparsezoo/templates/model_card.md``, shipped inside the package)."""
+    """The Jinja source of the model card (``sparsezoo/hub/templates/model_card.md``, shipped inside the package)."""
     from importlib import resources
 
     try:
         folder, name = TEMPLATE.split("/")
-        return resources.files("sparsezoo").joinpath(folder).joinpath(name).read_text(encoding="utf-8")
+        return resources.files("sparsezoo.hub").joinpath(folder).joinpath(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise CardError(f"the model card template sparsezoo/{TEMPLATE} is missing from this installation of sparsezoo "
+        raise CardError(f"the model card template sparsezoo/hub/{TEMPLATE} is missing from this installation of sparsezoo "
                         f"({type(e).__name__}); reinstall it") from e
 
 

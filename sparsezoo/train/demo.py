@@ -22,7 +22,7 @@ DEFAULT_LAMS = (0.0, 1e-5, 1e-4, 1e-3)  # off, gentle, moderate, strong (penalti
 def run_demo(out: str | Path, lams: Sequence[float] = DEFAULT_LAMS, epochs: int | None = None,
              resume: bool = False, force: bool = False, progress: bool = False) -> list[dict]:
     """Run the sweep into ``out/l1_<λ>/`` and write ``out/summary.{json,md}``; returns the table rows."""
-    from sparsezoo.train import finetune
+    from sparsezoo.train.loop import finetune
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (resume or force):

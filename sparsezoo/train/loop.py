@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsezoo.checkpoint import (
+from sparsezoo.errors import DataError, SparsezooError
+from sparsezoo.io import atomic_write_json, atomic_write_text
+from sparsezoo.recipe import OptimSpec, Recipe, validate
+from sparsezoo.train.checkpoint import (
     CHECKPOINTS,
     RUN_FILES,
     latest_checkpoint,
@@ -42,19 +45,16 @@ from sparsezoo.checkpoint import (
     staging_folder,
     truncate_log,
 )
-from sparsezoo.errors import DataError, SparsezooError
-from sparsezoo.io import atomic_write_json, atomic_write_text
-from sparsezoo.lock import FolderLock, FolderLockedError
-from sparsezoo.recipe import OptimSpec, Recipe, validate
-from sparsezoo.schedules import TargetController, lam_at, lr_at
+from sparsezoo.train.lock import FolderLock, FolderLockedError
+from sparsezoo.train.schedules import TargetController, lam_at, lr_at
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
     from analysis.sites import Site
-    from sparsezoo.penalties import SparsityPenalty
-    from sparsezoo.tasks import Task
+    from sparsezoo.train.penalties import SparsityPenalty
+    from sparsezoo.train.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +223,13 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
              on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with the recipe's sparsity penalties.
 
-    The run holds an exclusive lock on ``out`` (:mod:`sparsezoo.lock`) from start to end. Everything that can
+    The run holds an exclusive lock on ``out`` (:mod:`sparsezoo.train.lock`) from start to end. Everything that can
     be checked is checked before anything is written; with ``force`` an existing run is replaced only once the
     new one has its first checkpoint; a run that fails before its first checkpoint leaves nothing behind.
 
     Args:
         recipe: a :class:`~sparsezoo.recipe.Recipe` (validated again here).
-        out: run folder (see :mod:`sparsezoo.checkpoint` for its layout).
+        out: run folder (see :mod:`sparsezoo.train.checkpoint` for its layout).
         resume: continue from the newest checkpoint in ``out`` (made under the same recipe).
         force: replace an existing run in ``out``.
         progress: show tqdm progress bars (main process only).
@@ -367,7 +367,7 @@ class LossMeans:
 @dataclass
 class LossSums:
     """Sums over training steps of the task loss and of the unweighted term of each penalty kind
-    (:attr:`SparsityPenalty.last_terms <sparsezoo.penalties.SparsityPenalty.last_terms>`): 0-d tensors on the
+    (:attr:`SparsityPenalty.last_terms <sparsezoo.train.penalties.SparsityPenalty.last_terms>`): 0-d tensors on the
     device, so adding a step costs no host sync. ``steps`` counts the steps added."""
 
     task: Tensor
@@ -446,7 +446,7 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
               on_epoch: Callable[[dict], None] | None) -> RunResult:
     from analysis.collect import compile_with_hook_guards
     from analysis.sites import site_stages
-    from sparsezoo.tasks import build_task
+    from sparsezoo.train.tasks import build_task
 
     ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
     seed_all(recipe.train.seed)
@@ -477,7 +477,7 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
 def _build_penalty(recipe: Recipe, task: Task) -> tuple[SparsityPenalty, dict[str, TargetController]]:
     """The recipe's penalty on the task's sites (every λ 0 until the schedule raises it) and the λ controllers
     of the penalties that have a ``target_zero_frac``."""
-    from sparsezoo.penalties import SparsityPenalty
+    from sparsezoo.train.penalties import SparsityPenalty
 
     targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
                for p in recipe.penalties if p.target_zero_frac is not None}

@@ -57,13 +57,13 @@ def model_family(name: str) -> str:
 def _config(name: str):
     from transformers import AutoConfig
 
-    from sparsezoo.models import hub_reachable
+    from sparsezoo.models.factory import hub_reachable
 
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
         if _local_config(name) is None and not hub_reachable():
-            from sparsezoo.models import check_architecture
+            from sparsezoo.models.factory import check_architecture
 
             try:
                 check_architecture(name)  # raises with close timm names

@@ -28,9 +28,9 @@ def load_model(name: str, weights: str | None = None, pretrained: bool = True, t
 
     ``pretrained=False`` applies to timm architecture names only: a folder or Hub repo *is* its weights.
     """
-    from sparsezoo.hf_models import load_hf_model, model_family, resolve_task
-    from sparsezoo.models import create_model, local_model_dir
-    from sparsezoo.offline_weights import packaged_model_dir
+    from sparsezoo.models.factory import create_model, local_model_dir
+    from sparsezoo.models.hf import load_hf_model, model_family, resolve_task
+    from sparsezoo.models.offline_weights import packaged_model_dir
     from sparsezoo.recipe import ModelSpec
 
     name = packaged_model_dir(name)
@@ -81,7 +81,7 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
     if loaded.task == "text-classification":
         from datasets import concatenate_datasets
 
-        from sparsezoo.text_data import TextCollator, load_text_data
+        from sparsezoo.data.text import TextCollator, load_text_data
 
         data = load_text_data(spec)
         both = concatenate_datasets([data.val, data.train])
@@ -89,12 +89,12 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
         return Samples(DataLoader(both.select(range(n)), batch_size=batch_size, shuffle=False, pin_memory=pin,
                                   collate_fn=TextCollator(loaded.preprocessor, spec.max_length)),
                        n, _describe(data.description, n, len(data.val)), list(data.label_names))
-    from sparsezoo.data import Transformed, build_transforms, load_image_data
+    from sparsezoo.data.loaders import Transformed, build_transforms, load_image_data
 
     data = load_image_data(spec)
     collate = None
     if loaded.family == "transformers":
-        from sparsezoo.tasks import hf_image_transforms
+        from sparsezoo.train.tasks import hf_image_transforms
 
         _, eval_tf, hw = hf_image_transforms(loaded.preprocessor, spec.img_size, "none")
         native = getattr(loaded.model.config, "image_size", None)

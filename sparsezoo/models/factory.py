@@ -7,7 +7,7 @@ Model names:
 - a local folder with a timm ``config.json`` (a sparsezoo run folder is one).
 
 Weights: timm's own pretrained weights (downloaded once into the Hugging Face cache), a
-``.safetensors`` file, or ``offline`` (see :mod:`sparsezoo.offline_weights`). With no network and no cached
+``.safetensors`` file, or ``offline`` (see :mod:`sparsezoo.models.offline_weights`). With no network and no cached
 weights the error says how to proceed, instead of retrying for a minute.
 The classifier head is sized to ``num_classes``; a pretrained head of another size is dropped.
 """
@@ -40,7 +40,7 @@ def local_model_dir(name: str) -> Path | None:
     """The folder ``name`` points at if it is a local timm model folder, else None."""
     p = Path(name.removeprefix("local-dir:")).expanduser()
     if p.is_dir() and (p / "config.json").is_file():
-        from sparsezoo.hf_models import _local_config
+        from sparsezoo.models.hf import _local_config
 
         _local_config(str(p))  # a folder with a broken config.json says so, not "unknown model"
         return p
@@ -104,7 +104,7 @@ def _ensure_hub_available(name: str, pretrained: bool = True) -> None:
     """
     from timm.models import get_pretrained_cfg
 
-    from sparsezoo import offline_weights
+    from sparsezoo.models import offline_weights
 
     repo: str | None
     where: str | tuple[str, ...] | None
@@ -229,7 +229,7 @@ def create_model(spec: ModelSpec, num_classes: int | None = None, img_size: int 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsUnavailableError(f"cannot create {name} from {where}: {first}") from e
     if spec.weights == "offline":
-        from sparsezoo import offline_weights
+        from sparsezoo.models import offline_weights
 
         pretrained_cfg: dict[str, Any] = getattr(model, "pretrained_cfg", None) or {}
         arch = arch or pretrained_cfg.get("architecture")

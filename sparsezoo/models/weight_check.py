@@ -10,7 +10,7 @@ file and the problem.
 
 Example::
 
-    >>> from sparsezoo.weight_check import check_weights
+    >>> from sparsezoo.models.weight_check import check_weights
     >>> check_weights("runs/r50-l1")          # raises BrokenWeightsError if a file is broken
     [PosixPath('runs/r50-l1/model.safetensors')]
 """

@@ -1,7 +1,7 @@
 """The model zoo: sparse checkpoints of real models on real data, each next to its dense baseline, by short name.
 
-The zoo is data (``sparsezoo/zoo.yaml``, SAELens/timm style): every *entry* names a base model with real weights
-that install offline, a real data set (:mod:`sparsezoo.named_data`), the recipe its runs share, a dense
+The zoo is data (``sparsezoo/zoo/zoo.yaml``, SAELens/timm style): every *entry* names a base model with real weights
+that install offline, a real data set (:mod:`sparsezoo.data.named`), the recipe its runs share, a dense
 *baseline* variant and sparse *variants*, each a small override of the shared recipe. A variant is addressed as
 ``ENTRY:VARIANT`` and published as the Hub repo ``<org>/<ENTRY>-<VARIANT>``.
 
@@ -38,21 +38,21 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparsezoo.cards import ZOO_MARKER
+from sparsezoo.data.named import NAMED
 from sparsezoo.errors import SparsezooError
-from sparsezoo.named_data import NAMED
+from sparsezoo.hub.cards import ZOO_MARKER
 from sparsezoo.recipe import Recipe
 
 if TYPE_CHECKING:
-    from sparsezoo.hub import ZooModel
-    from sparsezoo.licenses import Combined
+    from sparsezoo.hub.client import ZooModel
+    from sparsezoo.hub.licenses import Combined
 
 RESULTS = "results.json"
 MARKER = ZOO_MARKER
 ZOO_RESULTS = "zoo-results.json"  # the whole zoo's results, beside the cards (model_cards/)
 # The recorded zoo lives in the source tree's model_cards/; the package ships a copy of its results (package data,
 # kept equal by the build and by a test), so `sparsezoo zoo list` shows the numbers wherever sparsezoo is installed.
-RECORDED_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+RECORDED_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
 
 
 def _packaged_results_path() -> Path:
@@ -89,9 +89,9 @@ class Entry:
     def provenance(self, variant: str) -> tuple[str | None, Combined]:
         """(``base_model``, license) that a card of ``variant`` carries, from the recipe alone (no build needed):
         the Hub repo holding the exact starting weights, if one is known, and the most restrictive of the
-        weights' and the data's licenses (:func:`sparsezoo.cards.model_license`)."""
-        from sparsezoo.cards import Run, base_model, model_license
-        from sparsezoo.offline_weights import packaged_model
+        weights' and the data's licenses (:func:`sparsezoo.hub.cards.model_license`)."""
+        from sparsezoo.hub.cards import Run, base_model, model_license
+        from sparsezoo.models.offline_weights import packaged_model
 
         recipe = self.recipe_for(variant)
         library = "transformers" if packaged_model(recipe.model.name) else "timm"
@@ -130,10 +130,10 @@ class Registry:
 
 
 def registry() -> Registry:
-    """The zoo registry shipped with the package (``sparsezoo/zoo.yaml``)."""
+    """The zoo registry shipped with the package (``sparsezoo/zoo/zoo.yaml``)."""
     import yaml
 
-    raw = yaml.safe_load((resources.files("sparsezoo") / "zoo.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load((resources.files("sparsezoo.zoo") / "zoo.yaml").read_text(encoding="utf-8"))
     entries = {}
     for name, e in raw["entries"].items():
         entries[name] = Entry(name, e["title"], e["baseline"], e["recipe"], e["variants"])
@@ -142,7 +142,7 @@ def registry() -> Registry:
 
 def variant_of(path: str | Path) -> tuple[Entry, str] | None:
     """The zoo entry and variant of a run folder inside a zoo build (``ROOT/ENTRY/VARIANT``), else None."""
-    from sparsezoo.cards import zoo_short_name
+    from sparsezoo.hub.cards import zoo_short_name
 
     short = zoo_short_name(Path(path))
     if short is None:
@@ -153,7 +153,7 @@ def variant_of(path: str | Path) -> tuple[Entry, str] | None:
 
 
 def load(name: str, *, revision: str | None = None, token: str | None = None, root: str | Path = "zoo") -> ZooModel:
-    """Load a zoo checkpoint (:class:`sparsezoo.hub.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
+    """Load a zoo checkpoint (:class:`sparsezoo.hub.client.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
     checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or run folder.
 
     A short name is looked up in a local build first (``root/ENTRY/VARIANT``, default ``zoo/``: what
@@ -166,9 +166,9 @@ def load(name: str, *, revision: str | None = None, token: str | None = None, ro
 
     Raises:
         ZooError: an unknown entry or variant.
-        HubError subclasses (:func:`sparsezoo.hub.load`): not found in any of the places, or not loadable.
+        HubError subclasses (:func:`sparsezoo.hub.client.load`): not found in any of the places, or not loadable.
     """
-    from sparsezoo import hub
+    from sparsezoo.hub import client as hub
 
     reg = registry()
     repo = reg.resolve(name)
@@ -240,8 +240,8 @@ def _check_folder(folder: Path, entry: str) -> None:
 
 def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
     """Fine-tune one variant unless it is finished; resume it if interrupted. Returns the wall time (None: kept)."""
-    from sparsezoo.checkpoint import latest_checkpoint
-    from sparsezoo.train import finetune
+    from sparsezoo.train.checkpoint import latest_checkpoint
+    from sparsezoo.train.loop import finetune
 
     if _complete(run_dir) and json.loads((run_dir / "metrics.json").read_text()).get("recipe_hash") == recipe.hash():
         return None
@@ -385,7 +385,7 @@ def _train_variants(plan: BuildPlan, progress: bool, on_step: Callable[[str], No
 def _entry_results(plan: BuildPlan, results: dict[str, VariantResult], walls: dict[str, float | None]) -> dict:
     """The entry's ``results.json``: this build's numbers, and those of variants it did not build when they were
     measured under the same overrides and samples."""
-    from sparsezoo.cards import base_model, read_run
+    from sparsezoo.hub.cards import base_model, read_run
 
     earlier = read_results(plan.folder / RESULTS)
     previous = earlier.get("variants", {})
@@ -444,8 +444,8 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
     from analysis.pipeline import analyze, headline
     from analysis.sites import find_sites
     from analysis.sparsity import SparsitySummary
-    from sparsezoo.cards import read_run
-    from sparsezoo.inputs import load_model, sample_loader
+    from sparsezoo.data.inputs import load_model, sample_loader
+    from sparsezoo.hub.cards import read_run
 
     runs = {v: read_run(folder / v) for v in names}
     base_top1 = runs[entry.baseline].final["top1"]
@@ -520,7 +520,7 @@ def _class_selectivity(model, loader, samples: int, top: int = 16) -> float | No
 
 def write_cards(entry: Entry, folder: Path, names: list[str], cards_dir: Path, org: str) -> None:
     """One model card per variant (``cards_dir/ENTRY-VARIANT.md``), each with the baseline's numbers beside it."""
-    from sparsezoo.cards import read_run, render_card
+    from sparsezoo.hub.cards import read_run, render_card
     from sparsezoo.io import atomic_write_text
 
     base = read_run(folder / entry.baseline, check_weights=False)
@@ -635,7 +635,7 @@ def publish(name: str, org: str, root: str | Path = "zoo", *, variants: list[str
             another recipe than the registry's (a reduced or older build; ``force`` publishes it all the same).
         HubError: ``org`` does not make valid Hub repo ids; the Hub's errors.
     """
-    from sparsezoo import hub
+    from sparsezoo.hub import client as hub
 
     entry = registry().entry(name)
     folder = Path(root) / name
