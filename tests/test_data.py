@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsezoo.data.loaders import build_transforms, cap_indices, load_image_data, stratified_split
+from sparsezoo.data.common import cap_indices, stratified_split
+from sparsezoo.data.loaders import build_transforms, load_image_data
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 

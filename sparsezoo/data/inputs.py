@@ -28,8 +28,9 @@ def load_model(name: str, weights: str | None = None, pretrained: bool = True, t
 
     ``pretrained=False`` applies to timm architecture names only: a folder or Hub repo *is* its weights.
     """
-    from sparsezoo.models.factory import create_model, local_model_dir
+    from sparsezoo.models.factory import create_model
     from sparsezoo.models.hf import load_hf_model, model_family, resolve_task
+    from sparsezoo.models.names import local_model_dir
     from sparsezoo.models.offline_weights import packaged_model_dir
     from sparsezoo.recipe import ModelSpec
 

@@ -18,104 +18,27 @@ crop); ``augment`` picks the training augmentation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from sparsezoo.data.common import (
+    VAL_SPLIT_NAMES,
+    ImageData,
+    ImageList,
+    cap_indices,
+    class_vocabulary,
+    label_column,
+    open_image,
+    split_names,
+    stratified_split,
+)
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-VAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
-LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "target", "class", "category", "sentiment")
 IMAGE_COLUMN_NAMES = ("image", "img", "picture", "photo")
-
-
-class ImageList:
-    """A map-style dataset of ``(PIL RGB image, class index)`` pairs over a loader function."""
-
-    def __init__(self, load: Any, labels: Sequence[int], indices: Sequence[int] | None = None):
-        self._load = load  # index -> PIL image
-        self.labels = list(labels)
-        self.indices = list(range(len(self.labels))) if indices is None else list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        j = self.indices[i]
-        return self._load(j), self.labels[j]
-
-    def subset(self, idx: Sequence[int]) -> ImageList:
-        return ImageList(self._load, self.labels, [self.indices[i] for i in idx])
-
-    def targets(self) -> list[int]:
-        return [self.labels[j] for j in self.indices]
-
-
-@dataclass
-class ImageData:
-    train: ImageList
-    val: ImageList
-    label_names: list[str]
-    description: str
-    default_augment: str = "standard"
-    eval_crop_pct: float | None = None
-
-
-# ------------------------------------------------------------------------------------------ splits
-
-
-def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic stratified split: per class, a seeded permutation; ``val_fraction`` of it to val (at least one
-    sample of each class with two or more on each side).
-
-    Raises:
-        DataError: the fraction is less than one sample, or leaves less than one (``val_fraction * n`` rounds to 0
-            or ``n``): an empty split asked for.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    held = int(round(val_fraction * n))
-    if n and held < 1:
-        raise DataError(f"data.val_fraction {val_fraction:g} of {n:,} samples is less than one validation sample "
-                        f"(the smallest fraction that holds one out is {1 / n:.2g})")
-    if n and held >= n:
-        raise DataError(f"data.val_fraction {val_fraction:g} of {n:,} samples leaves less than one training sample")
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        idx = idx[rng.permutation(len(idx))]
-        k = int(round(val_fraction * len(idx)))
-        if len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
-        val += idx[:k].tolist()
-        train += idx[k:].tolist()
-    return sorted(train), sorted(val)
-
-
-def cap_indices(available: int, cap: int | None, seed: int, split: str, description: str) -> list[int] | None:
-    """Indices of the ``cap`` samples kept of ``available`` (a seeded choice, in order); None keeps them all.
-
-    Raises:
-        DataError: ``cap`` is not positive, or more than the split has (``split`` is "training" or "validation").
-    """
-    if cap is None:
-        return None
-    key = "max_train_samples" if split == "training" else "max_val_samples"
-    if cap < 1:
-        raise DataError(f"data.{key} must be positive, got {cap}")
-    if cap > available:
-        raise DataError(f"data.{key} {cap:,} is more than the {available:,} {split} samples of {description}")
-    if cap == available:
-        return None
-    return np.sort(np.random.default_rng(seed).permutation(available)[:cap]).tolist()
 
 
 def _cap(ds: ImageList, n: int | None, seed: int, split: str, description: str) -> ImageList:
@@ -144,16 +67,6 @@ def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[Path], lis
     return paths, labels, classes
 
 
-def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
-
-
 def _image_folder(root: Path, spec: DataSpec) -> ImageData:
     if spec.image_column or spec.label_column:
         raise DataError("--image-column/--label-column apply to Hugging Face datasets, not to an image folder")
@@ -165,12 +78,12 @@ def _image_folder(root: Path, spec: DataSpec) -> ImageData:
     if train_dir is not None and val_name is not None:
         paths, labels, classes = _scan(train_dir)
         vpaths, vlabels, _ = _scan(split_dirs[val_name], classes)
-        load_t, load_v = (lambda i, P=paths: _open_image(P[i])), (lambda i, P=vpaths: _open_image(P[i]))
+        load_t, load_v = (lambda i, P=paths: open_image(P[i])), (lambda i, P=vpaths: open_image(P[i]))
         train, val = ImageList(load_t, labels), ImageList(load_v, vlabels)
     else:
         base = train_dir or root
         paths, labels, classes = _scan(base)
-        full = ImageList(lambda i: _open_image(paths[i]), labels)
+        full = ImageList(lambda i: open_image(paths[i]), labels)
         tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
         train, val = full.subset(tr), full.subset(va)
     if len(train) == 0:
@@ -180,17 +93,16 @@ def _image_folder(root: Path, spec: DataSpec) -> ImageData:
     return ImageData(train, val, classes, f"image folder {root}")
 
 
-def _hf_columns(features: dict, image_column: str | None, label_column: str | None) -> tuple[str, str]:
-    from datasets import ClassLabel, Image
+def _hf_columns(features: dict, image_column: str | None, label_column_name: str | None) -> tuple[str, str]:
+    from datasets import Image
 
     cols = list(features)
-    for given, what in ((image_column, "image"), (label_column, "label")):
+    for given, what in ((image_column, "image"), (label_column_name, "label")):
         if given is not None and given not in features:
             raise DataError(f"{what} column {given!r} is not in the dataset (columns: {', '.join(cols)})")
     img = image_column or next((c for c in cols if isinstance(features[c], Image)), None) or next(
         (c for c in cols if c.lower() in IMAGE_COLUMN_NAMES), None)
-    lab = label_column or next((c for c in cols if isinstance(features[c], ClassLabel)), None) or next(
-        (c for c in cols if c.lower() in LABEL_COLUMN_NAMES), None)
+    lab = label_column(features, label_column_name)
     if img is None or lab is None:
         missing = "an image" if img is None else "a label"
         raise DataError(f"cannot find {missing} column (columns: {', '.join(cols)}); pass --image-column/--label-column")
@@ -211,34 +123,21 @@ def _hf_image(value: Any, where: str):
 
 
 def _hf_dataset(spec: DataSpec, dsd: Any, description: str) -> ImageData:
-    from datasets import ClassLabel, DatasetDict
+    from datasets import DatasetDict
 
     if not isinstance(dsd, DatasetDict):
         dsd = DatasetDict({spec.train_split: dsd})
-    if spec.train_split not in dsd:
-        raise DataError(f"split {spec.train_split!r} not in {description} (splits: {', '.join(dsd)})")
+    val_name = split_names(dsd, spec, description)
     train_ds = dsd[spec.train_split]
     img_col, lab_col = _hf_columns(train_ds.features, spec.image_column, spec.label_column)
-    feat = train_ds.features[lab_col]
-    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in dsd and n != spec.train_split), None)
-    if spec.val_split and spec.val_split not in dsd:
-        raise DataError(f"split {spec.val_split!r} not in {description} (splits: {', '.join(dsd)})")
-    if isinstance(feat, ClassLabel):
-        names = list(feat.names)
+    names, lookup = class_vocabulary(train_ds, lab_col)
 
-        def to_index(v: Any) -> int:
+    def to_index(v: Any) -> int:
+        if lookup is None:
             return int(v)
-    else:
-        values = sorted(set(train_ds[lab_col]), key=str)
-        if len(values) > 10_000 or any(isinstance(v, (float, list, dict)) for v in values[:100]):
-            raise DataError(f"column {lab_col!r} does not look like class labels (e.g. {values[:3]})")
-        lookup = {v: i for i, v in enumerate(values)}
-        names = [str(v) for v in values]
-
-        def to_index(v: Any) -> int:
-            if v not in lookup:
-                raise DataError(f"label {v!r} of the validation split does not occur in the training split")
-            return lookup[v]
+        if v not in lookup:
+            raise DataError(f"label {v!r} of the validation split does not occur in the training split")
+        return lookup[v]
 
     def make(ds: Any, split: str) -> ImageList:
         labels = [to_index(v) for v in ds[lab_col]]

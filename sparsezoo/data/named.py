@@ -95,12 +95,12 @@ class NamedDataset:
     def val_split_of(self, spec: DataSpec) -> str | None:
         """The split of its own this set validates on (``--val-split``, else a validation or test split); None when
         ``data.val_fraction`` of the training split is held out instead."""
-        from sparsezoo.data.loaders import VAL_SPLIT_NAMES
+        from sparsezoo.data.common import VAL_SPLIT_NAMES
 
         return spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in self.splits and n != spec.train_split), None)
 
     def load(self, spec: DataSpec) -> Any:
-        """Image sets: :class:`~sparsezoo.data.loaders.ImageData`; text sets: a ``DatasetDict`` (``text``, ``label``)."""
+        """Image sets: :class:`~sparsezoo.data.common.ImageData`; text sets: a ``DatasetDict`` (``text``, ``label``)."""
         check_options(self, spec)
         return self.loader(self, spec)
 
@@ -130,7 +130,7 @@ def _image_data(ds: NamedDataset, spec: DataSpec, arrays: dict[str, tuple[Any, A
     import numpy as np
     from PIL import Image
 
-    from sparsezoo.data.loaders import ImageData, ImageList, stratified_split
+    from sparsezoo.data.common import ImageData, ImageList, stratified_split
 
     def image_list(x: np.ndarray, y: np.ndarray) -> ImageList:
         return ImageList(lambda i: Image.fromarray(x[i], mode="L").convert("RGB"), y.tolist())
@@ -171,7 +171,7 @@ ELPV_CLASSES = ("0", "1/3", "2/3", "1")  # defect probability as annotated by ex
 
 
 def _elpv(ds: NamedDataset, spec: DataSpec):
-    from sparsezoo.data.loaders import ImageData, ImageList, _open_image, stratified_split
+    from sparsezoo.data.common import ImageData, ImageList, open_image, stratified_split
 
     labels_file = ds.file("elpv_dataset/data/labels.csv")
     root = labels_file.parent
@@ -181,7 +181,7 @@ def _elpv(ds: NamedDataset, spec: DataSpec):
         if len(parts) >= 2:
             paths.append(root / parts[0])
             labels.append(round(float(parts[1]) * 3))
-    full = ImageList(lambda i: _open_image(paths[i]), labels)
+    full = ImageList(lambda i: open_image(paths[i]), labels)
     tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
     return ImageData(full.subset(tr), full.subset(va), list(ELPV_CLASSES), f"{ds.name}: {ds.description}",
                      default_augment="light")
@@ -193,7 +193,7 @@ def _elpv(ds: NamedDataset, spec: DataSpec):
 def _text_dict(texts: list[str], labels: list[int], names: list[str], spec: DataSpec, split_named: dict | None = None):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    from sparsezoo.data.loaders import stratified_split
+    from sparsezoo.data.common import stratified_split
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
     if split_named is not None:

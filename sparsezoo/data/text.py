@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.data.loaders import LABEL_COLUMN_NAMES, VAL_SPLIT_NAMES, cap_indices, stratified_split
+from sparsezoo.data.common import cap_indices, class_vocabulary, label_column, split_names, stratified_split
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -80,15 +80,14 @@ def _open(spec: DataSpec):
 
 
 def _columns(features: dict, spec: DataSpec) -> tuple[str, str | None, str]:
-    from datasets import ClassLabel, Value
+    from datasets import Value
 
     cols = list(features)
     for given, what in ((spec.text_column, "text"), (spec.text_pair_column, "text pair"),
                         (spec.label_column, "label")):
         if given is not None and given not in features:
             raise DataError(f"{what} column {given!r} is not in the dataset (columns: {', '.join(cols)})")
-    lab = spec.label_column or next((c for c in cols if isinstance(features[c], ClassLabel)), None) or next(
-        (c for c in cols if c.lower() in LABEL_COLUMN_NAMES), None)
+    lab = label_column(features, spec.label_column)
     if lab is None:
         raise DataError(f"cannot find a label column (columns: {', '.join(cols)}); pass --label-column")
     strings = [c for c in cols if isinstance(features[c], Value) and features[c].dtype in ("string", "large_string")
@@ -107,25 +106,15 @@ def _columns(features: dict, spec: DataSpec) -> tuple[str, str | None, str]:
 
 def load_text_data(spec: DataSpec) -> TextData:
     """Resolve ``spec.source`` to train/val datasets with columns ``text`` (``text_pair``) and ``label``."""
-    from datasets import ClassLabel, DatasetDict
+    from datasets import DatasetDict
 
     dsd, description = _open(spec)
     if not isinstance(dsd, DatasetDict):
         dsd = DatasetDict({spec.train_split: dsd})
-    if spec.train_split not in dsd:
-        raise DataError(f"split {spec.train_split!r} not in {description} (splits: {', '.join(dsd)})")
+    val_name = split_names(dsd, spec, description)
     train = dsd[spec.train_split]
     text, pair, lab = _columns(train.features, spec)
-    feat = train.features[lab]
-    if isinstance(feat, ClassLabel):
-        names = list(feat.names)
-        to_index = None
-    else:
-        values = sorted(set(train[lab]), key=str)
-        if len(values) > 1000 or any(isinstance(v, (float, list, dict)) for v in values[:100]):
-            raise DataError(f"column {lab!r} does not look like class labels (e.g. {values[:3]})")
-        names = [str(v) for v in values]
-        to_index = {v: i for i, v in enumerate(values)}
+    names, to_index = class_vocabulary(train, lab)
 
     def prepare(ds):
         keep = [text] + ([pair] if pair else []) + [lab]
@@ -139,9 +128,6 @@ def load_text_data(spec: DataSpec) -> TextData:
         rename = {k: v for k, v in rename.items() if k != v}
         return ds.rename_columns(rename) if rename else ds
 
-    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in dsd and n != spec.train_split), None)
-    if spec.val_split and spec.val_split not in dsd:
-        raise DataError(f"split {spec.val_split!r} not in {description} (splits: {', '.join(dsd)})")
     train = prepare(train)
     if val_name:
         val = prepare(dsd[val_name])

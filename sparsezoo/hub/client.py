@@ -678,7 +678,7 @@ def list_zoo(author: str | None = None, *, limit: int | None = None, token: str 
     """
     from huggingface_hub import HfApi, constants
 
-    from sparsezoo.models.factory import hub_reachable
+    from sparsezoo.models.names import hub_reachable
 
     if not hub_reachable():  # fail now rather than after the client's retries (~20 s)
         offline = " (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else ""

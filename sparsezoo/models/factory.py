@@ -14,77 +14,19 @@ The classifier head is sized to ``num_classes``; a pretrained head of another si
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
-from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
+from sparsezoo.errors import WeightsUnavailableError
+from sparsezoo.models.names import check_architecture, hub_reachable, local_model_dir
 from sparsezoo.recipe import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
-
-
-def _looks_like_path(name: str) -> bool:
-    """Paths start with '.', '/' or '~' or have several '/'; Hub ids (``org/name``) have one."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
-
-
-def local_model_dir(name: str) -> Path | None:
-    """The folder ``name`` points at if it is a local timm model folder, else None."""
-    p = Path(name.removeprefix("local-dir:")).expanduser()
-    if p.is_dir() and (p / "config.json").is_file():
-        from sparsezoo.models.hf import _local_config
-
-        _local_config(str(p))  # a folder with a broken config.json says so, not "unknown model"
-        return p
-    if name.startswith("local-dir:") or (_looks_like_path(name) and not name.startswith("hf-hub:")):
-        raise ModelNotFoundError(f"model folder {p} not found or has no config.json")
-    return None
-
-
-def _suggest(name: str) -> str:
-    import timm
-
-    base = name.split(".")[0]
-    names = timm.list_models()
-    close = difflib.get_close_matches(base, names, n=4, cutoff=0.6)
-    close += [n for n in timm.list_models(f"*{base}*")[:4] if n not in close]
-    return f"; did you mean: {', '.join(close[:5])}?" if close else "; see timm.list_models() for names"
-
-
-def check_architecture(name: str) -> str:
-    """Return the timm architecture of ``name`` (tag removed), or raise ModelNotFoundError with suggestions."""
-    import timm
-    from timm.models import is_model, split_model_name_tag
-
-    arch, tag = split_model_name_tag(name)
-    if not is_model(arch):
-        raise ModelNotFoundError(f"unknown model {name!r}{_suggest(name)}")
-    if tag and not any(n == name for n in timm.list_pretrained(f"{arch}.*")):
-        tags = ", ".join(timm.list_pretrained(f"{arch}.*")[:6]) or "none"
-        raise ModelNotFoundError(f"timm has no pretrained tag {tag!r} for {arch} (available: {tags})")
-    return arch
-
-
-def hub_reachable(url: str | None = None, timeout: float = 3.0) -> bool:
-    """Quick TCP check that the Hub endpoint (or ``url``'s host) answers; False in offline mode."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    u = urlparse(url or constants.ENDPOINT)
-    try:
-        socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _weights_cached(repo_id: str) -> bool:

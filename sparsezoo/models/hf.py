@@ -9,42 +9,22 @@ transformers' logging and progress bars are left as the caller set them (the CLI
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from sparsezoo.errors import ModelNotFoundError, WeightsUnavailableError
+from sparsezoo.models.names import local_config
 
 log = logging.getLogger(__name__)
 
 TASKS = ("image-classification", "text-classification")
 
 
-def _local_config(name: str) -> dict | None:
-    """The ``config.json`` of a local model folder (None: not a local model folder).
-
-    Raises:
-        ModelNotFoundError: the folder's ``config.json`` is unreadable or not a JSON object.
-    """
-    from sparsezoo.errors import ModelNotFoundError
-
-    p = Path(name).expanduser()
-    if p.is_dir() and (p / "config.json").is_file():
-        try:
-            cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelNotFoundError(f"model folder {p}: config.json is not valid JSON ({e})") from e
-        if not isinstance(cfg, dict):
-            raise ModelNotFoundError(f"model folder {p}: config.json must be a JSON object, not {type(cfg).__name__}")
-        return cfg
-    return None
-
-
 def model_family(name: str) -> str:
     """``timm`` or ``transformers`` for a model name (see module docstring)."""
     if name.startswith(("hf-hub:", "local-dir:")):
         return "timm"
-    cfg = _local_config(name)
+    cfg = local_config(name)
     if cfg is not None:
         return "transformers" if "model_type" in cfg and "architecture" not in cfg else "timm"
     from timm.models import is_model, split_model_name_tag
@@ -57,13 +37,13 @@ def model_family(name: str) -> str:
 def _config(name: str):
     from transformers import AutoConfig
 
-    from sparsezoo.models.factory import hub_reachable
+    from sparsezoo.models.names import hub_reachable
 
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
-        if _local_config(name) is None and not hub_reachable():
-            from sparsezoo.models.factory import check_architecture
+        if local_config(name) is None and not hub_reachable():
+            from sparsezoo.models.names import check_architecture
 
             try:
                 check_architecture(name)  # raises with close timm names
