@@ -9,7 +9,8 @@ A dataclass gets ``to_json`` / ``from_json`` by inheriting :class:`JsonForm` (or
 - ``X | None``: None stays None, anything else is read as X; every other value (numbers, strings, ``Any``) is
   copied as stored, without coercion (a stored ``null`` for a float stays None).
 
-The few fields whose JSON form is special say so in their metadata, through :func:`json_field`:
+The few fields whose JSON form is special say so in their metadata,
+``dataclasses.field(metadata=json_meta(...))`` (:func:`json_meta`):
 
 - ``key``: another key (``"sparsezoo_report"``), or a path into a nested object (``("gini_subsample", "every")``:
   fields with the same first key share one nested object, created where the first of them stands);
@@ -26,7 +27,7 @@ Example::
     ... class Hist(JsonForm):
     ...     edges: tuple[float, ...]
     ...     counts: tuple[int, ...]
-    ...     note: str | None = json_field(default=None, omit_none=True)
+    ...     note: str | None = field(default=None, metadata=json_meta(omit_none=True))
     >>> Hist((0.0, 1.0), (3,)).to_json()
     {'edges': [0.0, 1.0], 'counts': [3]}
     >>> Hist.from_json({"edges": [0.0, 1.0], "counts": [3]})
@@ -64,16 +65,16 @@ class _Options:
     codec: Codec | None = None
 
 
-def json_field(*, key: str | tuple[str, ...] | None = None, omit_none: bool = False, codec: Codec | None = None,
-               **field_args: Any) -> Any:
-    """:func:`dataclasses.field` (``default``, ``default_factory``, … in ``field_args``) with the field's JSON form:
-    its ``key`` (a string, or a path of keys into nested objects), ``omit_none`` (left out when None; a missing key
-    reads as the default) or a ``codec`` (:class:`Codec`)."""
+def json_meta(*, key: str | tuple[str, ...] | None = None, omit_none: bool = False,
+              codec: Codec | None = None) -> dict[str, Any]:
+    """A field's JSON form, as the ``metadata`` of :func:`dataclasses.field` (type checkers know ``field``: a field
+    without ``default`` stays required): its ``key`` (a string, or a path of keys into nested objects),
+    ``omit_none`` (left out when None; a missing key reads as the default) or a ``codec`` (:class:`Codec`). Merge
+    it with other metadata as ``{**json_meta(...), "unit": ...}``."""
     path = (key,) if isinstance(key, str) else key
     if codec is not None and (path is not None or omit_none):
         raise TypeError("a field with a codec writes its own keys: no key or omit_none beside it")
-    metadata = {**field_args.pop("metadata", {}), _META: _Options(path, omit_none, codec)}
-    return dataclasses.field(metadata=metadata, **field_args)
+    return {_META: _Options(path, omit_none, codec)}
 
 
 def _options(f: dataclasses.Field) -> _Options:

@@ -4,12 +4,12 @@ Known answers: the exact JSON text of small records, their round trips, and the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from analysis.jsonform import Codec, JsonForm, from_json, json_field, to_json
+from analysis.jsonform import Codec, JsonForm, from_json, json_meta, to_json
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ PAIRS = Codec(_pairs_dump, _pairs_load)
 @dataclass(frozen=True)
 class Special(JsonForm):
     count: int
-    pairs: tuple[tuple[str, float], ...] = json_field(codec=PAIRS)
-    every: int = json_field(key=("subsample", "every"), default=1)
-    codes: int = json_field(key=("subsample", "codes"), default=0)
-    version: int = json_field(key="format", default=3)
-    stages: dict[str, float] | None = json_field(default=None, omit_none=True)
+    pairs: tuple[tuple[str, float], ...] = field(metadata=json_meta(codec=PAIRS))
+    every: int = field(default=1, metadata=json_meta(key=("subsample", "every")))
+    codes: int = field(default=0, metadata=json_meta(key=("subsample", "codes")))
+    version: int = field(default=3, metadata=json_meta(key="format"))
+    stages: dict[str, float] | None = field(default=None, metadata=json_meta(omit_none=True))
     last: float = 0.5
 
 
@@ -125,6 +125,6 @@ def test_special_forms_codec_key_path_rename_and_omit_none():
 
 def test_a_codec_field_takes_no_key_or_omit_none():
     with pytest.raises(TypeError):
-        json_field(codec=PAIRS, key="x")
+        json_meta(codec=PAIRS, key="x")
     with pytest.raises(TypeError):
-        json_field(codec=PAIRS, omit_none=True)
+        json_meta(codec=PAIRS, omit_none=True)
