@@ -27,32 +27,34 @@ from torch import Tensor, nn
 from analysis.collect import batch_size, call_model, compile_with_hook_guards, fitting_mask
 from analysis.runtime import compile_failure, compile_failure_reason
 from analysis.sites import Site
-from analysis.sparsity import (
-    _GINI_KEYS,
-    _SORT_FREE_KEYS,
-    DEFAULT_TAU_ABS,
-    DEFAULT_TAU_REL,
+from analysis.sparsity.kernels import (
+    COUNTS,
+    GINI,
     GINI_BINS,
     GINI_EVERY,
-    SparsityMeter,
-    SparsityStats,
-    _empty_state,
-    _fused,
-    _gini_values,
-    _reductions,
+    SORT_FREE,
+    SparsityState,
+    bin01,
     code_view,
+    combine,
+    gini_offset,
+    gini_values,
+    reductions,
+    run_compiled,
 )
+from analysis.sparsity.measures import DEFAULT_TAU_ABS, DEFAULT_TAU_REL
+from analysis.sparsity.meter import SparsityMeter, SparsityStats
 
 log = logging.getLogger(__name__)
 
-_STATE_KEYS = (*_SORT_FREE_KEYS, "entries", "positions")  # summed inside the graph; _GINI_KEYS outside
+_STATE_KEYS = (*SORT_FREE, *COUNTS)  # the SparsityState fields summed inside the graph; GINI outside
 
 
 def gini_subsample(x: Tensor, sample_idx: Tensor, valid: Tensor | None, every: int) -> tuple[Tensor, Tensor]:
     """The Gini subsample of :func:`analysis.sparsity.gini_selection` as a fixed-size gather: codes ``[B, K, C]``
     (K = ⌈S / every⌉) and which of them count ``[B, K]`` (beyond the last position, or padding: not)."""
     b, c, s = x.shape
-    off = ((sample_idx.to(torch.int64) * 2654435761 + 12345) % 4294967296 >> 7) % every
+    off = gini_offset(sample_idx, every)
     first = (every - off) % every  # the smallest p with (p + off) mod every = 0
     pos = first[:, None] + every * torch.arange(-(-s // every), device=x.device, dtype=torch.int64)[None, :]
     ok = pos < s
@@ -68,7 +70,7 @@ def gini_by_site(gathers: list[tuple[Tensor, Tensor]], compiled: bool = True) ->
     (:func:`gini_subsample`'s ``(codes, ok)`` per site), with one sort per distinct channel count, not per site
     (``compiled``: each in one ``torch.compile``d function, as the per-site path).
 
-    The same numbers as :func:`analysis.sparsity._gini_stats` site by site. Runs outside the graph: which codes are
+    The same numbers as :func:`analysis.sparsity.kernels.accumulate_gini` site by site. Runs outside the graph: which codes are
     selected depends on the data (their number too), and Inductor cannot fuse a sort anyway.
     """
     n = len(gathers)
@@ -79,13 +81,14 @@ def gini_by_site(gathers: list[tuple[Tensor, Tensor]], compiled: bool = True) ->
     for members in groups.values():
         rows = torch.cat([gathers[i][0][gathers[i][1]] for i in members])
         owners.append(torch.cat([torch.full_like(gathers[i][1], i, dtype=torch.int64)[gathers[i][1]] for i in members]))
-        values.append(_fused(_gini_values, rows) if compiled else _gini_values(rows))
+        values.append(run_compiled(gini_values, rows) if compiled else gini_values(rows))
     g, site = torch.cat(values), torch.cat(owners)
     ok = ~g.isnan()
     g_ok, site_ok = g[ok], site[ok]
     total = torch.zeros(n, dtype=torch.float64, device=g.device).index_add_(0, site_ok, g_ok.double())
-    inside = (g_ok >= 0) & (g_ok <= 1)
-    bins = (g_ok[inside] * GINI_BINS).floor().clamp(max=GINI_BINS - 1).to(torch.int64)
+    idx = bin01(g_ok, GINI_BINS)
+    inside = idx >= 0
+    bins = idx[inside].to(torch.int64)
     hist = torch.bincount(site_ok[inside] * GINI_BINS + bins, minlength=n * GINI_BINS).view(n, GINI_BINS)
     return total, torch.bincount(site_ok, minlength=n), hist
 
@@ -97,13 +100,10 @@ def site_update(a: Tensor, channel_dim: int, valid: Tensor | None, sample_idx: T
     x = code_view(a, channel_dim)
     if valid is not None:
         valid = valid.reshape(x.shape[0], -1)
-    new = list(_reductions(x, tau_abs, tau_rel, valid))
     positions = valid.sum(dtype=torch.int64) if valid is not None else \
         torch.full((), x.shape[0] * x.shape[2], dtype=torch.int64, device=x.device)
-    new += [positions * x.shape[1], positions]
-    summed = tuple(torch.maximum(old, v) if k == "l0_max" else old + v
-                   for k, old, v in zip(_STATE_KEYS, state, new, strict=True))
-    return summed, gini_subsample(x, sample_idx, valid, gini_every) if gini_every > 0 else None
+    new = (*reductions(x, tau_abs, tau_rel, valid), positions * x.shape[1], positions)
+    return combine(_STATE_KEYS, state, new), gini_subsample(x, sample_idx, valid, gini_every) if gini_every > 0 else None
 
 
 class GraphSparsityMeter(SparsityMeter):
@@ -220,23 +220,26 @@ class GraphSparsityMeter(SparsityMeter):
             calls[site.name] = k + 1
             key = site.name if k == 0 else f"{site.name}@{k}"
             self._keys.append((key, site))
-            st = self.stats[key] = SparsityStats(self.tau_abs, self.tau_rel, True, self.gini_every)
-            st.state = _empty_state(code_view(a, site.channel_dim(a.dim())).shape[1], a.device)
-            st.state["entries"] = st.state["positions"] = torch.zeros((), dtype=torch.int64, device=a.device)
+            channels = code_view(a, site.channel_dim(a.dim())).shape[1]
+            self.stats[key] = SparsityStats(self.tau_abs, self.tau_rel, True, self.gini_every,
+                                            SparsityState.zeros(channels, a.device, tensor_counts=True))
         self._store(*self._update_sites(acts, valid, sample_idx, self._state()), len(sample_idx))
         return out
 
+    def _site_state(self, key: str) -> SparsityState:
+        state = self.stats[key].state
+        assert state is not None  # allocated by _first
+        return state
+
     def _state(self) -> list[tuple[Tensor, ...]]:
-        return [tuple(self.stats[k].state[n] for n in _STATE_KEYS) for k, _ in self._keys]
+        return [self._site_state(k).take(_STATE_KEYS) for k, _ in self._keys]
 
     def _store(self, new: list[tuple[Tensor, ...]], gathers: list[tuple[Tensor, Tensor]], b: int) -> None:
         for (key, _), values in zip(self._keys, new, strict=True):
-            self.stats[key].state.update(zip(_STATE_KEYS, values, strict=True))
+            self._site_state(key).put(_STATE_KEYS, values)
         if gathers:
             for (key, _), *gini in zip(self._keys, *gini_by_site(gathers, self.compile), strict=True):
-                st = self.stats[key].state
-                for k, v in zip(_GINI_KEYS, gini, strict=True):
-                    st[k] = st[k] + v
+                self._site_state(key).add(GINI, gini)
         self._seen += b
 
 

@@ -14,12 +14,12 @@ from torch._inductor.exc import CppCompileError, InductorError, InvalidCxxCompil
 from torch.fx.experimental.symbolic_shapes import ConstraintViolationError
 
 import analysis.graph
-from analysis import sparsity
 from analysis.collect import run_pass
 from analysis.graph import GraphSparsityMeter
 from analysis.runtime import compile_failure, compile_failure_reason
 from analysis.sites import find_sites
 from analysis.sparsity import SparsityMeter, SparsityStats
+from analysis.sparsity import kernels as sparsity
 
 NO_COMPILER = InductorError(InvalidCxxCompiler(), None)  # what Dynamo raises where there is no C++ compiler
 OUT_OF_MEMORY_COMPILING = BackendCompilerFailed(lambda *a: None, MemoryError(), None)
@@ -50,7 +50,7 @@ def raising(error: BaseException):
 def eager_compiled(monkeypatch):
     """``torch.compile`` of the fused statistics replaced by the eager functions (no seconds of compiling); each
     test puts its own in front of one of them."""
-    for fn in (sparsity._accumulate, sparsity._gini_stats, analysis.graph._gini_values):
+    for fn in (sparsity._accumulate, sparsity._gini_stats, sparsity.gini_values):
         monkeypatch.setitem(sparsity._COMPILED, fn.__name__, fn)
     return sparsity._COMPILED
 
