@@ -25,13 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from analysis.collect import batch_size, call_model, compile_with_hook_guards, fitting_mask
+from analysis.definitions import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, GINI_EVERY
 from analysis.runtime import compile_failure, compile_failure_reason
 from analysis.sites import Site
 from analysis.sparsity.kernels import (
     COUNTS,
     GINI,
     GINI_BINS,
-    GINI_EVERY,
     SORT_FREE,
     SparsityState,
     bin01,
@@ -42,7 +42,6 @@ from analysis.sparsity.kernels import (
     reductions,
     run_compiled,
 )
-from analysis.sparsity.measures import DEFAULT_TAU_ABS, DEFAULT_TAU_REL
 from analysis.sparsity.meter import SparsityMeter, SparsityStats
 
 log = logging.getLogger(__name__)

@@ -32,21 +32,13 @@ The package, by job: :mod:`~analysis.sparsity.measures` (each measure on one ten
 :mod:`~analysis.sparsity.kernels` (the streaming reductions and their running sums, shared with
 :mod:`analysis.graph`), :mod:`~analysis.sparsity.results` (the typed per-site and model-wide results and their
 JSON forms) and :mod:`~analysis.sparsity.meter` (:class:`SparsityStats`, :class:`SparsityMeter`). Every public
-name is importable from ``analysis.sparsity``.
+name is importable from ``analysis.sparsity``; the constants that are part of a definition (default τ, the
+dense threshold, the Gini subsample rate) come from :mod:`analysis.definitions`.
 """
 
-from analysis.sparsity.kernels import GINI_BINS, GINI_EVERY, HOYER_BINS, SparsityState, code_view, gini_selection
-from analysis.sparsity.measures import (
-    DEFAULT_TAU_ABS,
-    DEFAULT_TAU_REL,
-    DENSE_THRESHOLD,
-    HIST_EDGES,
-    gini,
-    hoyer,
-    l0_per_position,
-    near_zero_frac,
-    zero_frac,
-)
+from analysis.definitions import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, DENSE_THRESHOLD, GINI_EVERY
+from analysis.sparsity.kernels import GINI_BINS, HIST_EDGES, HOYER_BINS, SparsityState, code_view, gini_selection
+from analysis.sparsity.measures import gini, hoyer, l0_per_position, near_zero_frac, zero_frac
 from analysis.sparsity.meter import SparsityMeter, SparsityStats
 from analysis.sparsity.results import Histogram, NearZero, SiteSparsity, SparsitySummary, near_zero_stats, summarize
 

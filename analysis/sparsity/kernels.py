@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from analysis.definitions import GINI_EVERY
 from analysis.runtime import compile_failure, compile_failure_reason
 
 HOYER_BINS = 20  # histogram of per-position Hoyer values on [0, 1]
 GINI_BINS = 50  # histogram of per-position Gini values on [0, 1]
-GINI_EVERY = 64  # Gini on 1 code vector in 64, see gini_selection; 0 = off
+HIST_EDGES = [float(e) / 2 for e in range(-16, 1)]  # log10 firing density bins from 1e-8 to 1, half decades
 
 log = logging.getLogger("analysis.sparsity")  # the name its warnings have always been printed under
 

@@ -9,11 +9,6 @@ import math
 import torch
 from torch import Tensor
 
-DEFAULT_TAU_ABS = 1e-2  # near_zero_frac(abs): |a| <= τ, in activation units
-DEFAULT_TAU_REL = 1e-2  # near_zero_frac(rel): |a| <= τ · max_c |a| of the same code vector (a fraction)
-DENSE_THRESHOLD = 0.9  # a dense unit fires at more than this fraction of the positions
-HIST_EDGES = [float(e) / 2 for e in range(-16, 1)]  # log10 density bins from 1e-8 to 1, half decades
-
 
 def zero_frac(a: Tensor) -> float:
     """Fraction of entries exactly 0 (unitless, in [0, 1])."""

@@ -12,11 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from analysis.collect import SiteCollector
+from analysis.definitions import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, DENSE_THRESHOLD, GINI_EVERY
 from analysis.errors import AnalysisError
 from analysis.sites import Site
 from analysis.sparsity.kernels import (
     GINI_BINS,
-    GINI_EVERY,
+    HIST_EDGES,
     HOYER_BINS,
     SparsityState,
     accumulate,
@@ -24,7 +25,6 @@ from analysis.sparsity.kernels import (
     code_view,
     gini_selection,
 )
-from analysis.sparsity.measures import DEFAULT_TAU_ABS, DEFAULT_TAU_REL, DENSE_THRESHOLD, HIST_EDGES
 from analysis.sparsity.results import Histogram, NearZero, SiteSparsity
 
 
