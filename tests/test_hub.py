@@ -23,7 +23,7 @@ from support.hub_server import HubServer
 from test_hub_cards import card_sections
 
 from sparsezoo.hub.cards import LIMITATIONS
-from sparsezoo.hub.client import upload_files
+from sparsezoo.hub.upload import upload_files
 from sparsezoo.recipe import Recipe
 
 TOKENS = {"hf_alice": ("alice", ["myorg"]), "hf_bob": ("bob", [])}
@@ -483,7 +483,7 @@ def test_load_of_truncated_hub_weights_is_one_clear_error(hub, runs, tmp_path):
     hub.add_repo("myorg/truncated", {"config.json": (runs["cnn"] / "config.json").read_bytes(),
                                      "model.safetensors": weights[:len(weights) - 100]})
     script = ("import sparsezoo\ntry:\n    sparsezoo.load('myorg/truncated')\n"
-              "except sparsezoo.hub.client.SparsezooError as e:\n    print(type(e).__name__, e)\n")
+              "except sparsezoo.errors.SparsezooError as e:\n    print(type(e).__name__, e)\n")
     env = {**os.environ, **hub.env(tmp_path / "home")}
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]

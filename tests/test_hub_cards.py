@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 from sparsezoo.cli import main
 from sparsezoo.errors import SparsezooError
 from sparsezoo.hub.cards import LIMITATIONS, CardError, base_model, read_baseline, read_run, render_card, sparsity_block
-from sparsezoo.hub.client import HubError, UnsafeRunFileError, plan_push, split_repo, upload_files
+from sparsezoo.hub.errors import HubError, UnsafeRunFileError, split_repo
+from sparsezoo.hub.upload import plan_push, upload_files
 from sparsezoo.models.weight_check import BrokenWeightsError
 from sparsezoo.recipe import Recipe
 

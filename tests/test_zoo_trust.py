@@ -205,7 +205,7 @@ def test_a_short_name_loads_the_local_build_first_and_says_where_it_looked(tmp_p
     shutil.copytree(run_dir, root / "effnet-lite0-mnist" / "dense", ignore=shutil.ignore_patterns("checkpoints"))
     model = zoo.load("effnet-lite0-mnist:dense", root=root)
     assert model.path == root / "effnet-lite0-mnist" / "dense" and model.repo_id is None
-    from sparsezoo.hub.client import HubError
+    from sparsezoo.hub.errors import HubError
 
     with pytest.raises(HubError) as err:  # offline, nothing cached, nothing built
         zoo.load("effnet-lite0-mnist:l1-1e-4", root=root)

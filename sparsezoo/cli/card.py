@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sparsezoo.hub.cards import read_baseline, read_run, render_card
-    from sparsezoo.hub.client import split_repo
+    from sparsezoo.hub.errors import split_repo
     from sparsezoo.io import atomic_write_text
     from sparsezoo.zoo.entries import registry, variant_of
 

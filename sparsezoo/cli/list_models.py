@@ -1,4 +1,5 @@
-"""List the zoo: checkpoints on the Hugging Face Hub tagged `sparsezoo`, with headline numbers from their cards.
+"""List the published checkpoints: repos on the Hugging Face Hub tagged `sparsezoo` (anyone's, not only the zoo's
+entries: `sparsezoo zoo list` lists those, from the registry), with headline numbers from their cards.
 
 top1: top-1 accuracy on the run's validation data. zero_frac: fraction of exact zeros after the activations,
 mean over feature sites (dense: the same for the dense baseline, when the card has one).
@@ -14,7 +15,7 @@ import argparse
 import dataclasses
 import json
 
-HELP = "list zoo checkpoints on the Hugging Face Hub"
+HELP = "list checkpoints published on the Hugging Face Hub with the sparsezoo tag (the registry: zoo list)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,9 +38,9 @@ def format_table(entries) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.hub.client import list_zoo
+    from sparsezoo.hub.listing import list_published
 
-    entries = list_zoo(args.author, limit=args.limit)
+    entries = list_published(args.author, limit=args.limit)
     if args.json:
         print(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
     elif entries:

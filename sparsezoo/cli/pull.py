@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.hub.client import pull
+    from sparsezoo.hub.download import pull
 
     snap = pull(args.repo, revision=args.revision, out=args.out, force=args.force)
     print(snap.path)

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.hub.client import plan_push, push
+    from sparsezoo.hub.upload import plan_push, push
 
     if args.dry_run:
         plan = plan_push(args.run_dir, args.repo, revision=args.revision, baseline=args.baseline,

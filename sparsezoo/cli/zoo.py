@@ -15,7 +15,7 @@ import sys
 
 from sparsezoo.cli._options import positive_int
 
-HELP = "the model zoo: list entries, build one (baseline, variants, analysis, cards), publish it"
+HELP = "the model zoo's registry: list its entries and numbers, build one (baseline, variants, cards), publish it"
 
 
 def RUNS_MODELS(args: argparse.Namespace) -> bool:  # noqa: N802 - the attribute sparsezoo.cli reads

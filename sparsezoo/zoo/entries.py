@@ -44,8 +44,8 @@ from sparsezoo.hub.cards import ZOO_MARKER
 from sparsezoo.recipe import Recipe
 
 if TYPE_CHECKING:
-    from sparsezoo.hub.client import ZooModel
     from sparsezoo.hub.licenses import Combined
+    from sparsezoo.hub.loading import ZooModel
 
 RESULTS = "results.json"
 MARKER = ZOO_MARKER
@@ -90,11 +90,11 @@ class Entry:
         """(``base_model``, license) that a card of ``variant`` carries, from the recipe alone (no build needed):
         the Hub repo holding the exact starting weights, if one is known, and the most restrictive of the
         weights' and the data's licenses (:func:`sparsezoo.hub.cards.model_license`)."""
-        from sparsezoo.hub.cards import Run, base_model, model_license
+        from sparsezoo.hub.cards import Library, Run, base_model, model_license
         from sparsezoo.models.offline_weights import packaged_model
 
         recipe = self.recipe_for(variant)
-        library = "transformers" if packaged_model(recipe.model.name) else "timm"
+        library: Library = "transformers" if packaged_model(recipe.model.name) else "timm"
         run = Run(Path(self.name) / variant, library, {"architecture": recipe.model.name}, recipe, {})
         return base_model(run), model_license(run)
 
@@ -153,7 +153,7 @@ def variant_of(path: str | Path) -> tuple[Entry, str] | None:
 
 
 def load(name: str, *, revision: str | None = None, token: str | None = None, root: str | Path = "zoo") -> ZooModel:
-    """Load a zoo checkpoint (:class:`sparsezoo.hub.client.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
+    """Load a zoo checkpoint (:class:`sparsezoo.hub.loading.ZooModel`) by its short name ``[ORG/]ENTRY:VARIANT``, or any
     checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or run folder.
 
     A short name is looked up in a local build first (``root/ENTRY/VARIANT``, default ``zoo/``: what
@@ -166,9 +166,9 @@ def load(name: str, *, revision: str | None = None, token: str | None = None, ro
 
     Raises:
         ZooError: an unknown entry or variant.
-        HubError subclasses (:func:`sparsezoo.hub.client.load`): not found in any of the places, or not loadable.
+        HubError subclasses (:func:`sparsezoo.hub.loading.load`): not found in any of the places, or not loadable.
     """
-    from sparsezoo.hub import client as hub
+    from sparsezoo import hub
 
     reg = registry()
     repo = reg.resolve(name)
@@ -635,7 +635,7 @@ def publish(name: str, org: str, root: str | Path = "zoo", *, variants: list[str
             another recipe than the registry's (a reduced or older build; ``force`` publishes it all the same).
         HubError: ``org`` does not make valid Hub repo ids; the Hub's errors.
     """
-    from sparsezoo.hub import client as hub
+    from sparsezoo import hub
 
     entry = registry().entry(name)
     folder = Path(root) / name
