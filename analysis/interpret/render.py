@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from analysis.report import CSS, _fmt, _table
+from analysis.report.format import CSS, fmt, table
 
 CARD_CSS = """
 .cards{display:flex;flex-direction:column;gap:14px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 10px}
@@ -119,18 +119,18 @@ def _name(names: list[str] | None, i: int | None) -> str:
 def _stats_line(res: dict, f: dict) -> str:
     d = f["firing_density"]
     log_d = f"{math.log10(d):.2f}" if d and d > 0 else "−∞"
-    parts = [f"firing density {_fmt(d)} (log10 {log_d})", f"selectivity {_fmt(f['selectivity'])}",
-             f"top response {_fmt(f['top'])}", f"mean {_fmt(f['mean'])}"]
+    parts = [f"firing density {fmt(d)} (log10 {log_d})", f"selectivity {fmt(f['selectivity'])}",
+             f"top response {fmt(f['top'])}", f"mean {fmt(f['mean'])}"]
     if f.get("class_selectivity") is not None:
-        parts.append(f"class selectivity {_fmt(f['class_selectivity'])} (prefers "
+        parts.append(f"class selectivity {fmt(f['class_selectivity'])} (prefers "
                      f"{_name(res.get('label_names'), f.get('top_class'))})")
     return " · ".join(parts)
 
 
 def _example_caption(res: dict, e: dict) -> str:
     label = "" if e["label"] is None else f"label {_name(res.get('label_names'), e['label'])} · "
-    return (f'<div class="cap">response {_fmt(e["value"])}<br>{label}pred {_name(res.get("class_names"), e["pred"])}'
-            f'<br>Gini {_fmt(e["feature_gini"])}</div>')
+    return (f'<div class="cap">response {fmt(e["value"])}<br>{label}pred {_name(res.get("class_names"), e["pred"])}'
+            f'<br>Gini {fmt(e["feature_gini"])}</div>')
 
 
 def _image_card(res: dict, f: dict) -> str:
@@ -188,8 +188,8 @@ def _verdict(results: list[tuple[str, dict]]) -> str:
             continue
         word = "more" if va > vb else "less" if va < vb else "equally"
         measure = "class-selective" if "selectivity" in key else "concentrated (Gini)"
-        lines.append(f"<li>{html.escape(what)}: <b>{html.escape(la)}</b> {_fmt(va)} vs <b>{html.escape(lb)}</b> "
-                     f"{_fmt(vb)} (change {va - vb:+.3f}): {word} {measure}.</li>")
+        lines.append(f"<li>{html.escape(what)}: <b>{html.escape(la)}</b> {fmt(va)} vs <b>{html.escape(lb)}</b> "
+                     f"{fmt(vb)} (change {va - vb:+.3f}): {word} {measure}.</li>")
     return f"<p>Measured, not presumed (means over each model's own selected features):</p><ul>{''.join(lines)}</ul>"
 
 
@@ -212,11 +212,11 @@ def render_section(results: list[tuple[str, dict]]) -> str:
     more = [["samples scanned", *[r["samples"] for _, r in results]], ["site", *[r["site"] for _, r in results]],
             *[[f"time: {k}", *[r["timing"].get(k) for _, r in results]] for k in first["timing"]]]
     rows += [row + ([None] if delta is not None else []) for row in more]
-    parts = [f"<style>{CARD_CSS}</style>", head, _table(headers, rows)]
+    parts = [f"<style>{CARD_CSS}</style>", head, table(headers, rows)]
     for label, r in results:
         worst = ExplainSummary.from_json(r["summary"]).worst_delta_rel_median
         if worst is not None and worst > DELTA_WARN:
-            parts.append(f"<p><b>{html.escape(label)}</b>: median relative completeness delta {_fmt(worst)} &gt; "
+            parts.append(f"<p><b>{html.escape(label)}</b>: median relative completeness delta {fmt(worst)} &gt; "
                          f"{DELTA_WARN}: the integration has not converged; raise the number of steps.</p>")
     if len(results) == 2:
         parts.append(_verdict(results))
