@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
     from sparsezoo.train.hf_trainer import SparsityTrainer
     from sparsezoo.train.loop import finetune
     from sparsezoo.train.penalties import SparsityPenalty
-    from sparsezoo.zoo.entries import load
+    from sparsezoo.zoo.loading import load
 
 __version__ = "0.1.0"
 __all__ = ["SparsityPenalty", "SparsityTrainer", "finetune", "load", "load_recipe", "Recipe", "create_model",
@@ -29,7 +29,7 @@ _LAZY = {
     "load_recipe": "sparsezoo.recipe",
     "Recipe": "sparsezoo.recipe",
     "create_model": "sparsezoo.models.factory",
-    "load": "sparsezoo.zoo.entries",
+    "load": "sparsezoo.zoo.loading",
     "SparsityTrainer": "sparsezoo.train.hf_trainer",
 }
 

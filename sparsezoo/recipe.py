@@ -485,10 +485,30 @@ def load_recipe(path_or_name: str) -> Recipe:
     return Recipe.from_dict(data)
 
 
-def set_value(recipe_dict: dict, dotted: str, raw: str) -> None:
-    """Apply one ``--set key.path=value`` override (value parsed as YAML) to a recipe dict."""
+def split_set(item: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of a ``--set`` flag as ``(key path, raw value)``.
+
+    Raises:
+        RecipeError: no ``=`` in ``item``.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise RecipeError(f"--set expects KEY=VALUE, got {item!r}")
+    return key.strip(), raw
+
+
+def _yaml_value(raw: str) -> Any:
+    """A ``--set`` value parsed as YAML (``1e-4``, ``[a, b]``, ``null``); text that is not YAML stays text."""
     import yaml
 
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def set_value(recipe_dict: dict, dotted: str, raw: str) -> None:
+    """Apply one ``--set key.path=value`` override (value parsed as YAML) to a recipe dict."""
     node = recipe_dict
     keys = dotted.split(".")
     for k in keys[:-1]:
@@ -501,10 +521,7 @@ def set_value(recipe_dict: dict, dotted: str, raw: str) -> None:
         if not isinstance(node, dict) or k not in node:
             raise RecipeError(f"--set {dotted}: unknown key {k!r}")
         node = node[k]
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
+    value = _yaml_value(raw)
     last = keys[-1]
     if isinstance(node, list) and last.isdigit():
         if int(last) >= len(node):
@@ -515,6 +532,26 @@ def set_value(recipe_dict: dict, dotted: str, raw: str) -> None:
         node[last] = value  # unknown keys are reported by Recipe.from_dict
     else:
         raise RecipeError(f"--set {dotted}: cannot set a key inside {type(node).__name__}")
+
+
+def overrides_from_sets(items: list[str]) -> dict:
+    """``--set a.b=VALUE`` flags as a nested override of recipe keys (for recipes built later, such as the zoo's
+    variants; the keys are checked when those recipes are built).
+
+    Raises:
+        RecipeError: an item without ``=``, or a key below one already set to a value.
+    """
+    out: dict = {}
+    for item in items:
+        key, raw = split_set(item)
+        *path, last = key.split(".")
+        node = out
+        for k in path:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {key}: {k!r} is set to a value above")
+        node[last] = _yaml_value(raw)
+    return out
 
 
 def diff(a: Recipe, b: Recipe) -> list[str]:

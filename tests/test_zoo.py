@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from support.hub_server import HubServer
 
 from sparsezoo.data.named import NAMED
-from sparsezoo.zoo.entries import ZOO_RESULTS, ZooError, recovery_class, registry
+from sparsezoo.zoo import ZOO_RESULTS, ZooError, recovery_class, registry
 
 REPO = Path(__file__).resolve().parent.parent
 CARDS = REPO / "model_cards"
@@ -171,7 +171,7 @@ def test_every_committed_zoo_card_matches_the_committed_results():
 def test_the_readme_tables_are_the_committed_results(marker, make):
     """The README's zoo and λ tables are exactly what `sparsezoo zoo list --markdown / --lambda-table` prints from
     model_cards/zoo-results.json (with no local build folder in the way)."""
-    from sparsezoo.zoo import entries as zoo
+    from sparsezoo import zoo
 
     readme = (REPO / "README.md").read_text()
     start = readme.index(f"<!-- {marker}")

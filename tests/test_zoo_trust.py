@@ -15,9 +15,9 @@ import pytest
 from huggingface_hub import ModelCard
 from test_hub_cards import card_sections, make_run
 
+from sparsezoo import zoo
 from sparsezoo.hub.cards import model_license, read_run, render_card
 from sparsezoo.hub.licenses import combine, parse
-from sparsezoo.zoo import entries as zoo
 
 REPO = Path(__file__).resolve().parent.parent
 CARDS = REPO / "model_cards"

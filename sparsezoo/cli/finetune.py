@@ -192,13 +192,10 @@ def _apply_penalty_flags(d: dict, args: argparse.Namespace) -> None:
 
 def _apply_set_flags(d: dict, items: list[str]) -> None:
     """``--set KEY=VALUE`` overrides, in order (after every other flag)."""
-    from sparsezoo.recipe import set_value
+    from sparsezoo.recipe import set_value, split_set
 
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set expects KEY=VALUE, got {item!r}")
-        set_value(d, key.strip(), value)
+        set_value(d, *split_set(item))
 
 
 def format_history(history: list[dict]) -> str:

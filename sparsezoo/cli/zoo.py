@@ -54,32 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pub.add_argument("--dry-run", action="store_true", help="check and list what would be uploaded")
 
 
-def _overrides(items: list[str]) -> dict:
-    """``--set a.b=VALUE`` items as a nested recipe override (values parsed as YAML; keys checked by the recipe)."""
-    import yaml
-
-    from sparsezoo.errors import RecipeError
-
-    d: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set expects KEY=VALUE, got {item!r}")
-        *path, last = key.strip().split(".")
-        node = d
-        for k in path:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"--set {key}: {k!r} is set to a value above")
-        try:
-            node[last] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            node[last] = value
-    return d
-
-
 def run(args: argparse.Namespace) -> int:
-    from sparsezoo.zoo import entries as zoo
+    from sparsezoo import zoo
+    from sparsezoo.recipe import overrides_from_sets
 
     if args.zoo_command == "list":
         items = zoo.list_entries(args.root, args.cards_dir)
@@ -99,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.zoo_command == "build":
         progress = sys.stderr.isatty()
-        out = zoo.build(args.entry, args.root, variants=args.variants, overrides=_overrides(args.set),
+        out = zoo.build(args.entry, args.root, variants=args.variants, overrides=overrides_from_sets(args.set),
                         samples=args.samples, cards_dir=args.cards_dir, progress=progress,
                         on_step=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(zoo.results_table([zoo.Listing(args.entry, out["title"], list(out["variants"]), out["variants"])]))

@@ -35,7 +35,7 @@ class ZooModel:
 
 def load(name: str, *, revision: str | None = None, token: str | None = None) -> ZooModel:
     """Load a checkpoint by Hub id (``org/name``, ``hf-hub:org/name``, ``org/name@rev``) or local run folder.
-    ``sparsezoo.load`` (:func:`sparsezoo.zoo.entries.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
+    ``sparsezoo.load`` (:func:`sparsezoo.zoo.loading.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
 
     Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
     the safetensors weights only, and ``trust_remote_code`` is never enabled.

@@ -1,0 +1,244 @@
+"""``sparsezoo zoo build``: plan a build and check it before any training (:func:`plan_build`), fine-tune the
+variants (resumable), measure them, and write the results, cards and plot (:func:`build`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsezoo.data.named import NAMED
+from sparsezoo.recipe import Recipe
+from sparsezoo.zoo.entries import Entry, ZooError, registry
+from sparsezoo.zoo.measuring import measure
+from sparsezoo.zoo.results import (
+    MARKER,
+    RECORDED_CARDS_DIR,
+    RESULTS,
+    ZOO_RESULTS,
+    VariantResult,
+    packaged_results_path,
+    read_results,
+    run_complete,
+)
+
+
+def _check_folder(folder: Path, entry: str) -> None:
+    marker = folder / MARKER
+    if marker.is_file():
+        other = json.loads(marker.read_text()).get("entry")
+        if other != entry:
+            raise ZooError(f"{folder} holds a build of zoo entry {other!r}, not {entry!r}; use another --root")
+    elif folder.exists() and any(folder.iterdir()):
+        raise ZooError(f"{folder} exists and is not a zoo build folder; use another --root")
+
+
+def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
+    """Fine-tune one variant unless it is finished; resume it if interrupted. Returns the wall time (None: kept)."""
+    from sparsezoo.train.checkpoint import latest_checkpoint
+    from sparsezoo.train.loop import finetune
+
+    if run_complete(run_dir) and json.loads((run_dir / "metrics.json").read_text()).get("recipe_hash") == recipe.hash():
+        return None
+    resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
+    t = time.perf_counter()
+    finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress)
+    return time.perf_counter() - t
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one ``zoo build`` does, fixed and checked before any work: the variants (baseline first), their
+    recipes, where runs, cards and results go, and whether it may write the recorded results."""
+
+    entry: Entry
+    names: list[str]
+    recipes: dict[str, Recipe]
+    folder: Path
+    overrides: dict
+    samples: int
+    cards_dir: Path | None
+    org: str
+
+    @property
+    def reduced(self) -> bool:
+        """The recipes differ from the registry's (``--set``): a smaller build, never the recorded one."""
+        return bool(self.overrides)
+
+
+def plan_build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None,
+               overrides: dict | None = None, samples: int = 512, cards_dir: str | Path | None = "model_cards",
+               org: str | None = None) -> BuildPlan:
+    """Check a build before anything is written or trained: the entry and variants exist, their recipes are
+    valid, the folders are ours, the named data sets are installed, and the results it would replace were made
+    under the same recipes (:func:`check_cards_dir`).
+
+    Raises:
+        ZooError: unknown entry or variant, ``root/name`` holds something else, or recorded results are at stake.
+        ZooResultsError: the recorded results cannot be read.
+    """
+    from sparsezoo.io import check_output_folder
+
+    reg = registry()
+    entry = reg.entry(name)
+    names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
+    plan = BuildPlan(entry, names, {v: entry.recipe_for(v, overrides) for v in names}, Path(root) / name,
+                     overrides or {}, samples, Path(cards_dir) if cards_dir is not None else None, org or reg.org)
+    _check_folder(plan.folder, name)
+    check_output_folder(plan.folder, force=True)
+    read_results(plan.folder / RESULTS)  # unreadable: stop before training, file untouched
+    if plan.cards_dir is not None:
+        check_output_folder(plan.cards_dir, force=True)
+        check_cards_dir(plan)
+    for source in {r.data.source for r in plan.recipes.values()}:
+        if source in NAMED:
+            NAMED[source].require()  # a missing data package: one line naming the pip command, nothing written
+    return plan
+
+
+def check_cards_dir(plan: BuildPlan) -> None:
+    """A build replaces the cards and results recorded in ``plan.cards_dir`` for its entry only when it was made
+    under the same recipes: a reduced build (``--set``) never overwrites results recorded under the registry's
+    recipes, and a build of some variants never drops the others' numbers measured under other settings.
+
+    Raises:
+        ZooError: one line naming ``--cards-dir``.
+        ZooResultsError: ``zoo-results.json`` there cannot be read.
+    """
+    assert plan.cards_dir is not None
+    recorded = read_results(plan.cards_dir / ZOO_RESULTS).get("entries", {}).get(plan.entry.name)
+    cards = sorted(plan.cards_dir.glob(f"{plan.entry.name}-*.md"))
+    partial = set(plan.names) != set(plan.entry.variant_names())
+    if recorded is None:
+        if cards and (plan.reduced or partial):
+            raise ZooError(f"{plan.cards_dir} holds cards of {plan.entry.name} with no recorded results beside them; "
+                           "write this build's cards elsewhere with --cards-dir DIR")
+        return
+    same = recorded.get("overrides", {}) == plan.overrides and recorded.get("analysis_samples") == plan.samples
+    if same or not (plan.reduced or partial):
+        return
+    what = (f"a build with --set {_flat(plan.overrides)}" if plan.reduced
+            else f"a build of {', '.join(plan.names)} with --samples {plan.samples}")
+    raise ZooError(f"{plan.cards_dir} records {plan.entry.name} built under other settings (overrides "
+                   f"{_flat(recorded.get('overrides', {})) or 'none'}, {recorded.get('analysis_samples')} analysis "
+                   f"samples); {what} would overwrite them: write it elsewhere with --cards-dir DIR")
+
+
+def _flat(d: dict, prefix: str = "") -> str:
+    """``{"train": {"epochs": 1}}`` as ``train.epochs=1`` (comma-separated)."""
+    return ", ".join(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}" for k, v in d.items())
+
+
+def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None, overrides: dict | None = None,
+          samples: int = 512, cards_dir: str | Path | None = "model_cards", org: str | None = None,
+          progress: bool = False, on_step: Callable[[str], None] | None = None) -> dict:
+    """Build zoo entry ``name``: its baseline and variants into ``root/name/VARIANT``, their measurements into
+    ``root/name/results.json``, and (with ``cards_dir``) one card per variant plus the entry's plot there and its
+    results merged into ``cards_dir/zoo-results.json``. Resumable; ``overrides`` (recipe keys) make a reduced
+    build (e.g. ``{"data": {"max_train_samples": 64}}``), recorded in the results. Every check of
+    :func:`plan_build` runs before any training.
+
+    Raises:
+        ZooError: unknown entry or variant, ``root/name`` holds something else, or recorded results are at stake.
+        ZooResultsError: recorded results cannot be read.
+    """
+    plan = plan_build(name, root, variants=variants, overrides=overrides, samples=samples, cards_dir=cards_dir,
+                      org=org)
+    walls = _train_variants(plan, progress, on_step)
+    if on_step:
+        on_step(f"{name}: measuring {len(plan.names)} variants")
+    out = _entry_results(plan, measure(plan.entry, plan.folder, plan.names, samples), walls)
+    from sparsezoo.io import atomic_write_json
+
+    atomic_write_json(plan.folder / RESULTS, out)
+    if plan.cards_dir is not None:
+        _write_recorded(plan, out)
+    return out
+
+
+def _train_variants(plan: BuildPlan, progress: bool, on_step: Callable[[str], None] | None) -> dict[str, float | None]:
+    """Fine-tune every variant of the plan (kept if finished, resumed if interrupted); wall seconds per variant
+    (None: kept). A build that trained nothing into a new folder leaves nothing behind."""
+    from sparsezoo.io import atomic_write_json
+
+    created = not plan.folder.exists()
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(plan.folder / MARKER, {"entry": plan.entry.name})
+    walls = {}
+    try:
+        for v in plan.names:
+            if on_step:
+                on_step(f"{plan.entry.name}:{v}: fine-tuning")
+            walls[v] = _run_variant(plan.recipes[v], plan.folder / v, progress)
+    except BaseException:
+        if created and not any(p.is_dir() for p in plan.folder.iterdir()):
+            shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
+    return walls
+
+
+def _entry_results(plan: BuildPlan, results: dict[str, VariantResult], walls: dict[str, float | None]) -> dict:
+    """The entry's ``results.json``: this build's numbers, and those of variants it did not build when they were
+    measured under the same overrides and samples."""
+    from sparsezoo.hub.cards import base_model, read_run
+
+    earlier = read_results(plan.folder / RESULTS)
+    previous = earlier.get("variants", {})
+    for v, r in results.items():
+        r.wall_seconds = walls[v] if walls[v] is not None else (previous.get(v) or {}).get("wall_seconds")
+    measured = {v: dataclasses.asdict(r) for v, r in results.items()}
+    if earlier.get("overrides", {}) == plan.overrides and earlier.get("analysis_samples") == plan.samples:
+        measured = {v: measured.get(v) or previous[v] for v in plan.entry.variant_names() if v in measured or v in previous}
+    base = base_model(read_run(plan.folder / plan.entry.baseline, check_weights=False))
+    return {"entry": plan.entry.name, "title": plan.entry.title, "base_model": base, "overrides": plan.overrides,
+            "analysis_samples": plan.samples, "variants": measured}
+
+
+def _write_recorded(plan: BuildPlan, out: dict) -> None:
+    """Cards, plot and the merged ``zoo-results.json`` in the cards folder (and the package's copy of the
+    recorded results when that folder is the source tree's ``model_cards``)."""
+    from sparsezoo.io import atomic_write_json
+
+    assert plan.cards_dir is not None
+    write_cards(plan.entry, plan.folder, plan.names, plan.cards_dir, plan.org)
+    plot_entry(out, plan.cards_dir / f"{plan.entry.name}.png")
+    merged = read_results(plan.cards_dir / ZOO_RESULTS) or {"zoo": 1, "entries": {}}
+    merged["entries"][plan.entry.name] = out
+    atomic_write_json(plan.cards_dir / ZOO_RESULTS, merged)
+    if plan.cards_dir.resolve() == RECORDED_CARDS_DIR.resolve():
+        atomic_write_json(packaged_results_path(), merged)
+
+
+def write_cards(entry: Entry, folder: Path, names: list[str], cards_dir: Path, org: str) -> None:
+    """One model card per variant (``cards_dir/ENTRY-VARIANT.md``), each with the baseline's numbers beside it."""
+    from sparsezoo.hub.cards import read_run, render_card
+    from sparsezoo.io import atomic_write_text
+
+    base = read_run(folder / entry.baseline, check_weights=False)
+    for v in names:
+        run = read_run(folder / v)
+        card = render_card(run, entry.repo_id(v, org), baseline=base if v != entry.baseline else None)
+        atomic_write_text(cards_dir / f"{entry.name}-{v}.md", str(card))
+
+
+def plot_entry(results: dict, path: Path) -> None:
+    """Top-1 against zero_frac for the entry's variants (PNG)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
+
+    from sparsezoo.io import atomic_write
+
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
+    for v, r in results["variants"].items():
+        ax.scatter(r["zero_frac"], r["top1"], s=40)
+        ax.annotate(v, (r["zero_frac"], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("zero_frac (mean over sites, validation split)")
+    ax.set_ylabel("top-1 (validation split)")
+    ax.set_title(results["entry"], fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))

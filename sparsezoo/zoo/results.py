@@ -1,0 +1,158 @@
+"""The zoo's recorded numbers: one :class:`VariantResult` per variant, the results files (``ENTRY/results.json``
+of a build, ``zoo-results.json`` of the whole zoo, shipped with the package) read strictly, and the tables
+``sparsezoo zoo list`` prints from them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparsezoo.hub.cards import ZOO_MARKER
+from sparsezoo.zoo.entries import ZooError, registry
+
+RESULTS = "results.json"
+MARKER = ZOO_MARKER
+ZOO_RESULTS = "zoo-results.json"  # the whole zoo's results, beside the cards (model_cards/)
+# The recorded zoo lives in the source tree's model_cards/; the package ships a copy of its results (package data,
+# kept equal by the build and by a test), so `sparsezoo zoo list` shows the numbers wherever sparsezoo is installed.
+RECORDED_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+
+
+def packaged_results_path() -> Path:
+    return Path(__file__).resolve().parent / ZOO_RESULTS
+
+def run_complete(run_dir: Path) -> bool:
+    """A finished run folder (``metrics.json`` says ``complete: true``)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+
+@dataclass
+class VariantResult:
+    """The zoo's numbers for one variant (see module docstring); JSON via :func:`dataclasses.asdict`."""
+
+    variant: str
+    recipe_hash: str
+    penalties: dict[str, float]
+    activation: str | None
+    top1: float
+    recovery: float
+    recovery_class: str
+    zero_frac: float
+    near_zero_frac: float
+    l0_frac: float
+    dead_units: int
+    sites: int
+    margin_median_factor: float | None
+    layers_inside_theorem: int
+    layers_measured: int
+    mu_local_median: float | None
+    cka_to_baseline: float | None
+    class_selectivity_top16: float | None
+    wall_seconds: float | None = None
+    analysis_samples: int = 0
+
+
+def recovery_class(recovery: float) -> str:
+    """SparseZoo's classes: conservative (no loss: ≥ 100 %), moderate (≥ 99 %), aggressive (< 99 %)."""
+    return "conservative" if recovery >= 1.0 else "moderate" if recovery >= 0.99 else "aggressive"
+
+
+class ZooResultsError(ZooError):
+    """Recorded zoo results (``zoo-results.json``, ``results.json``) exist but cannot be read."""
+
+
+def read_results(path: Path) -> dict:
+    """A zoo results file (``{}`` when there is none).
+
+    Raises:
+        ZooResultsError: the file exists but is not readable JSON of a mapping; it is left untouched.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ZooResultsError(f"cannot read the recorded zoo results {path} ({str(e).splitlines()[0]}); "
+                              "restore it (git checkout) or move it away; it was left untouched") from e
+    if not isinstance(data, dict):
+        raise ZooResultsError(f"{path} is not a zoo results file (a JSON object); it was left untouched")
+    return data
+
+
+@dataclass
+class Listing:
+    entry: str
+    title: str
+    variants: list[str]
+    results: dict = field(default_factory=dict)  # variant -> VariantResult dict, where built
+
+
+def list_entries(root: str | Path = "zoo", cards_dir: str | Path | None = None) -> list[Listing]:
+    """Every registry entry with the numbers recorded so far: a local build in ``root`` beats the results recorded
+    in ``cards_dir`` (default: the recorded zoo shipped with the package).
+
+    Raises:
+        ZooResultsError: a results file exists but cannot be read.
+    """
+    reg = registry()
+    recorded_path = Path(cards_dir) / ZOO_RESULTS if cards_dir is not None else packaged_results_path()
+    recorded = read_results(recorded_path).get("entries", {})
+    out = []
+    for name, e in reg.entries.items():
+        local = read_results(Path(root) / name / RESULTS).get("variants") or recorded.get(name, {}).get("variants") or {}
+        out.append(Listing(name, e.title, e.variant_names(), local))
+    return out
+
+
+def results_table(listings: list[Listing]) -> str:
+    """The zoo table (markdown), one row per built variant."""
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    def num(x, f="{:.2f}"):
+        return "—" if x is None else f.format(x)
+
+    rows = ["| entry | variant | top-1 % | recovery % (class) | zero_frac % | near_zero_frac % | l0 / C % | dead units "
+            "| margin factor (median) | μ local (median) | CKA to dense | class selectivity (top 16) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for item in listings:
+        for v in item.variants:
+            r = item.results.get(v)
+            if r is None:
+                continue
+            rows.append(f"| {item.entry} | {v} | {pct(r['top1'])} | {pct(r['recovery'])} ({r['recovery_class']}) | "
+                        f"{pct(r['zero_frac'])} | {pct(r['near_zero_frac'])} | {pct(r['l0_frac'])} | {r['dead_units']} | "
+                        f"{num(r['margin_median_factor'], '{:.0f}')} | {num(r['mu_local_median'])} | "
+                        f"{num(r['cka_to_baseline'])} | {num(r['class_selectivity_top16'])} |")
+    return "\n".join(rows)
+
+
+def lambda_table(listings: list[Listing]) -> str:
+    """The λ scale table (markdown): every built variant whose only change from the baseline is the l1 λ, with its
+    rise in ``zero_frac`` over the baseline in points (README, "The λ scale")."""
+    rows = ["| entry | λ (l1) | top-1 % | recovery % | class | zero_frac % | Δ zero_frac (points) |",
+            "|---|---|---|---|---|---|---|"]
+    for item in listings:
+        base = item.results.get(item.variants[0])
+        for v in item.variants:
+            r = item.results.get(v)
+            if r is None or base is None or r["activation"] != base["activation"] or set(r["penalties"]) - {"l1"}:
+                continue
+            lam = _short_float(r["penalties"].get("l1", 0))
+            rise = "—" if r is base else f"{100 * (r['zero_frac'] - base['zero_frac']):+.1f}"
+            rows.append(f"| {item.entry} | {lam} | {100 * r['top1']:.1f} | {100 * r['recovery']:.1f} | "
+                        f"{r['recovery_class']} | {100 * r['zero_frac']:.1f} | {rise} |")
+    return "\n".join(rows)
+
+
+def _short_float(x: float) -> str:
+    """1e-4, 3e-5, 0 (as the variants are named)."""
+    if x == 0:
+        return "0"
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
