@@ -1,17 +1,22 @@
 """The analysis entry points: :func:`measure` (sparsity), :func:`analyze` (everything, one pass over data).
 
 Both work on any ``nn.Module`` and a data loader yielding tensors, ``(input, label)`` pairs or dicts of
-keyword inputs, and return plain, JSON-ready dicts. Dictionary coherence needs no data
+keyword inputs, and return plain, JSON-ready dicts. Their settings are typed options (:class:`MeasureOptions`,
+:class:`AnalyzeOptions`), passed as an object or as keyword arguments (``analysis.analyze(model, loader,
+max_samples=256)``), each keyword a field of the options. Dictionary coherence needs no data
 (:func:`analysis.coherence`); convergence alone is :func:`analysis.convergence`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -28,7 +33,39 @@ from analysis.sparsity import (
     summarize,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+    from typing_extensions import Unpack
+
+    from analysis.attention import AttentionCollector
+    from analysis.layerwise import CKACollector, RelChangeCollector
+    from analysis.margins import StripeCollector
+
 SiteSpec = str | Sequence[str] | Sequence[Site] | None
+Options = TypeVar("Options", bound="DataclassInstance")  # a frozen dataclass of settings, every field with a default
+
+
+@dataclass
+class Stopwatch:
+    """The seconds a ``with stopwatch()`` block took (set when the block ends)."""
+
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    """Time the block: ``with stopwatch() as took: …``, then ``took.seconds``."""
+    watch = Stopwatch()
+    start = time.perf_counter()
+    yield watch
+    watch.seconds = time.perf_counter() - start
+
+
+def with_settings(options: Options | None, kind: type[Options], settings: Mapping[str, Any]) -> Options:
+    """``options`` (or ``kind``'s defaults) with the keyword ``settings`` replacing those fields; an unknown keyword
+    raises TypeError, as an unknown keyword argument does."""
+    base = options if options is not None else kind()
+    return dataclasses.replace(base, **settings) if settings else base
 
 
 def resolve_sites(model: nn.Module, sites: SiteSpec) -> list[Site]:
@@ -46,10 +83,40 @@ def _stages(model: nn.Module, keys: Iterable[str]) -> dict[str, str]:
     return site_stages(model, names)
 
 
-def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, *, max_samples: int | None = None, fused: bool = True,
-            tau_abs: float = DEFAULT_TAU_ABS, tau_rel: float = DEFAULT_TAU_REL, gini_every: int = GINI_EVERY,
-            device: torch.device | str | None = None, progress: bool = False, whole_graph: bool = False) -> dict:
-    """Feature sparsity of ``model`` at ``sites`` over ``loader`` (see :mod:`analysis.sparsity`).
+@dataclass(frozen=True)
+class MeasureOptions:
+    """The settings of :func:`measure`: at most ``max_samples`` samples (None: all), the compiled ``fused``
+    statistics (False: eager), the near-zero thresholds ``tau_abs`` / ``tau_rel`` and the Gini subsampling
+    ``gini_every`` (:mod:`analysis.sparsity`), the ``device`` (default: the model's), a ``progress`` bar, and
+    ``whole_graph`` (the model's forward compiled together with the statistics)."""
+
+    max_samples: int | None = None
+    fused: bool = True
+    tau_abs: float = DEFAULT_TAU_ABS
+    tau_rel: float = DEFAULT_TAU_REL
+    gini_every: int = GINI_EVERY
+    device: torch.device | str | None = None
+    progress: bool = False
+    whole_graph: bool = False
+
+
+class MeasureSettings(TypedDict, total=False):
+    """The fields of :class:`MeasureOptions` as keyword arguments of :func:`measure`."""
+
+    max_samples: int | None
+    fused: bool
+    tau_abs: float
+    tau_rel: float
+    gini_every: int
+    device: torch.device | str | None
+    progress: bool
+    whole_graph: bool
+
+
+def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, options: MeasureOptions | None = None,
+            **settings: Unpack[MeasureSettings]) -> dict:
+    """Feature sparsity of ``model`` at ``sites`` over ``loader`` (see :mod:`analysis.sparsity`), with the settings of
+    ``options`` and/or keyword arguments (:class:`MeasureOptions`).
 
     Returns ``{"samples", "per_site": {site: {...}}, "summary": {...}, "stages": {site: stage}}``. With
     ``whole_graph`` the model's forward is compiled together with the statistics
@@ -61,14 +128,16 @@ def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, *, max_s
         >>> res = analysis.measure(model, loader, sites=r"layer4")
         >>> res["summary"]["zero_frac_mean_sites"]
     """
+    opts = with_settings(options, MeasureOptions, settings)
     site_list = resolve_sites(model, sites)
     graph = None
-    if whole_graph:
+    if opts.whole_graph:
         from analysis.graph import GraphSparsityMeter
 
-        graph = GraphSparsityMeter(model, site_list, tau_abs, tau_rel, gini_every)
-    meter = graph or SparsityMeter(model, site_list, tau_abs, tau_rel, fused, gini_every)
-    n = run_pass(model, loader, [meter], device=device, max_samples=max_samples, progress=progress, desc="sparsity")
+        graph = GraphSparsityMeter(model, site_list, opts.tau_abs, opts.tau_rel, opts.gini_every)
+    meter = graph or SparsityMeter(model, site_list, opts.tau_abs, opts.tau_rel, opts.fused, opts.gini_every)
+    n = run_pass(model, loader, [meter], device=opts.device, max_samples=opts.max_samples, progress=opts.progress,
+                 desc="sparsity")
     per_site = meter.results()
     stages = _stages(model, per_site)
     out = {"samples": n, "per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
@@ -78,6 +147,8 @@ def measure(model: nn.Module, loader: Iterable, sites: SiteSpec = None, *, max_s
 
 
 def model_info(model: nn.Module) -> dict:
+    """``{"class", "architecture", "parameters"}`` of ``model`` (the architecture from timm's or transformers'
+    config, None without one)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     hf = getattr(getattr(model, "config", None), "to_dict", None)
     return {
@@ -87,61 +158,149 @@ def model_info(model: nn.Module) -> dict:
     }
 
 
-def analyze(model: nn.Module, loader: Iterable | None = None, *, sites: SiteSpec = None, max_samples: int | None = 512,
-            cka: bool = True, ista: bool = True, ista_samples: int = 16, ista_steps: int = 16, fused: bool = True,
-            attention_stats: bool = True, num_classes: int | None = None, device: torch.device | str | None = None,
-            progress: bool = False) -> dict:
-    """Every analysis of ``model``: coherence (weights), and with ``loader`` sparsity, theory margins,
-    layerwise convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA
-    agreement on the first ``ista_samples`` of them; for models with attention also the entropy and sparsity of
-    every head (this switches Hugging Face models to eager attention). The same pass scores the predictions
-    (``accuracy``: top-1 and cross-entropy) where the batches have labels and the model's logits have
-    ``num_classes`` columns (:class:`analysis.collect.AccuracyMeter`). Plain data; timings in ``timing``."""
-    from analysis.dictionary import coherence
-    from analysis.layerwise import CKACollector, RelChangeCollector, find_blocks, first_batch, ista_agreement
-    from analysis.margins import StripeCollector, theory_margins
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """The settings of :func:`analyze`: the activation ``sites`` (regexes, :class:`Site` objects or None: all), at
+    most ``max_samples`` samples, ``cka`` between sites, ``ista`` agreement on the first ``ista_samples`` samples
+    with ``ista_steps`` steps, the compiled ``fused`` sparsity statistics, ``attention_stats`` (per head; switches
+    Hugging Face models to eager attention), ``num_classes`` (the logits' columns that make the model a classifier
+    of the data, for ``accuracy``), the ``device`` (default: the model's) and a ``progress`` bar."""
 
-    timing = {}
-    t = time.perf_counter()
-    coh = coherence(model, progress=progress)
-    timing["coherence_s"] = time.perf_counter() - t
-    out: dict = {"model": model_info(model), "coherence": coh, "timing": timing}
-    if loader is None:
-        return out
-    from analysis.attention import AttentionCollector
-    from analysis.sites import find_attention
+    sites: SiteSpec = None
+    max_samples: int | None = 512
+    cka: bool = True
+    ista: bool = True
+    ista_samples: int = 16
+    ista_steps: int = 16
+    fused: bool = True
+    attention_stats: bool = True
+    num_classes: int | None = None
+    device: torch.device | str | None = None
+    progress: bool = False
 
-    site_list = [s for s in resolve_sites(model, sites) if s.kind != "attention"]
-    meter = SparsityMeter(model, site_list, fused=fused)
-    stripes = StripeCollector(model)
-    attention = AttentionCollector(model, find_attention(model)) if attention_stats else None
-    collectors = [meter, stripes] + ([attention] if attention is not None and attention.sites else [])
-    rel = RelChangeCollector(model, find_blocks(model))
-    collectors.append(rel)
-    cka_c = CKACollector(model, site_list) if cka else None
-    if cka_c is not None:
-        collectors.append(cka_c)
-    accuracy = AccuracyMeter(num_classes)
-    t = time.perf_counter()
-    n = run_pass(model, loader, collectors, device=device, max_samples=max_samples, progress=progress,
-                 desc="analyzing", accuracy=accuracy)
-    timing["data_pass_s"] = time.perf_counter() - t
-    per_site = meter.results()
+
+class AnalyzeSettings(TypedDict, total=False):
+    """The fields of :class:`AnalyzeOptions` as keyword arguments of :func:`analyze`."""
+
+    sites: SiteSpec
+    max_samples: int | None
+    cka: bool
+    ista: bool
+    ista_samples: int
+    ista_steps: int
+    fused: bool
+    attention_stats: bool
+    num_classes: int | None
+    device: torch.device | str | None
+    progress: bool
+
+
+@dataclass(frozen=True)
+class Collectors:
+    """The measurements that share :func:`analyze`'s pass over the data."""
+
+    meter: SparsityMeter
+    stripes: StripeCollector
+    attention: AttentionCollector | None  # None: switched off, or the model has no attention sites
+    relative_change: RelChangeCollector
+    cka: CKACollector | None
+
+    @classmethod
+    def of(cls, model: nn.Module, site_list: list[Site], opts: AnalyzeOptions) -> Collectors:
+        """Every collector ``opts`` asks for, on ``model`` (hooks are attached by the pass)."""
+        from analysis.attention import AttentionCollector
+        from analysis.layerwise import CKACollector, RelChangeCollector, find_blocks
+        from analysis.margins import StripeCollector
+        from analysis.sites import find_attention
+
+        meter = SparsityMeter(model, site_list, fused=opts.fused)
+        stripes = StripeCollector(model)
+        attention = AttentionCollector(model, find_attention(model)) if opts.attention_stats else None
+        rel = RelChangeCollector(model, find_blocks(model))
+        cka = CKACollector(model, site_list) if opts.cka else None
+        return cls(meter, stripes, attention if attention is not None and attention.sites else None, rel, cka)
+
+    def all(self) -> list[Any]:
+        """The collectors in the order they run on each batch."""
+        return [c for c in (self.meter, self.stripes, self.attention, self.relative_change, self.cka) if c is not None]
+
+
+@dataclass(frozen=True)
+class DataPass:
+    """What :func:`analyze`'s one pass over the data measured (plain data, as the result holds it)."""
+
+    samples: int
+    accuracy: dict
+    sparsity: dict
+    margins: dict
+    attention: dict | None
+    relative_change: list
+    cka: dict | None
+    seconds: float
+
+
+def data_pass(model: nn.Module, loader: Iterable, site_list: list[Site], coh: dict, opts: AnalyzeOptions) -> DataPass:
+    """Sparsity, stripes (for the theory margins, with the coherence ``coh``), attention, relative change, CKA and
+    accuracy over at most ``opts.max_samples`` samples of ``loader``, in one pass."""
+    from analysis.margins import theory_margins
+
+    collectors = Collectors.of(model, site_list, opts)
+    accuracy = AccuracyMeter(opts.num_classes)
+    with stopwatch() as took:
+        n = run_pass(model, loader, collectors.all(), device=opts.device, max_samples=opts.max_samples,
+                     progress=opts.progress, desc="analyzing", accuracy=accuracy)
+    per_site = collectors.meter.results()
     stages = _stages(model, per_site)
-    out["samples"] = n
-    out["accuracy"] = accuracy.result()
-    out["sparsity"] = {"per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
-    out["margins"] = theory_margins(stripes.results(), coh)
-    if attention is not None and attention.sites:
-        out["attention"] = attention.results()
-    out["convergence"] = {"relative_change": rel.result(), "cka": cka_c.result() if cka_c else None, "ista": None}
-    if ista:
-        t = time.perf_counter()
-        dev = device or next((p.device for p in model.parameters()), "cpu")
-        x: Any = first_batch(loader)
-        x = {k: v[:ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:ista_samples]
-        out["convergence"]["ista"] = ista_agreement(model, to_device(x, dev), site_list, ista_steps, coh)
-        timing["ista_s"] = time.perf_counter() - t
+    acc = accuracy.result()
+    sparsity = {"per_site": per_site, "summary": summarize(per_site, stages), "stages": stages}
+    margins = theory_margins(collectors.stripes.results(), coh)
+    attention = collectors.attention.results() if collectors.attention is not None else None
+    cka = collectors.cka
+    return DataPass(n, acc, sparsity, margins, attention, collectors.relative_change.result(),
+                    cka.result() if cka else None, took.seconds)
+
+
+def ista_pass(model: nn.Module, loader: Iterable, site_list: list[Site], coh: dict, opts: AnalyzeOptions) -> dict:
+    """ISTA agreement (:func:`analysis.layerwise.ista_agreement`) on the first ``opts.ista_samples`` samples of
+    ``loader``'s first batch."""
+    from analysis.layerwise import first_batch, ista_agreement
+
+    dev = opts.device or next((p.device for p in model.parameters()), "cpu")
+    x: Any = first_batch(loader)
+    x = {k: v[:opts.ista_samples] for k, v in x.items()} if isinstance(x, dict) else x[:opts.ista_samples]
+    return ista_agreement(model, to_device(x, dev), site_list, opts.ista_steps, coh)
+
+
+def analyze(model: nn.Module, loader: Iterable | None = None, options: AnalyzeOptions | None = None,
+            **settings: Unpack[AnalyzeSettings]) -> dict:
+    """Every analysis of ``model``, with the settings of ``options`` and/or keyword arguments
+    (:class:`AnalyzeOptions`): coherence (weights), and with ``loader`` sparsity, theory margins, layerwise
+    convergence (relative change, CKA) in one pass over at most ``max_samples`` samples, plus ISTA agreement on the
+    first ``ista_samples`` of them; for models with attention also the entropy and sparsity of every head (this
+    switches Hugging Face models to eager attention). The same pass scores the predictions (``accuracy``: top-1 and
+    cross-entropy) where the batches have labels and the model's logits have ``num_classes`` columns
+    (:class:`analysis.collect.AccuracyMeter`). Plain data; timings in ``timing``."""
+    from analysis.dictionary import coherence
+
+    opts = with_settings(options, AnalyzeOptions, settings)
+    with stopwatch() as took:
+        coh = coherence(model, progress=opts.progress)
+    info = model_info(model)
+    if loader is None:
+        return {"model": info, "coherence": coh, "timing": {"coherence_s": took.seconds}}
+    site_list = [s for s in resolve_sites(model, opts.sites) if s.kind != "attention"]
+    measured = data_pass(model, loader, site_list, coh, opts)
+    timing = {"coherence_s": took.seconds, "data_pass_s": measured.seconds}
+    ista = None
+    if opts.ista:
+        with stopwatch() as took_ista:
+            ista = ista_pass(model, loader, site_list, coh, opts)
+        timing["ista_s"] = took_ista.seconds
+    out: dict = {"model": info, "coherence": coh, "timing": timing, "samples": measured.samples,
+                 "accuracy": measured.accuracy, "sparsity": measured.sparsity, "margins": measured.margins}
+    if measured.attention is not None:
+        out["attention"] = measured.attention
+    out["convergence"] = {"relative_change": measured.relative_change, "cka": measured.cka, "ista": ista}
     return out
 
 

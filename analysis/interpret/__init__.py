@@ -24,18 +24,33 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from analysis.interpret.metrics import ExplainSummary, compare, summarize
-from analysis.interpret.steps import Options, assemble, attribute, fetch, frozen, scan, select, timed
+from analysis.interpret.steps import (
+    Explained,
+    ExplainOptions,
+    ExplainSettings,
+    ExplainTiming,
+    assemble,
+    attribute,
+    fetch,
+    frozen,
+    scan,
+    select,
+)
+from analysis.pipeline import stopwatch, with_settings
 from analysis.sites import Site, find_sites
 
-__all__ = ["explain", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["explain", "ExplainOptions", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary"]
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +66,18 @@ def resolve_site(model: nn.Module, site: str | Site) -> tuple[Site, list[str]]:
     return sites[-1], [s.name for s in sites]
 
 
-def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: int | Sequence[int] = 16,
-            method: str = "integrated_gradients", class_method: str | None = "auto", examples: int = 8, n_steps: int = 32,
-            internal_batch_size: int | None = 64, baseline: float = 0.0, max_samples: int | None = 512, tokenizer: Any = None,
-            label_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None, class_layer: str | None = None,
-            batched: bool = True, device: Any = None, progress: bool = False) -> dict:
+def explain(model: nn.Module, loader: Iterable, options: ExplainOptions | None = None, *, site: str | Site,
+            **settings: Unpack[ExplainSettings]) -> dict:
     """Explain ``features`` of ``site``: their statistics, top examples and attributions (see module docstring).
 
     Args:
         model: any ``nn.Module``; a transformers text model is called with ``input_ids``/``attention_mask``.
         loader: yields tensors, ``(input, label)`` pairs or dicts (``input_ids``, ``attention_mask``, ``labels``);
             it is read twice unless it is a sequential ``DataLoader`` over a map-style dataset.
+        options: the settings below as one :class:`ExplainOptions` (keyword arguments replace its fields).
         site: regex over activation-site names (the last match is used) or a :class:`~analysis.sites.Site`.
+
+    Settings (:class:`ExplainOptions`, or keyword arguments):
         features: how many of the most selective features to explain, or a list of feature indices.
         method: feature attribution method, a key of :data:`.attribute.FEATURE_METHODS`.
         class_method: class attribution method (key of :data:`.attribute.CLASS_METHODS`), ``auto`` (Grad-CAM for
@@ -77,6 +92,8 @@ def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: i
         class_names: names of the model's output classes (its predictions), for the report.
         class_layer: module name of the Grad-CAM layer (default: the last spatial site).
         batched: False makes one captum call per feature (the reference the benchmark compares against).
+        device: where to run (default: the model's device).
+        progress: show a progress bar over the scan.
 
     Returns:
         ``{"site", "matched_sites", "channels", "samples", "input_kind", "method", "class_method", "settings",
@@ -89,21 +106,18 @@ def explain(model: nn.Module, loader: Iterable, *, site: str | Site, features: i
         SiteSelectionError: the site pattern matches nothing.
         AnalysisError: unknown method, more features asked for than the site has, an index out of range, …
     """
-    opts = Options(features=features, method=method, class_method=class_method, examples=examples, n_steps=n_steps,
-                   internal_batch_size=internal_batch_size, baseline=baseline, max_samples=max_samples,
-                   tokenizer=tokenizer, label_names=label_names, class_names=class_names, class_layer=class_layer,
-                   batched=batched, progress=progress)
+    opts = with_settings(options, ExplainOptions, settings)
     site_obj, matched = resolve_site(model, site)
-    device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
-    timing: dict[str, float] = {}
+    device = opts.device or next((p.device for p in model.parameters()), torch.device("cpu"))
     with frozen(model):
-        with timed(timing, "scan_s"):
+        with stopwatch() as scan_took:
             scanned = scan(model, loader, site_obj, device, opts)
             selection = select(scanned, opts)
-        with timed(timing, "fetch_s"):
+        with stopwatch() as fetch_took:
             rows = fetch(loader, selection, site_obj, device, opts)
-        found = attribute(model, site_obj, rows, opts, timing)
-    return assemble(site_obj, matched, scanned, selection, rows, found, opts, timing)
+        found = attribute(model, site_obj, rows, opts)
+    timing = ExplainTiming(scan_took.seconds, fetch_took.seconds, found.feature_s, found.class_s)
+    return assemble(Explained(site_obj, matched, scanned, selection, rows, found, timing), opts)
 
 
 def to_json(result: dict) -> dict:

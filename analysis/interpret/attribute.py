@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,9 @@ from analysis.interpret.grid import grid_shape, tokens_to_grid
 from analysis.interpret.inputs import ImageInputs, Inputs, logits_of
 from analysis.interpret.select import feature_view
 from analysis.sites import Site, find_sites
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -130,22 +134,52 @@ def _chunks(n: int, size: int | None):
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+class AttributionSettings(TypedDict, total=False):
+    """The keyword arguments of :func:`feature_attributions`: ``n_steps`` (integration steps of path methods),
+    ``internal_batch_size`` (most rows of one forward pass; None: all) and ``batched`` (False: one captum call per
+    feature, the reference path)."""
+
+    n_steps: int
+    internal_batch_size: int | None
+    batched: bool
+
+
+@dataclass(frozen=True)
+class FeatureAttribution:
+    """One feature-attribution job: ``model`` up to ``site``, the captum ``method``, the embedding ``layer`` it
+    attributes (token inputs; None: the pixels), ``n_steps`` integration steps and at most ``internal_batch_size``
+    rows per forward pass (None: all); ``batched`` False: one captum call per feature (the reference path)."""
+
+    model: nn.Module
+    site: Site
+    method: FeatureMethod
+    layer: nn.Module | None
+    n_steps: int = 32
+    internal_batch_size: int | None = 64
+    batched: bool = True
+
+    def path_kwargs(self, baselines: Tensor, internal_batch_size: int | None) -> dict:
+        """captum's path arguments (path methods only): ``baselines``, ``n_steps``, ``internal_batch_size``."""
+        if not self.method.path:
+            return {}
+        return dict(baselines=baselines, n_steps=self.n_steps, internal_batch_size=internal_batch_size)
+
+
 def feature_attributions(model: nn.Module, site: Site, inputs: Inputs, features: Tensor,
-                         method: str = "integrated_gradients", *, n_steps: int = 32,
-                         internal_batch_size: int | None = 64, batched: bool = True) -> tuple[Tensor, Tensor | None]:
+                         method: str = "integrated_gradients",
+                         **settings: Unpack[AttributionSettings]) -> tuple[Tensor, Tensor | None]:
     """Attribution of row ``r`` of ``inputs`` to its response to feature ``features[r]``.
 
     Returns ``(attributions, delta)``: attributions shaped like the attributed tensor (pixels ``[R, C, H, W]``, or
     token embeddings ``[R, T, D]``), and for path methods on the batched path the completeness delta
-    ``Σ attribution − (f(x) − f(baseline))`` per row (None otherwise). ``internal_batch_size`` bounds the rows of
-    one forward pass (examples × integration steps).
+    ``Σ attribution − (f(x) − f(baseline))`` per row (None otherwise). ``settings``: :class:`AttributionSettings`
+    (``n_steps`` 32, ``internal_batch_size`` 64: bounds the rows of one forward pass, examples × integration
+    steps; ``batched`` True).
     """
     m = _lookup(FEATURE_METHODS, method, "attribution method")
     features = torch.as_tensor(features, dtype=torch.long, device=inputs_device(inputs))
-    layer = inputs.layer(model)
-    if batched:
-        return _batched(model, site, inputs, features, m, layer, n_steps, internal_batch_size)
-    return _per_neuron(model, site, inputs, features, m, layer, n_steps, internal_batch_size)
+    job = FeatureAttribution(model, site, m, inputs.layer(model), **settings)
+    return _batched(job, inputs, features) if job.batched else _per_neuron(job, inputs, features)
 
 
 def inputs_device(inputs: Inputs) -> torch.device:
@@ -157,21 +191,18 @@ def _needs_grad(x: Tensor) -> Tensor:
     return x.detach().requires_grad_(True) if x.is_floating_point() else x
 
 
-def _path_kwargs(m: FeatureMethod, baselines: Tensor, n_steps: int, internal_batch_size: int | None) -> dict:
-    return dict(baselines=baselines, n_steps=n_steps, internal_batch_size=internal_batch_size) if m.path else {}
-
-
-def _batched(model, site, inputs, features, m, layer, n_steps, ibs):
-    """One captum call per chunk of at most ``ibs`` rows (features mixed), one integration step per forward pass:
-    captum then adds the steps elementwise in order, so a row's result does not depend on the other rows of its
-    chunk (with ``ibs=None``: all rows and steps in one pass, captum's default)."""
-    fwd = SiteResponse(model, site, inputs)
-    algo = _captum(m.layer_cls)(fwd, layer) if layer is not None else _captum(m.input_cls)(fwd)
+def _batched(job: FeatureAttribution, inputs: Inputs, features: Tensor) -> tuple[Tensor, Tensor | None]:
+    """One captum call per chunk of at most ``internal_batch_size`` rows (features mixed), one integration step per
+    forward pass: captum then adds the steps elementwise in order, so a row's result does not depend on the other
+    rows of its chunk (with ``internal_batch_size=None``: all rows and steps in one pass, captum's default)."""
+    m, ibs = job.method, job.internal_batch_size
+    fwd = SiteResponse(job.model, job.site, inputs)
+    algo = _captum(m.layer_cls)(fwd, job.layer) if job.layer is not None else _captum(m.input_cls)(fwd)
     attrs, deltas = [], []
     for sl in _chunks(len(inputs), ibs):
         x, base, extra = inputs.rows(torch.arange(sl.start, sl.stop)).captum()
         x = _needs_grad(x)
-        kw = _path_kwargs(m, base, n_steps, None if ibs is None else sl.stop - sl.start)
+        kw = job.path_kwargs(base, None if ibs is None else sl.stop - sl.start)
         out = algo.attribute(x, additional_forward_args=(*extra, features[sl]), **kw,
                              **({"return_convergence_delta": True} if m.path else {}))
         attr, delta = out if m.path else (out, None)
@@ -181,20 +212,22 @@ def _batched(model, site, inputs, features, m, layer, n_steps, ibs):
     return torch.cat(attrs), torch.cat(deltas) if deltas else None
 
 
-def _per_neuron(model, site, inputs, features, m, layer, n_steps, ibs):
+def _per_neuron(job: FeatureAttribution, inputs: Inputs, features: Tensor) -> tuple[Tensor | None, None]:
+    """One captum call per feature over the rows that attribute it (the reference path; no delta)."""
+    m, model, site = job.method, job.model, job.site
     out = None
     for f in dict.fromkeys(features.tolist()):
         rows = torch.nonzero(features == f).view(-1)
         part = inputs.rows(rows)
         x, base, extra = part.captum()
         x = _needs_grad(x)
-        kw = _path_kwargs(m, base, n_steps, ibs)
-        if layer is None:  # captum's neuron class on the site module, a callable selector for feature f
+        kw = job.path_kwargs(base, job.internal_batch_size)
+        if job.layer is None:  # captum's neuron class on the site module, a callable selector for feature f
             algo = _captum(m.neuron_cls)(lambda *a, p=part: p.call(model, *a), site.module)
             attr = algo.attribute(x, _selector(site, f), additional_forward_args=extra or None, **kw)
             attr = attr * x if m.times_input else attr
         else:  # tokens: one Layer* call per feature on the embeddings, the whole model run as captum's neuron classes do
-            algo = _captum(m.layer_cls)(SiteResponse(model, site, part, stop=False), layer)
+            algo = _captum(m.layer_cls)(SiteResponse(model, site, part, stop=False), job.layer)
             attr = algo.attribute(x, additional_forward_args=(*extra, torch.full((len(rows),), f)), **kw)
         if out is None:
             out = torch.empty((len(inputs), *attr.shape[1:]), dtype=attr.dtype, device=attr.device)
@@ -231,7 +264,29 @@ def _logit_fn(model: nn.Module, inputs: Inputs) -> Callable:
     return lambda *a: logits_of(inputs.call(model, *a))
 
 
-def _class_ig(model, inputs, targets, layer_name, n_steps, ibs):
+class ClassSettings(TypedDict, total=False):
+    """The keyword arguments of :func:`class_attributions`: the Grad-CAM ``layer`` (a module name; None: the last
+    spatial site), ``n_steps`` (integration steps) and ``internal_batch_size`` (most rows of one forward pass)."""
+
+    layer: str | None
+    n_steps: int
+    internal_batch_size: int | None
+
+
+@dataclass(frozen=True)
+class ClassAttribution:
+    """One class-attribution job: ``model``, the Grad-CAM ``layer`` (a module name; None: the last spatial site),
+    ``n_steps`` integration steps and at most ``internal_batch_size`` rows per forward pass (None: all)."""
+
+    model: nn.Module
+    layer: str | None = None
+    n_steps: int = 32
+    internal_batch_size: int | None = 64
+
+
+def _class_ig(job: ClassAttribution, inputs: Inputs, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Integrated gradients of each row's ``targets`` logit: on the pixels, or on the token embeddings."""
+    model, ibs = job.model, job.internal_batch_size
     layer = inputs.layer(model)
     fwd = _logit_fn(model, inputs)
     algo = _captum("LayerIntegratedGradients")(fwd, layer) if layer is not None else _captum("IntegratedGradients")(fwd)
@@ -239,7 +294,7 @@ def _class_ig(model, inputs, targets, layer_name, n_steps, ibs):
     for sl in _chunks(len(inputs), ibs):
         x, base, extra = inputs.rows(torch.arange(sl.start, sl.stop)).captum()
         a, d = algo.attribute(x, baselines=base, target=targets[sl], additional_forward_args=extra or None,
-                              n_steps=n_steps, internal_batch_size=ibs, return_convergence_delta=True)
+                              n_steps=job.n_steps, internal_batch_size=ibs, return_convergence_delta=True)
         attrs.append(a.detach())
         deltas.append(d.detach())
     return inputs.to_map(torch.cat(attrs)), torch.cat(deltas)
@@ -304,10 +359,12 @@ def _grid_cam(model: nn.Module, inputs: ImageInputs, site: Site, x: Tensor, targ
     return (g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True).clamp_min(0)
 
 
-def _grad_cam(model, inputs, targets, layer_name, n_steps, ibs):
+def _grad_cam(job: ClassAttribution, inputs: Inputs, targets: Tensor) -> tuple[Tensor, None]:
+    """Grad-CAM of each row's ``targets`` logit on a spatial layer, upsampled to the image."""
     if not isinstance(inputs, ImageInputs):
         raise AnalysisError("grad_cam applies to image models; for text use integrated_gradients")
-    site, shape = spatial_layer(model, inputs, layer_name)
+    model, ibs = job.model, job.internal_batch_size
+    site, shape = spatial_layer(model, inputs, job.layer)
     hw = tuple(inputs.x.shape[-2:])
     layer_attr = _captum("LayerAttribution")
     maps = []
@@ -322,23 +379,23 @@ def _grad_cam(model, inputs, targets, layer_name, n_steps, ibs):
     return torch.cat(maps), None
 
 
-CLASS_METHODS: dict[str, Callable] = {
+CLASS_METHODS: dict[str, Callable[[ClassAttribution, Inputs, Tensor], tuple[Tensor, Tensor | None]]] = {
     "integrated_gradients": _class_ig,
     "grad_cam": _grad_cam,
 }
 
 
-def class_attributions(model: nn.Module, inputs: Inputs, targets: Tensor, method: str = "auto", *,
-                       layer: str | None = None, n_steps: int = 32,
-                       internal_batch_size: int | None = 64) -> tuple[Tensor, Tensor | None, str]:
+def class_attributions(model: nn.Module, inputs: Inputs, targets: Tensor, method: str = "auto",
+                       **settings: Unpack[ClassSettings]) -> tuple[Tensor, Tensor | None, str]:
     """Attribution of each row's logit of class ``targets[r]``: one number per pixel ``[N, H, W]`` or per token
     ``[N, T]``, the completeness delta for integrated gradients (None for Grad-CAM), and the method used.
 
-    ``auto`` is Grad-CAM for image models and integrated gradients on the embeddings for text. ``layer``: module
-    name of the Grad-CAM layer (default: the last spatial site).
+    ``auto`` is Grad-CAM for image models and integrated gradients on the embeddings for text. ``settings``:
+    :class:`ClassSettings` (``layer``: module name of the Grad-CAM layer, default the last spatial site;
+    ``n_steps`` 32; ``internal_batch_size`` 64).
     """
     if method == "auto":
         method = "grad_cam" if isinstance(inputs, ImageInputs) else "integrated_gradients"
     fn = _lookup(CLASS_METHODS, method, "class attribution method")
-    maps, delta = fn(model, inputs, targets, layer, n_steps, internal_batch_size)
+    maps, delta = fn(ClassAttribution(model, **settings), inputs, targets)
     return maps, delta, method

@@ -3,17 +3,17 @@
 :func:`scan` streams the data once (statistics and top examples of every feature of the site) → :func:`select`
 picks the features and their top examples → :func:`fetch` reads those examples again from the loader →
 :func:`attribute` attributes each feature's response, and the predicted class, to the inputs → :func:`assemble`
-measures the maps and builds the plain-data result. :class:`Options` holds the call's settings (the set-up, as
-captum separates a method's set-up from its ``attribute``); each step hands a small dataclass to the next.
+measures the maps and builds the plain-data result. :class:`ExplainOptions` holds the call's settings (the set-up,
+as captum separates a method's set-up from its ``attribute``); each step hands a small dataclass to the next, and
+:class:`Explained` holds them all for :func:`assemble`, with the seconds each step took (:class:`ExplainTiming`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -27,33 +27,36 @@ from analysis.interpret.inputs import ImageInputs, Inputs, make_inputs
 from analysis.interpret.metrics import completeness, concentration, summarize
 from analysis.interpret.select import FeatureStats, select_features
 from analysis.interpret.topk import fetch_rows
+from analysis.pipeline import stopwatch
 from analysis.sites import Site
 
 Top = tuple[int, float, int]  # (sample index, response, position) of one top example
 
 
 @dataclass(frozen=True)
-class Options:
-    """The settings of one :func:`~analysis.interpret.explain` call (its keyword arguments), checked when made.
+class ExplainOptions:
+    """The settings of one :func:`~analysis.interpret.explain` call (given as an object or as its keyword arguments;
+    the explain docstring says what each does), checked when made.
 
     Raises:
         AnalysisError: an unknown attribution method, or a count below 1.
     """
 
-    features: int | Sequence[int]
-    method: str
-    class_method: str | None
-    examples: int
-    n_steps: int
-    internal_batch_size: int | None
-    baseline: float
-    max_samples: int | None
-    tokenizer: Any
-    label_names: Sequence[str] | None
-    class_names: Sequence[str] | None
-    class_layer: str | None
-    batched: bool
-    progress: bool
+    features: int | Sequence[int] = 16
+    method: str = "integrated_gradients"
+    class_method: str | None = "auto"
+    examples: int = 8
+    n_steps: int = 32
+    internal_batch_size: int | None = 64
+    baseline: float = 0.0
+    max_samples: int | None = 512
+    tokenizer: Any = None
+    label_names: Sequence[str] | None = None
+    class_names: Sequence[str] | None = None
+    class_layer: str | None = None
+    batched: bool = True
+    device: Any = None
+    progress: bool = False
 
     def __post_init__(self) -> None:
         check_methods(self.method, self.class_method)
@@ -68,6 +71,26 @@ class Options:
         return {"features": self.features if isinstance(self.features, int) else list(self.features),
                 "examples": self.examples, "n_steps": self.n_steps, "internal_batch_size": self.internal_batch_size,
                 "baseline": self.baseline, "batched": self.batched, "max_samples": self.max_samples}
+
+
+class ExplainSettings(TypedDict, total=False):
+    """The fields of :class:`ExplainOptions` as keyword arguments of :func:`~analysis.interpret.explain`."""
+
+    features: int | Sequence[int]
+    method: str
+    class_method: str | None
+    examples: int
+    n_steps: int
+    internal_batch_size: int | None
+    baseline: float
+    max_samples: int | None
+    tokenizer: Any
+    label_names: Sequence[str] | None
+    class_names: Sequence[str] | None
+    class_layer: str | None
+    batched: bool
+    device: Any
+    progress: bool
 
 
 @dataclass
@@ -123,6 +146,37 @@ class Attributions:
     num_classes: int
     boxes: list | None  # receptive-field box per pair (images only)
     display: dict[str, Any]  # {"images": display images, "tokens": token strings}, one of them None
+    feature_s: float  # seconds the feature attributions took
+    class_s: float  # seconds the predictions and class attributions took
+
+
+@dataclass(frozen=True)
+class ExplainTiming:
+    """Seconds each step of one explain call took: the scan (with the selection), the fetch, the feature
+    attributions and the class attributions (with the predictions)."""
+
+    scan_s: float
+    fetch_s: float
+    feature_attributions_s: float
+    class_attributions_s: float
+
+    def to_json(self) -> dict[str, float]:
+        """The result's ``timing``: each field under its name, in this order."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """What the steps of one explain call produced, in order, for :func:`assemble`: the ``site`` and the names its
+    pattern ``matched``, the scan, the selection, the fetched rows, the attributions and the ``timing``."""
+
+    site: Site
+    matched: list[str]
+    scanned: Scan
+    selection: Selection
+    rows: Rows
+    found: Attributions
+    timing: ExplainTiming
 
 
 @contextmanager
@@ -142,21 +196,13 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-@contextmanager
-def timed(timing: dict[str, float], key: str) -> Iterator[None]:
-    """Record the seconds the block took as ``timing[key]`` (nothing when it raises)."""
-    t = time.perf_counter()
-    yield
-    timing[key] = time.perf_counter() - t
-
-
 def _labelled(loader: Iterable, stats: FeatureStats) -> Iterator:
     for batch in loader:
         stats.labels = batch_labels(batch)
         yield batch
 
 
-def scan(model: nn.Module, loader: Iterable, site: Site, device: Any, opts: Options) -> Scan:
+def scan(model: nn.Module, loader: Iterable, site: Site, device: Any, opts: ExplainOptions) -> Scan:
     """Stream up to ``max_samples`` samples once: per-feature statistics and top examples at ``site``."""
     collector = FeatureStats(model, site, opts.examples)
     n = run_pass(model, _labelled(loader, collector), [collector], device=device, max_samples=opts.max_samples,
@@ -164,13 +210,13 @@ def scan(model: nn.Module, loader: Iterable, site: Site, device: Any, opts: Opti
     return Scan(collector, n, collector.results())
 
 
-def select(scanned: Scan, opts: Options) -> Selection:
+def select(scanned: Scan, opts: ExplainOptions) -> Selection:
     """The features to explain (:func:`~.select.select_features`) and their top examples."""
     chosen = select_features(scanned.stats, opts.features, opts.examples)
     return Selection(chosen, {f: scanned.collector.topk.of(f) for f in chosen})
 
 
-def fetch(loader: Iterable, selection: Selection, site: Site, device: Any, opts: Options) -> Rows:
+def fetch(loader: Iterable, selection: Selection, site: Site, device: Any, opts: ExplainOptions) -> Rows:
     """Read the selected top examples again from ``loader`` and lay them out as rows for attribution."""
     unique = sorted({s for f in selection.features for s, _, _ in selection.tops[f]})
     if not unique:
@@ -188,7 +234,7 @@ def _measure(maps: Tensor, mask: Tensor | None, attr: Tensor, delta: Tensor | No
     return MapSet(maps, concentrated, completeness(attr.reshape(n, -1).sum(1), delta) if delta is not None else None)
 
 
-def _class_maps(model: nn.Module, rows: Rows, opts: Options) -> tuple[Tensor, int, MapSet | None, str | None]:
+def _class_maps(model: nn.Module, rows: Rows, opts: ExplainOptions) -> tuple[Tensor, int, MapSet | None, str | None]:
     """The model's predictions on the distinct samples and, unless ``class_method`` is None, their class maps."""
     preds, num_classes = predict(model, rows.inputs, opts.internal_batch_size or 64)
     if opts.class_method is None:
@@ -199,23 +245,24 @@ def _class_maps(model: nn.Module, rows: Rows, opts: Options) -> tuple[Tensor, in
     return preds, num_classes, _measure(maps, mask, maps, delta, len(rows.row_of)), used
 
 
-def attribute(model: nn.Module, site: Site, rows: Rows, opts: Options, timing: dict[str, float]) -> Attributions:
+def attribute(model: nn.Module, site: Site, rows: Rows, opts: ExplainOptions) -> Attributions:
     """Attribute every pair's feature response (one batched captum call unless ``batched`` is False) and the
     predicted class of every distinct sample to the inputs; also the boxes or tokens the report shows."""
-    with timed(timing, "feature_attributions_s"):
+    with stopwatch() as feature_took:
         attr, delta = feature_attributions(model, site, rows.pairs, rows.pair_features, opts.method,
                                            n_steps=opts.n_steps, internal_batch_size=opts.internal_batch_size,
                                            batched=opts.batched)
         fmaps = rows.pairs.to_map(attr)
     features = _measure(fmaps, None if rows.images else rows.pairs.mask, attr, delta, len(rows.pair_features))
-    with timed(timing, "class_attributions_s"):
+    with stopwatch() as class_took:
         preds, num_classes, classes, used = _class_maps(model, rows, opts)
     if rows.images:
         boxes = receptive_boxes(model, site, rows.pairs, rows.positions)
         display = {"images": display_images(rows.inputs.x), "tokens": None}
     else:
         boxes, display = None, {"images": None, "tokens": tokens_of(rows.inputs.ids, rows.inputs.mask, opts.tokenizer)}
-    return Attributions(features, classes, used, preds, num_classes, boxes, display)
+    return Attributions(features, classes, used, preds, num_classes, boxes, display, feature_took.seconds,
+                        class_took.seconds)
 
 
 def _item(arr: np.ndarray | None, i: int) -> float | int | None:
@@ -261,19 +308,20 @@ def _names(names: Sequence[str] | None) -> list[str] | None:
     return list(names) if names is not None else None
 
 
-def assemble(site: Site, matched: list[str], scanned: Scan, selection: Selection, rows: Rows, found: Attributions,
-             opts: Options, timing: dict[str, float]) -> dict:
+def assemble(explained: Explained, opts: ExplainOptions) -> dict:
     """The plain-data result of :func:`~analysis.interpret.explain` (its docstring lists the keys)."""
+    site, scanned, rows, found = explained.site, explained.scanned, explained.rows, explained.found
     arrays = {**found.display, "feature_maps": found.features.maps.detach().cpu().numpy(),
               "class_maps": None if found.classes is None else found.classes.maps.detach().cpu().numpy()}
     result = {
-        "site": site.name, "matched_sites": matched, "site_shape": list(scanned.collector.shape or ()),
+        "site": site.name, "matched_sites": explained.matched, "site_shape": list(scanned.collector.shape or ()),
         "channels": len(scanned.stats["selectivity"]), "samples": scanned.samples, "input_kind": rows.inputs.kind,
         "method": opts.method, "class_method": found.class_method, "settings": opts.settings(),
         "selection": "indices" if not isinstance(opts.features, int) else "selectivity",
         "label_names": _names(opts.label_names), "class_names": _names(opts.class_names),
         "num_classes": found.num_classes, "stats": scanned.stats,
-        "features": _feature_records(scanned.stats, selection, rows, found), "arrays": arrays, "timing": timing,
+        "features": _feature_records(scanned.stats, explained.selection, rows, found), "arrays": arrays,
+        "timing": explained.timing.to_json(),
     }
     result["summary"] = summarize(result)
     return result
