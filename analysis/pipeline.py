@@ -15,13 +15,14 @@ import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
 
 from analysis.collect import AccuracyMeter, run_pass, to_device
+from analysis.jsonform import Codec, JsonForm, json_meta
 from analysis.sites import Site, find_sites, site_stages
 from analysis.sparsity import (
     DEFAULT_TAU_ABS,
@@ -304,28 +305,114 @@ def analyze(model: nn.Module, loader: Iterable | None = None, options: AnalyzeOp
     return out
 
 
-def headline(result: dict) -> dict:
-    """The few numbers a summary shows (NaN-free: missing values are None)."""
-    coh = list(result.get("coherence", {}).values())
+@dataclass(frozen=True)
+class AccuracyFigures(JsonForm):
+    """Top-1 (a fraction) and mean cross-entropy (nats per sample) of the model's predictions on the data."""
+
+    top1: float | None = None
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class WeightFigures(JsonForm):
+    """What the weights alone say: the ``layers`` measured, the mean and median local mutual coherence μ over the
+    ``mu_local_layers`` layers that have one (depthwise layers do not), and the largest shift-aware μ."""
+
+    layers: int | None = None
+    mu_local_mean: float | None = None
+    mu_local_median: float | None = None
+    mu_local_layers: int | None = None
+    mu_shift_max: float | None = None
+
+
+def _near_zero_figures() -> Codec:
+    """Near-zero means over sites, stored under their summary keys (``near_zero_frac(abs,tau=0.01)_mean_sites``)."""
+    return Codec(dump=lambda owner, values: dict(values), load=lambda d: {k: d[k] for _, k in near_zero_stats(d)})
+
+
+@dataclass(frozen=True)
+class SparsityFigures(JsonForm):
+    """The sparsity summary's headline numbers (:class:`~analysis.sparsity.SparsitySummary`): ``sites``, the mean
+    and all-entries ``zero_frac``, the mean l0 / C, dead and dense units, the ``near_zero`` means (summary key →
+    fraction) and the mean Hoyer index over the sites that have one."""
+
+    sites: int | None = None
+    zero_frac_mean_sites: float | None = None
+    zero_frac_all_entries: float | None = None
+    l0_per_position_frac_mean_sites: float | None = None
+    dead_units: int | None = None
+    dense_units: int | None = None
+    near_zero: dict[str, float | None] = field(default_factory=dict, metadata=json_meta(codec=_near_zero_figures()))
+    hoyer_mean_sites: float | None = None
+
+
+@dataclass(frozen=True)
+class MarginFigures(JsonForm):
+    """The theory margins in brief: of the ``layers_measured`` pursuit layers (followed by an activation, margin
+    defined), how many are inside the uniqueness theorem's regime, and the median factor by which they are outside."""
+
+    layers_inside_theorem: int | None = None
+    layers_measured: int | None = None
+    median_factor_outside: float | None = None
+
+
+def _beside(kind: type[JsonForm], marker: str) -> Codec:
+    """A group of figures stored with its keys beside the others' (one flat headline); read back where ``marker``
+    is stored, else None (the group was not measured)."""
+    return Codec(dump=lambda owner, group: {} if group is None else group.to_json(),
+                 load=lambda d: kind.from_json(d) if marker in d else None)
+
+
+@dataclass(frozen=True)
+class Headline(JsonForm):
+    """The few numbers a summary shows (:func:`headline`), in groups that are there when they were measured:
+    ``accuracy`` (labelled data), ``weights`` (always), ``sparsity`` and ``margins`` (with data). The JSON form is one
+    flat dict, the groups' keys side by side in this order; a stored headline missing a figure reads it as None."""
+
+    accuracy: AccuracyFigures | None = field(default=None, metadata=json_meta(codec=_beside(AccuracyFigures, "top1")))
+    weights: WeightFigures | None = field(default=None, metadata=json_meta(codec=_beside(WeightFigures, "layers")))
+    sparsity: SparsityFigures | None = field(default=None, metadata=json_meta(codec=_beside(SparsityFigures, "sites")))
+    margins: MarginFigures | None = field(default=None,
+                                          metadata=json_meta(codec=_beside(MarginFigures, "layers_measured")))
+
+    @classmethod
+    def of(cls, result: Mapping[str, Any]) -> Headline:
+        """The headline of an :func:`analyze` result (or a stored one; NaN-free: missing values are None)."""
+        acc = result.get("accuracy") or {}
+        return cls(accuracy=AccuracyFigures(acc["top1"], acc["loss"]) if "top1" in acc else None,
+                   weights=_weight_figures(list(result.get("coherence", {}).values())),
+                   sparsity=_sparsity_figures(result["sparsity"]) if "sparsity" in result else None,
+                   margins=_margin_figures(result["margins"]) if "margins" in result else None)
+
+
+def _weight_figures(coh: list[Mapping[str, Any]]) -> WeightFigures:
     mus = [c["local"]["mu"] for c in coh if c["local"]["mu"] is not None]  # depthwise layers: not applicable
-    acc = result.get("accuracy") or {}
-    out = {k: acc[k] for k in ("top1", "loss") if k in acc}
-    out.update({"layers": len(coh), "mu_local_mean": sum(mus) / len(mus) if mus else None,
-                "mu_local_median": statistics.median(mus) if mus else None, "mu_local_layers": len(mus),
-                "mu_shift_max": max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None)})
-    if "sparsity" in result:
-        s = result["sparsity"]["summary"]
-        out.update({k: s[k] for k in ("sites", "zero_frac_mean_sites", "zero_frac_all_entries",
-                                      "l0_per_position_frac_mean_sites", "dead_units", "dense_units")})
-        out.update({k: s[k] for _, k in near_zero_stats(s)})  # the summary may be a stored, partial one
-        per = [SiteSparsity.from_json(v) for v in result["sparsity"]["per_site"].values()]
-        hoyers = [v.hoyer_mean for v in per if not math.isnan(v.hoyer_mean)]
-        out["hoyer_mean_sites"] = sum(hoyers) / len(hoyers) if hoyers else None
-    if "margins" in result:
-        # pursuit layers only: a layer with no activation after it does not threshold, its code is its output
-        m = [v for v in result["margins"].values() if v["margin"] is not None and v["code"] == "activation"]
-        out["layers_inside_theorem"] = sum(1 for v in m if v["inside"])
-        out["layers_measured"] = len(m)
-        factors = sorted(v["factor"] for v in m)
-        out["median_factor_outside"] = statistics.median(factors) if factors else None
-    return out
+    return WeightFigures(layers=len(coh), mu_local_mean=sum(mus) / len(mus) if mus else None,
+                         mu_local_median=statistics.median(mus) if mus else None, mu_local_layers=len(mus),
+                         mu_shift_max=max((c["mu_shift"] for c in coh if c.get("mu_shift") is not None), default=None))
+
+
+def _sparsity_figures(sparsity: Mapping[str, Any]) -> SparsityFigures:
+    s = sparsity["summary"]
+    per = [SiteSparsity.from_json(v) for v in sparsity["per_site"].values()]
+    hoyers = [v.hoyer_mean for v in per if not math.isnan(v.hoyer_mean)]
+    return SparsityFigures(sites=s["sites"], zero_frac_mean_sites=s["zero_frac_mean_sites"],
+                           zero_frac_all_entries=s["zero_frac_all_entries"],
+                           l0_per_position_frac_mean_sites=s["l0_per_position_frac_mean_sites"],
+                           dead_units=s["dead_units"], dense_units=s["dense_units"],
+                           near_zero={k: s[k] for _, k in near_zero_stats(s)},  # the summary may be a stored, partial one
+                           hoyer_mean_sites=sum(hoyers) / len(hoyers) if hoyers else None)
+
+
+def _margin_figures(margins: Mapping[str, Any]) -> MarginFigures:
+    # pursuit layers only: a layer with no activation after it does not threshold, its code is its output
+    m = [v for v in margins.values() if v["margin"] is not None and v["code"] == "activation"]
+    factors = sorted(v["factor"] for v in m)
+    return MarginFigures(layers_inside_theorem=sum(1 for v in m if v["inside"]), layers_measured=len(m),
+                         median_factor_outside=statistics.median(factors) if factors else None)
+
+
+def headline(result: dict) -> dict:
+    """The few numbers a summary shows (NaN-free: missing values are None), as one flat dict
+    (:meth:`Headline.to_json` of :meth:`Headline.of`)."""
+    return Headline.of(result).to_json()

@@ -180,3 +180,35 @@ def test_a_real_explain_summary_reads_back_to_the_same_json():
     text = stored(to_json(res))["summary"]
     assert ExplainSummary.from_json(text).to_json() == text
     assert json.dumps(ExplainSummary.from_json(res["summary"]).to_json()) == json.dumps(res["summary"])
+
+
+def test_a_headline_is_typed_groups_stored_as_one_flat_dict(analyses):
+    from analysis.pipeline import Headline, headline
+
+    h = Headline.of(analyses[0])
+    assert h.accuracy is not None and h.weights is not None and h.sparsity is not None and h.margins is not None
+    flat = headline(analyses[0])
+    assert flat == h.to_json() and list(flat)[:3] == ["top1", "loss", "layers"]
+    assert list(flat)[-4:] == ["hoyer_mean_sites", "layers_inside_theorem", "layers_measured", "median_factor_outside"]
+    assert h.sparsity.near_zero == {k: flat[k] for k in flat if k.startswith("near_zero_frac(")}
+    assert Headline.from_json(stored(flat)) == h
+    weights_only = Headline.of({"coherence": analyses[0]["coherence"]})
+    assert (weights_only.accuracy, weights_only.sparsity, weights_only.margins) == (None, None, None)
+    assert list(weights_only.to_json()) == ["layers", "mu_local_mean", "mu_local_median", "mu_local_layers",
+                                            "mu_shift_max"]
+
+
+def test_a_model_entry_holds_its_analysis_typed_by_section(analyses):
+    from analysis.report import Analysis
+    from analysis.report.types import measured
+
+    a = Analysis.from_json(analyses[0])
+    assert a.sparsity == analyses[0]["sparsity"] and a.samples == 16
+    assert a.attention is None and a.explain is None and a.data is None
+    assert list(a.to_json()) == list(analyses[0])  # the sections analyze wrote, in its order
+    assert measured(a.margins) == analyses[0]["margins"]
+    with pytest.raises(KeyError):
+        measured(a.attention)
+    stored_headline = stored(build_report([("m", "src", analyses[0])], "c"))["models"][0]["headline"]
+    entry = ModelEntry("m", "src", stored_headline, analyses[0])  # plain data is read typed
+    assert isinstance(entry.analysis, Analysis) and entry.headline.sparsity is not None

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from analysis.jsonform import JsonForm
 from analysis.sparsity import gini
 
 TOP_FRACTION = 0.05
@@ -73,7 +74,7 @@ def _max(x) -> float | None:
 
 
 @dataclass(frozen=True)
-class ExplainSummary:
+class ExplainSummary(JsonForm):
     """Headline numbers of one :func:`analysis.interpret.explain` result (its ``summary``): means and medians over the
     explained features and their examples, None where there is nothing to average.
 
@@ -85,7 +86,8 @@ class ExplainSummary:
     ``|delta|``, in units of the feature's response) and ``feature_delta_rel_median`` / ``class_delta_rel_median``
     (median ``|delta| / |f(x) − f(baseline)|``; None for methods without a delta).
 
-    :meth:`to_json` gives the ``summary`` dict of the result and of ``report.json`` (keys in this order).
+    :meth:`to_json` gives the ``summary`` dict of the result and of ``report.json`` (each number under its field's
+    name, in this order); :meth:`from_json` reads it back (both derived by :mod:`analysis.jsonform`).
     """
 
     features: int
@@ -135,14 +137,6 @@ class ExplainSummary:
         measured = [v for v in (self.feature_delta_rel_median, self.class_delta_rel_median) if v is not None]
         return max(measured, default=None)
 
-    def to_json(self) -> dict[str, float | int | None]:
-        """The summary as plain data, each number under its field's name."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ExplainSummary:
-        """The summary :meth:`to_json` wrote (the ``summary`` of an explain result or of its stored JSON)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
 def summarize(result: dict) -> dict[str, float | int | None]:

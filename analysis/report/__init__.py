@@ -16,6 +16,7 @@ from analysis.report.types import (
     HEADLINE_FIGURES,
     NEAR_ZERO_ABS,
     REPORT_VERSION,
+    Analysis,
     CoherenceDelta,
     Deltas,
     HeadlineFigure,
@@ -27,6 +28,6 @@ from analysis.report.types import (
     headline_figures,
 )
 
-__all__ = ["build_report", "render_html", "headline_html", "Report", "ModelEntry", "HeadlineFigure", "Deltas",
+__all__ = ["build_report", "render_html", "headline_html", "Report", "ModelEntry", "Analysis", "HeadlineFigure", "Deltas",
            "SiteDelta", "CoherenceDelta", "MarginDelta", "headline_figures", "clean", "figure_text", "change_text",
            "fmt", "table", "CSS", "MARGINS_NOTE", "DELTA_KEY", "HEADLINE_FIGURES", "NEAR_ZERO_ABS", "REPORT_VERSION"]

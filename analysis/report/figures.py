@@ -9,7 +9,7 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from analysis.report.types import ModelEntry
+from analysis.report.types import ModelEntry, measured
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +41,7 @@ def plot_per_site(models: Sequence[ModelEntry]) -> str:
     """zero_frac, mean Hoyer and mean l0 / C of every site in forward order, one line per model."""
     fig, axes = _figure(15, 3.6, 3)
     for m in models:
-        per = m.analysis["sparsity"]["per_site"]
+        per = measured(m.analysis.sparsity)["per_site"]
         names = list(per)
         for ax, key, title in zip(axes, ("zero_frac", "hoyer_mean", "l0_per_position_frac"),
                                   ("zero_frac", "Hoyer (mean)", "l0 / C (mean)"), strict=True):
@@ -55,7 +55,7 @@ def plot_per_site(models: Sequence[ModelEntry]) -> str:
 
 def plot_density(m: ModelEntry) -> str:
     """The firing-density histogram of every site of one model, as a heat map (fraction of channels per bin)."""
-    per = m.analysis["sparsity"]["per_site"]
+    per = measured(m.analysis.sparsity)["per_site"]
     names = list(per)
     rows = []
     for n in names:
@@ -76,7 +76,7 @@ def plot_coherence(models: Sequence[ModelEntry]) -> str:
     """Local and shift-aware mutual coherence per layer, and every layer's Babel curve."""
     fig, axes = _figure(13, 3.6, 2)
     for m in models:
-        coh = m.analysis["coherence"]
+        coh = measured(m.analysis.coherence)
         names = list(coh)
         axes[0].plot([_num(coh[n]["local"]["mu"]) for n in names], marker=".", label=f"{m.label} local μ")
         axes[0].plot([_num(coh[n]["mu_shift"]) for n in names],
@@ -97,7 +97,7 @@ def plot_margins(models: Sequence[ModelEntry]) -> str:
     """Each layer's max stripe sparsity against its bound s* (log scale), per model."""
     fig, ax = _figure(10, 3.6)
     for i, m in enumerate(models):
-        mg = m.analysis["margins"]
+        mg = measured(m.analysis.margins)
         names = list(mg)
         ax.plot([mg[n]["stripe_max"] for n in names], marker=".", color=f"C{i}", label=f"{m.label} max stripe sparsity")
         ax.plot([_num(mg[n]["s_star"]) for n in names], linestyle="--", color=f"C{i}", label=f"{m.label} s* = ½(1+1/μ)")
@@ -111,7 +111,7 @@ def plot_margins(models: Sequence[ModelEntry]) -> str:
 
 def plot_cka(m: ModelEntry) -> str:
     """The linear CKA matrix between the sites of one model."""
-    cka = m.analysis["convergence"]["cka"]
+    cka = measured(m.analysis.convergence)["cka"]
     fig, ax = _figure(5.5, 4.6)
     im = ax.imshow(cka["matrix"], vmin=0, vmax=1, cmap="viridis")
     ax.set_title(f"{m.label}: linear CKA between sites ({cka['batches']} minibatches)")
@@ -125,7 +125,7 @@ def plot_ista(models: Sequence[ModelEntry]) -> str:
     """ISTA agreement per layer: relative error, support Jaccard and step size against the ISTA steps k."""
     fig, axes = _figure(15, 3.6, 3)
     for i, m in enumerate(models):
-        for v in (m.analysis["convergence"].get("ista") or {}).values():
+        for v in (measured(m.analysis.convergence).get("ista") or {}).values():
             if "skipped" in v:
                 continue
             k = range(1, len(v["relative_error"]) + 1)
@@ -146,7 +146,7 @@ def plot_ista(models: Sequence[ModelEntry]) -> str:
 
 def plot_attention(m: ModelEntry) -> str:
     """Normalized entropy and Hoyer sparsity of every attention head of one model (layers × heads)."""
-    att = m.analysis["attention"]
+    att = measured(m.analysis.attention)
     names = list(att)
     fig, axes = _figure(12, max(2.6, 0.3 * len(names)), 2)
     for ax, key, title in zip(axes, ("entropy_norm", "hoyer"), ("normalized entropy (1 = uniform)",
@@ -162,7 +162,7 @@ def plot_relative_change(models: Sequence[ModelEntry]) -> str:
     """The relative change between consecutive equal-shape blocks, per model."""
     fig, ax = _figure(10, 3.2)
     for m in models:
-        rc = m.analysis["convergence"]["relative_change"]
+        rc = measured(m.analysis.convergence)["relative_change"]
         ax.plot([r["relative_change"] for r in rc], marker="o", label=m.label)
     ax.set_xlabel("consecutive equal-shape block pair")
     ax.set_ylabel("‖F_{l+1} − F_l‖ / ‖F_l‖")

@@ -10,7 +10,7 @@ from typing import Any
 
 from analysis.report import figures
 from analysis.report.format import CSS, change_text, figure_text, fmt, table
-from analysis.report.types import Deltas, ModelEntry, Report
+from analysis.report.types import Deltas, ModelEntry, Report, measured
 from analysis.sparsity import SiteSparsity
 
 
@@ -34,14 +34,14 @@ def headline_html(report: Report) -> str:
         if deltas is not None:
             cells.append(f"<b>{change_text(row.delta, row.unit)}</b>")
         body.append(f"<tr><td>{name}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    missing = [m.label for m in models if "top1" not in m.headline and "sparsity" in m.analysis]
+    missing = [m.label for m in models if m.headline.accuracy is None and m.analysis.sparsity is not None]
     note = ""
     if missing:
-        why = "; ".join(f"{html.escape(m.label)}: {html.escape(str(m.analysis.get('accuracy', {}).get('skipped')))}"
+        why = "; ".join(f"{html.escape(m.label)}: {html.escape(str((m.analysis.accuracy or {}).get('skipped')))}"
                         for m in models if m.label in missing)
         note = f"<p class=\"note\">top-1 not measured ({why}).</p>"
     what = ("What sparsity training bought and what it cost: " if deltas is not None else "")
-    data = models[0].analysis.get("data")
+    data = models[0].analysis.data
     over = f"over {html.escape(data)}" if data else "over the analysis samples"
     return (f'<div id="headline"><p>{what}figures {over}; names link to their definitions.</p>'
             f'<div class="tw"><table class="headline"><thead><tr><th>figure</th>{head}</tr></thead>'
@@ -56,7 +56,7 @@ def _side(models: Sequence[ModelEntry], make: Callable[[ModelEntry], str]) -> st
 
 def _sparsity_table(m: ModelEntry) -> str:
     """Every measure of every site of one model."""
-    a = m.analysis["sparsity"]
+    a = measured(m.analysis.sparsity)
     per = {n: SiteSparsity.from_json(v) for n, v in a["per_site"].items()}
     stages = a["stages"]
     near = [nz for nz, _ in next(iter(per.values())).near_zero]
@@ -69,7 +69,7 @@ def _sparsity_table(m: ModelEntry) -> str:
 
 def _coherence_table(m: ModelEntry) -> str:
     """Coherence, bounds and thresholds of every layer of one model."""
-    coh = m.analysis["coherence"]
+    coh = measured(m.analysis.coherence)
     rows = []
     for n, c in coh.items():
         th = c.get("threshold") or {}
@@ -85,7 +85,7 @@ def _coherence_table(m: ModelEntry) -> str:
 
 def _margins_table(m: ModelEntry) -> str:
     """The theory margin of every layer of one model, with its verdict."""
-    mg = m.analysis["margins"]
+    mg = measured(m.analysis.margins)
     rows = [[n, v["code_site"] if v["code"] == "activation" else "linear (no activation)", v["stripe_shape"],
              v["s_star"], v["stripe_max"], v["stripe_mean"], v["stripe_p95"], v["window_size"], v["margin"],
              _verdict(v)] for n, v in mg.items()]
@@ -110,7 +110,7 @@ MARGINS_NOTE = ("<p>Verdict: <b>inside</b> means the layer's output code is spar
 def _ista_table(m: ModelEntry) -> str:
     """ISTA agreement of every layer of one model (skipped layers say why)."""
     rows = []
-    for n, v in (m.analysis["convergence"].get("ista") or {}).items():
+    for n, v in (measured(m.analysis.convergence).get("ista") or {}).items():
         if "skipped" in v:
             rows.append([n, "—", "—", "—", "—", "—", "—", "skipped: " + v["skipped"]])
         else:
@@ -122,18 +122,17 @@ def _ista_table(m: ModelEntry) -> str:
 
 def _summary(m: ModelEntry) -> str:
     """One model's headline numbers, samples, parameters and timings, with the theorem's regime in a sentence."""
-    h = m.headline
-    a = m.analysis
-    rows = [[k.replace("_", " "), v] for k, v in h.items()]
-    rows.append(["samples", a.get("samples")])
-    rows.append(["parameters", a["model"]["parameters"]])
-    rows += [[f"time: {k}", v] for k, v in a.get("timing", {}).items()]
+    a, margins = m.analysis, m.headline.margins
+    rows = [[k.replace("_", " "), v] for k, v in m.headline.to_json().items()]
+    rows.append(["samples", a.samples])
+    rows.append(["parameters", measured(a.model)["parameters"]])
+    rows += [[f"time: {k}", v] for k, v in (a.timing or {}).items()]
     text = ""
-    if "margins" in a and h.get("layers_measured"):
-        text = (f"<p>{h['layers_inside_theorem']} of {h['layers_measured']} layers have output codes sparse enough "
+    if a.margins is not None and margins is not None and margins.layers_measured:
+        text = (f"<p>{margins.layers_inside_theorem} of {margins.layers_measured} layers have output codes sparse enough "
                 f"for the uniqueness theorem (stripe sparsity ‖Γ‖<sub>0,∞</sub> of the post-activation map below "
                 f"s* = ½(1 + 1/μ)); the median layer is outside its regime by a factor of "
-                f"{fmt(h['median_factor_outside'])}. Counted: layers followed by an activation (their code is "
+                f"{fmt(margins.median_factor_outside)}. Counted: layers followed by an activation (their code is "
                 f"thresholded); the others are listed below as linear. Real networks are expected to be far outside "
                 f"the regime.</p>")
     return f"<p>source: <code>{html.escape(str(m.source))}</code></p>{text}" + table(["quantity", "value"], rows)
@@ -160,7 +159,7 @@ def _deltas(d: Deltas) -> str:
 
 def _attention_table(m: ModelEntry) -> str:
     """Per-head attention statistics of one model, averaged over the heads of each layer."""
-    att = m.analysis["attention"]
+    att = measured(m.analysis.attention)
     rows = [[n, v["heads"], v["rows"], *v["mean"].values()] for n, v in att.items()]
     keys = list(next(iter(att.values()))["mean"]) if att else []
     return table(["layer", "heads", "query rows", *[f"{k} (mean over heads)" for k in keys]], rows, "wide")
@@ -173,7 +172,7 @@ def render_html(rep: Mapping[str, Any], extra_sections: Sequence[tuple[str, str,
     the feature explanations)."""
     report = Report.from_json(rep)
     models = report.models
-    has_data = all("sparsity" in m.analysis for m in models)
+    has_data = all(m.analysis.sparsity is not None for m in models)
     title = " vs ".join(m.label for m in models)
     sections: list[tuple[str, str, str]] = [("summary", "Summary", _side(models, _summary))]
     if report.deltas is not None:
@@ -185,13 +184,13 @@ def render_html(rep: Mapping[str, Any], extra_sections: Sequence[tuple[str, str,
     if has_data:
         sections.append(("margins", "Theory margins",
                          figures.plot_margins(models) + MARGINS_NOTE + _side(models, _margins_table)))
-        if all(m.analysis.get("attention") for m in models):
+        if all(m.analysis.attention for m in models):
             sections.append(("attention", "Attention entropy and sparsity per head",
                              _side(models, figures.plot_attention) + _side(models, _attention_table)))
         conv = figures.plot_relative_change(models)
-        if all(m.analysis["convergence"].get("cka") for m in models):
+        if all(measured(m.analysis.convergence).get("cka") for m in models):
             conv += "<h3>CKA between sites</h3>" + _side(models, figures.plot_cka)
-        if all(m.analysis["convergence"].get("ista") for m in models):
+        if all(measured(m.analysis.convergence).get("ista") for m in models):
             conv += "<h3>ISTA agreement</h3>" + figures.plot_ista(models) + _side(models, _ista_table)
         sections.append(("convergence", "Layerwise convergence", conv))
     sections += list(extra_sections)

@@ -1,19 +1,23 @@
-"""The typed sections of ``report.json``: :class:`Report` holds the :class:`ModelEntry` of each model, the
-:class:`HeadlineFigure` rows of the first block and, for a comparison, the :class:`Deltas` (per site
-:class:`SiteDelta`, per layer :class:`CoherenceDelta` and :class:`MarginDelta`). Each has ``to_json()``, the published
-dict (keys in their order), and ``from_json()``, which reads it back; :func:`clean` makes the plain data strict JSON.
+"""The typed sections of ``report.json``: :class:`Report` holds the :class:`ModelEntry` of each model (its
+:class:`~analysis.pipeline.Headline` and :class:`Analysis`), the :class:`HeadlineFigure` rows of the first block and,
+for a comparison, the :class:`Deltas` (per site :class:`SiteDelta`, per layer :class:`CoherenceDelta` and
+:class:`MarginDelta`). ``to_json()`` (the published dict, keys in field order) and ``from_json()`` (which reads it
+back) are derived from the fields by :mod:`analysis.jsonform`; the few special forms are said in the fields'
+metadata. :func:`clean` makes the plain data strict JSON.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
-from analysis.pipeline import headline
+from analysis.jsonform import Codec, JsonForm, json_meta
+from analysis.pipeline import Headline, headline
 from analysis.sparsity import near_zero_stats
 
+S = TypeVar("S")
 REPORT_VERSION = 2  # 2: deltas are subject − baseline (deltas_subject_minus_baseline)
 
 
@@ -36,7 +40,7 @@ DELTA_KEY = "deltas_subject_minus_baseline"
 
 
 @dataclass(frozen=True)
-class SiteDelta:
+class SiteDelta(JsonForm):
     """Change subject − baseline of one feature site's sparsity (see :class:`~analysis.sparsity.SiteSparsity`):
     ``zero_frac`` a difference of fractions (× 100 = points), ``l0_per_position_mean`` in channels per code vector,
     ``hoyer_mean`` and ``gini_mean`` differences of indices in [0, 1], ``dead_units`` in channels; None where either
@@ -54,18 +58,9 @@ class SiteDelta:
         changes: dict[str, Any] = {f.name: _delta(baseline.get(f.name), subject.get(f.name)) for f in fields(cls)}
         return cls(**changes)
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"zero_frac", "l0_per_position_mean", "hoyer_mean", "gini_mean", "dead_units"}``, in this order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> SiteDelta:
-        """The change :meth:`to_json` wrote."""
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class CoherenceDelta:
+class CoherenceDelta(JsonForm):
     """Change subject − baseline of one layer's mutual coherence: ``mu`` (local, rows) and ``mu_shift`` (shift-aware,
     convolutions only); None where either model has no value (a depthwise layer, a linear layer's shift)."""
 
@@ -78,18 +73,9 @@ class CoherenceDelta:
         return cls(mu=_delta(baseline["local"]["mu"], subject["local"]["mu"]),
                    mu_shift=_delta(baseline.get("mu_shift"), subject.get("mu_shift")))
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"mu", "mu_shift"}``."""
-        return {"mu": self.mu, "mu_shift": self.mu_shift}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> CoherenceDelta:
-        """The change :meth:`to_json` wrote."""
-        return cls(mu=d["mu"], mu_shift=d["mu_shift"])
-
 
 @dataclass(frozen=True)
-class MarginDelta:
+class MarginDelta(JsonForm):
     """Change subject − baseline of one layer's theory margin: ``stripe_max`` (non-zeros in the densest stripe) and
     ``margin`` (None where either model's margin is undefined)."""
 
@@ -102,23 +88,14 @@ class MarginDelta:
         return cls(stripe_max=subject["stripe_max"] - baseline["stripe_max"],
                    margin=_delta(baseline["margin"], subject["margin"]))
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"stripe_max", "margin"}``."""
-        return {"stripe_max": self.stripe_max, "margin": self.margin}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> MarginDelta:
-        """The change :meth:`to_json` wrote."""
-        return cls(stripe_max=d["stripe_max"], margin=d["margin"])
-
 
 def _common(subject: Mapping[str, Any], baseline: Mapping[str, Any], make: Callable[[Any, Any], Any]) -> dict:
     """``make(subject[k], baseline[k])`` for the keys both have, in the subject's order."""
     return {k: make(subject[k], baseline[k]) for k in subject if k in baseline}
 
 
-@dataclass(frozen=True)
-class Deltas:
+@dataclass(frozen=True, kw_only=True)
+class Deltas(JsonForm):
     """The comparison section of ``report.json`` (:data:`DELTA_KEY`): signed differences **subject − baseline**
     (sparse − dense, new − old) of the numbers both analyses have, over the sites and layers they have in common.
     Fractions stay fractions here (× 100 = points).
@@ -126,16 +103,17 @@ class Deltas:
     ``subject``/``baseline``: the two models' labels. ``headline``: headline key → change, for the numeric figures
     both have. With data (both analyses measured activations): ``sparsity_per_site`` (site → :class:`SiteDelta`)
     and ``zero_frac_per_stage`` (stage label → change of its mean ``zero_frac``), and ``margins`` (layer →
-    :class:`MarginDelta`); always ``coherence`` (layer → :class:`CoherenceDelta`).
+    :class:`MarginDelta`); always ``coherence`` (layer → :class:`CoherenceDelta`). The JSON form has the keys in this
+    order, those not measured left out.
     """
 
     subject: str
     baseline: str
     headline: dict[str, float]
+    sparsity_per_site: dict[str, SiteDelta] | None = field(default=None, metadata=json_meta(omit_none=True))
+    zero_frac_per_stage: dict[str, float] | None = field(default=None, metadata=json_meta(omit_none=True))
     coherence: dict[str, CoherenceDelta]
-    sparsity_per_site: dict[str, SiteDelta] | None = None
-    zero_frac_per_stage: dict[str, float] | None = None
-    margins: dict[str, MarginDelta] | None = None
+    margins: dict[str, MarginDelta] | None = field(default=None, metadata=json_meta(omit_none=True))
 
     @classmethod
     def of(cls, subject: tuple[str, dict[str, Any]], baseline: tuple[str, dict[str, Any]]) -> Deltas:
@@ -152,30 +130,6 @@ class Deltas:
         if "margins" in s and "margins" in b:
             out["margins"] = _common(s["margins"], b["margins"], MarginDelta.of)
         return cls(subject=ls, baseline=lb, **out)
-
-    def to_json(self) -> dict[str, Any]:
-        """The section as plain data: ``subject``, ``baseline``, ``headline``, then the per-site, per-stage, coherence
-        and margin changes (those measured), in this order."""
-        out: dict[str, Any] = {"subject": self.subject, "baseline": self.baseline, "headline": dict(self.headline)}
-        if self.sparsity_per_site is not None:
-            out["sparsity_per_site"] = {n: v.to_json() for n, v in self.sparsity_per_site.items()}
-        if self.zero_frac_per_stage is not None:
-            out["zero_frac_per_stage"] = dict(self.zero_frac_per_stage)
-        out["coherence"] = {n: v.to_json() for n, v in self.coherence.items()}
-        if self.margins is not None:
-            out["margins"] = {n: v.to_json() for n, v in self.margins.items()}
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Deltas:
-        """The section :meth:`to_json` wrote (e.g. read back from ``report.json``)."""
-        per_site, margins, stages = d.get("sparsity_per_site"), d.get("margins"), d.get("zero_frac_per_stage")
-        return cls(subject=d["subject"], baseline=d["baseline"], headline=dict(d["headline"]),
-                   coherence={n: CoherenceDelta.from_json(v) for n, v in d["coherence"].items()},
-                   sparsity_per_site=None if per_site is None else {n: SiteDelta.from_json(v)
-                                                                    for n, v in per_site.items()},
-                   zero_frac_per_stage=None if stages is None else dict(stages),
-                   margins=None if margins is None else {n: MarginDelta.from_json(v) for n, v in margins.items()})
 
 
 NEAR_ZERO_ABS = "near_zero_frac(abs,…)"  # stands for the absolute near-zero fraction, whatever its τ
@@ -194,8 +148,18 @@ HEADLINE_FIGURES: list[tuple[str, str, str, str]] = [
 ]
 
 
+def _compared() -> Codec:
+    """``compared`` is not stored: a compared row is one that has a ``delta`` key."""
+    return Codec(dump=lambda owner, compared: {}, load=lambda d: "delta" in d)
+
+
+def _delta_key() -> Codec:
+    """``delta`` is stored in compared rows only (there it may be None)."""
+    return Codec(dump=lambda owner, delta: {"delta": delta} if owner.compared else {}, load=lambda d: d.get("delta"))
+
+
 @dataclass(frozen=True)
-class HeadlineFigure:
+class HeadlineFigure(JsonForm):
     """One row of the report's first block (``headline_figures`` of ``report.json``).
 
     ``key``: the figure's key in each model's ``headline``; ``label``: its name on the page; ``definition``: its key
@@ -203,6 +167,8 @@ class HeadlineFigure:
     "" (a plain number). ``values``: one per model, None where a model has none. ``of``: for a count out of a total
     (layers inside the theorem's regime), each model's total, else None. ``compared``: the report compares two
     models, so the row has a ``delta`` (subject − baseline; None where it is not defined).
+
+    JSON: ``{"key", "label", "definition", "unit", "values"}``, then ``"of"`` and ``"delta"`` where they apply.
     """
 
     key: str
@@ -210,9 +176,9 @@ class HeadlineFigure:
     definition: str
     unit: str
     values: tuple[float | None, ...]
-    of: tuple[int | None, ...] | None = None
-    compared: bool = False
-    delta: float | None = None
+    of: tuple[int | None, ...] | None = field(default=None, metadata=json_meta(omit_none=True))
+    compared: bool = field(default=False, metadata=json_meta(codec=_compared()))
+    delta: float | None = field(default=None, metadata=json_meta(codec=_delta_key()))
 
     @classmethod
     def rows(cls, heads: Sequence[Mapping[str, Any]], deltas: Mapping[str, float] | None = None) -> list[HeadlineFigure]:
@@ -234,22 +200,6 @@ class HeadlineFigure:
                             compared=deltas is not None, delta=None if deltas is None else deltas.get(full)))
         return rows
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"key", "label", "definition", "unit", "values"}``, then ``"of"`` and ``"delta"`` where they apply."""
-        out: dict[str, Any] = {"key": self.key, "label": self.label, "definition": self.definition, "unit": self.unit,
-                               "values": list(self.values)}
-        if self.of is not None:
-            out["of"] = list(self.of)
-        if self.compared:
-            out["delta"] = self.delta
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> HeadlineFigure:
-        """The row :meth:`to_json` wrote."""
-        return cls(d["key"], d["label"], d["definition"], d["unit"], tuple(d["values"]),
-                   tuple(d["of"]) if "of" in d else None, compared="delta" in d, delta=d.get("delta"))
-
 
 def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
     """The ``headline_figures`` section as plain data (:meth:`HeadlineFigure.rows` as JSON) for the report's
@@ -258,55 +208,72 @@ def headline_figures(models: list[dict], deltas: dict | None) -> list[dict]:
     return [r.to_json() for r in rows]
 
 
+def _section() -> dict[str, Any]:
+    """A section of an analysis result: left out of the JSON where it was not measured."""
+    return json_meta(omit_none=True)
+
+
 @dataclass(frozen=True)
-class ModelEntry:
+class Analysis(JsonForm):
+    """One model's analysis result as a report holds it (:func:`analysis.pipeline.analyze`, and what the command
+    adds): each section is None where it was not measured, and left out of the JSON then. ``model`` (class,
+    architecture, parameters), ``coherence`` (layer → result, :func:`analysis.coherence`), ``timing`` (step →
+    seconds); with data ``samples``, ``accuracy``, ``sparsity`` (``per_site``, ``summary``, ``stages``), ``margins``
+    (layer → result, :func:`analysis.theory_margins`), ``attention`` (models with attention), ``convergence``
+    (``relative_change``, ``cka``, ``ista``) and the ``data`` it was measured on; ``explain`` (``--explain``: the
+    :func:`analysis.explain` result as JSON). Inside a section the values are the plain data their measurement
+    returns. Keys that name no section are not kept."""
+
+    model: dict[str, Any] | None = field(default=None, metadata=_section())
+    coherence: dict[str, dict[str, Any]] | None = field(default=None, metadata=_section())
+    timing: dict[str, float] | None = field(default=None, metadata=_section())
+    samples: int | None = field(default=None, metadata=_section())
+    accuracy: dict[str, Any] | None = field(default=None, metadata=_section())
+    sparsity: dict[str, Any] | None = field(default=None, metadata=_section())
+    margins: dict[str, dict[str, Any]] | None = field(default=None, metadata=_section())
+    attention: dict[str, dict[str, Any]] | None = field(default=None, metadata=_section())
+    convergence: dict[str, Any] | None = field(default=None, metadata=_section())
+    data: str | None = field(default=None, metadata=_section())
+    explain: dict[str, Any] | None = field(default=None, metadata=_section())
+
+
+def measured(section: S | None) -> S:
+    """A section of an :class:`Analysis` that a part of the report is drawn from (only where it was measured)."""
+    if section is None:
+        raise KeyError("this part of the report needs a section the analysis did not measure")
+    return section
+
+
+@dataclass(frozen=True)
+class ModelEntry(JsonForm):
     """One model of a report: ``label`` (its column), ``source`` (what was loaded: a timm name, Hub id or folder),
-    ``headline`` (:func:`analysis.pipeline.headline` of its analysis) and the full ``analysis`` result."""
+    its :class:`~analysis.pipeline.Headline` and its :class:`Analysis`. Either may be given as its plain data (the
+    stored dict), which is read with its ``from_json``."""
 
     label: str
     source: str
-    headline: dict[str, Any]
-    analysis: dict[str, Any]
+    headline: Headline
+    analysis: Analysis
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"label", "source", "headline", "analysis"}``."""
-        return {"label": self.label, "source": self.source, "headline": self.headline, "analysis": self.analysis}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ModelEntry:
-        """The entry :meth:`to_json` wrote."""
-        return cls(d["label"], d["source"], d["headline"], d["analysis"])
+    def __post_init__(self) -> None:
+        """Read a headline or analysis given as plain data."""
+        if isinstance(self.headline, Mapping):
+            object.__setattr__(self, "headline", Headline.from_json(self.headline))
+        if isinstance(self.analysis, Mapping):
+            object.__setattr__(self, "analysis", Analysis.from_json(self.analysis))
 
 
-@dataclass(frozen=True)
-class Report:
-    """``report.json`` (:func:`build_report`): ``version`` (``sparsezoo_report``, :data:`REPORT_VERSION`), ``created``
-    (ISO 8601, UTC), the ``command`` line, the metric ``definitions``, the ``models`` (one, or the subject then its
-    baseline), for a comparison the ``deltas`` (:data:`DELTA_KEY`), and the headline ``figures``
-    (``headline_figures``). :meth:`to_json` writes the keys in this order; :meth:`from_json` reads them back."""
+@dataclass(frozen=True, kw_only=True)
+class Report(JsonForm):
+    """``report.json`` (:func:`~analysis.report.build.build_report`): ``version`` (``sparsezoo_report``,
+    :data:`REPORT_VERSION`), ``created`` (ISO 8601, UTC), the ``command`` line, the metric ``definitions``, the
+    ``models`` (one, or the subject then its baseline), for a comparison the ``deltas`` (:data:`DELTA_KEY`), and the
+    headline ``figures`` (``headline_figures``), in this order."""
 
+    version: int = field(default=REPORT_VERSION, metadata=json_meta(key="sparsezoo_report"))
     created: str
     command: str
     definitions: dict[str, str]
     models: tuple[ModelEntry, ...]
-    figures: tuple[HeadlineFigure, ...]
-    deltas: Deltas | None = None
-    version: int = REPORT_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as plain data (not yet :func:`clean`)."""
-        out: dict[str, Any] = {"sparsezoo_report": self.version, "created": self.created, "command": self.command,
-                               "definitions": self.definitions, "models": [m.to_json() for m in self.models]}
-        if self.deltas is not None:
-            out[DELTA_KEY] = self.deltas.to_json()
-        out["headline_figures"] = [f.to_json() for f in self.figures]
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Report:
-        """The report :meth:`to_json` wrote (e.g. ``json.load`` of a ``report.json``)."""
-        deltas = d.get(DELTA_KEY)
-        return cls(created=d["created"], command=d["command"], definitions=d["definitions"],
-                   models=tuple(ModelEntry.from_json(m) for m in d["models"]),
-                   figures=tuple(HeadlineFigure.from_json(f) for f in d["headline_figures"]),
-                   deltas=None if deltas is None else Deltas.from_json(deltas), version=d["sparsezoo_report"])
+    deltas: Deltas | None = field(default=None, metadata=json_meta(key=DELTA_KEY, omit_none=True))
+    figures: tuple[HeadlineFigure, ...] = field(metadata=json_meta(key="headline_figures"))
