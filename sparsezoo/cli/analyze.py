@@ -91,17 +91,18 @@ def _apply_variants(args: argparse.Namespace, model) -> None:
 
 def _analyze_models(args: argparse.Namespace, inputs: ReportInputs) -> list[tuple[str, str, dict]]:
     """Every analysis of each model over the same samples: ``(label, source, result)`` for the report."""
-    from analysis.pipeline import analyze
+    from analysis.pipeline import AnalyzeOptions, analyze
 
     samples = inputs.samples
     loader = samples.loader if samples is not None else None
+    options = AnalyzeOptions(sites=args.sites, max_samples=args.samples, cka=not args.no_cka, ista=not args.no_ista,
+                             ista_samples=args.ista_samples, ista_steps=args.ista_steps, fused=not args.no_fused,
+                             num_classes=len(samples.label_names) if samples else None, device=inputs.device,
+                             progress=inputs.progress)
     results = []
     sources = [args.model] + ([args.compare] if args.compare else [])
     for label, name, loaded in zip(inputs.labels, sources, inputs.models, strict=True):
-        res = analyze(loaded.model, loader, sites=args.sites, max_samples=args.samples, cka=not args.no_cka,
-                      ista=not args.no_ista, ista_samples=args.ista_samples, ista_steps=args.ista_steps,
-                      fused=not args.no_fused, num_classes=len(samples.label_names) if samples else None,
-                      device=inputs.device, progress=inputs.progress)
+        res = analyze(loaded.model, loader, options)
         if samples is not None:
             res["data"] = samples.description
         results.append((label, name, res))
@@ -110,16 +111,17 @@ def _analyze_models(args: argparse.Namespace, inputs: ReportInputs) -> list[tupl
 
 def _explain_section(args: argparse.Namespace, inputs: ReportInputs, results: list) -> tuple[str, str, str]:
     """``--explain``: feature explanations of each model, into its analysis and one report section."""
-    from analysis.interpret import explain, to_json
+    from analysis.interpret import ExplainOptions, explain, to_json
     from analysis.interpret.render import render_section
     from sparsezoo.data.inputs import class_names
 
+    options = ExplainOptions(features=args.explain_top_k, max_samples=args.samples, device=inputs.device,
+                             progress=inputs.progress)
     explained = []
     for (label, _, res), loaded in zip(results, inputs.models, strict=True):
         text = loaded.task == "text-classification"
-        ex = explain(loaded.model, inputs.samples.loader, site=args.explain_site or "", features=args.explain_top_k,
-                     max_samples=args.samples, tokenizer=loaded.preprocessor if text else None,
-                     class_names=class_names(loaded.model), device=inputs.device, progress=inputs.progress)
+        ex = explain(loaded.model, inputs.samples.loader, options, site=args.explain_site or "",
+                     tokenizer=loaded.preprocessor if text else None, class_names=class_names(loaded.model))
         res["explain"] = to_json(ex)
         explained.append((label, ex))
     return "explain", "Feature explanations", render_section(explained)

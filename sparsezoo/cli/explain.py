@@ -52,28 +52,29 @@ def run(args: argparse.Namespace) -> int:
     out = report_folder(args, "-explain")
     class_method = None if args.class_method == "none" else args.class_method
 
-    from analysis.interpret import compare, explain, to_json
+    from analysis.interpret import ExplainOptions, compare, explain, to_json
     from analysis.interpret.attribute import check_methods
     from analysis.interpret.metrics import ExplainSummary
     from analysis.interpret.render import render_page
+    from analysis.report import DELTA_KEY
     from sparsezoo.data.inputs import class_names
 
     check_methods(args.method, class_method)
     inputs = load_inputs(args)  # the same models and samples as sparsezoo analyze
     first = inputs.models[0]
-    tokenizer = first.preprocessor if first.task == "text-classification" else None
+    options = ExplainOptions(features=args.features or args.top_k, method=args.method, class_method=class_method,
+                             examples=args.examples, n_steps=args.n_steps, internal_batch_size=args.internal_batch_size,
+                             max_samples=args.samples,
+                             tokenizer=first.preprocessor if first.task == "text-classification" else None,
+                             class_layer=args.class_layer, device=inputs.device, progress=inputs.progress)
     results = []
     for label, loaded in zip(inputs.labels, inputs.models, strict=True):
-        res = explain(loaded.model, inputs.samples.loader, site=args.site, features=args.features or args.top_k,
-                      method=args.method, class_method=class_method, examples=args.examples, n_steps=args.n_steps,
-                      internal_batch_size=args.internal_batch_size, max_samples=args.samples, tokenizer=tokenizer,
-                      class_names=class_names(loaded.model), class_layer=args.class_layer, device=inputs.device,
-                      progress=inputs.progress)
+        res = explain(loaded.model, inputs.samples.loader, options, site=args.site, class_names=class_names(loaded.model))
         results.append((label, res))
     doc = {"command": inputs.command, "models": [{"label": label, "explain": to_json(res)} for label, res in results]}
     if len(results) == 2:
-        doc["deltas_subject_minus_baseline"] = {"subject": results[0][0], "baseline": results[1][0],
-                                                "summary": compare(results[0][1]["summary"], results[1][1]["summary"])}
+        doc[DELTA_KEY] = {"subject": results[0][0], "baseline": results[1][0],
+                          "summary": compare(results[0][1]["summary"], results[1][1]["summary"])}
     save_report(out, doc, render_page(results, inputs.command))
     for label, res in results:
         s = ExplainSummary.from_json(res["summary"])
