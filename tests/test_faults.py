@@ -91,17 +91,23 @@ def test_kill_9_at_a_random_point_then_resume_gives_the_same_bytes(seed, recipe_
 
 
 @pytest.mark.slow
-def test_two_runs_into_one_folder_one_wins_the_other_stops_with_one_line(recipe_file, reference, tmp_path):
+def test_two_runs_into_one_folder_one_wins_the_other_stops_with_one_line(recipe_file, tmp_path):
+    """The first run trains long enough (40 epochs, ~30 s) that the second, whose start alone takes seconds, meets
+    it while it runs; the refused second run leaves the first's folder as an uninterrupted run leaves it."""
     out = tmp_path / "run"
-    first = sparsezoo("finetune", "--recipe", str(recipe_file), "--out", str(out), "--no-progress")
+    longer = ["--set", "train.epochs=40"]
+    first = sparsezoo("finetune", "--recipe", str(recipe_file), *longer, "--out", str(out), "--no-progress")
     wait_for(lambda: (out / "recipe.yaml").is_file(), proc=first)
-    code, err = finish(sparsezoo("finetune", "--recipe", str(recipe_file), "--out", str(out), "--no-progress",
-                                 "--force"))
+    code, err = finish(sparsezoo("finetune", "--recipe", str(recipe_file), *longer, "--out", str(out),
+                                 "--no-progress", "--force"))
+    assert first.poll() is None, "the first run ended before the second met it: the test proved nothing"
     assert code == 2 and len(err.strip().splitlines()) == 1 and "in use by another run" in err, err
     assert f"pid {first.pid}" in err
     code, err = finish(first)
     assert code == 0, err
-    assert sha(out / "model.safetensors") == sha(reference / "model.safetensors")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] and [r["epoch"] for r in metrics["history"]] == list(range(1, 41))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder or lock left beside it
 
 
 @pytest.mark.slow

@@ -9,10 +9,12 @@ Determinism: every epoch reseeds all RNGs from (seed, epoch, rank) and draws its
 (seed, epoch); learning rate and λ are pure functions of the step. A run resumed from the checkpoint of
 epoch k therefore ends with the same weights as an uninterrupted one (exactly, on CPU).
 
-The loop in steps: :func:`plan_steps` (how epochs divide into steps), then per epoch :func:`train_epoch`
-(:func:`train_step` per batch, :func:`log_window` every ``log_every`` batches) and :func:`end_epoch` (evaluate,
-:func:`save_epoch`: log line, checkpoint, metrics.json). :class:`Training` holds what a run fixes when it starts,
-:class:`TrainState` what changes as it goes, :class:`LossSums` the task loss and penalty terms summed over steps.
+The loop in steps: :func:`~sparsezoo.train.state.plan_steps` (how epochs divide into steps), then per epoch
+:func:`train_epoch` (:func:`train_step` per batch, :func:`log_window` every ``log_every`` batches) and
+:func:`end_epoch` (evaluate, :func:`save_epoch`: log line, checkpoint, metrics.json). :mod:`sparsezoo.train.state`
+holds the objects a run is made of (what it fixes, what changes, the loss sums); :mod:`~sparsezoo.train.setup`
+builds them, :mod:`~sparsezoo.train.evaluation` validates, :mod:`~sparsezoo.train.distributed` keeps processes in
+step.
 """
 
 from __future__ import annotations
@@ -20,19 +22,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import platform
-import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsezoo.errors import DataError, SparsezooError
+from sparsezoo.errors import SparsezooError
 from sparsezoo.io import atomic_write_json, atomic_write_text
-from sparsezoo.recipe import OptimSpec, Recipe, validate
+from sparsezoo.recipe import Recipe, validate
 from sparsezoo.train.checkpoint import (
     CHECKPOINTS,
     RUN_FILES,
@@ -45,178 +43,31 @@ from sparsezoo.train.checkpoint import (
     staging_folder,
     truncate_log,
 )
+from sparsezoo.train.distributed import (
+    broadcast_buffers,
+    dist_reduce,
+    epoch_seed,
+    make_loader,
+    params_in_sync,
+    seed_all,
+    train_indices,
+)
+from sparsezoo.train.environment import environment
+from sparsezoo.train.evaluation import evaluate
 from sparsezoo.train.lock import FolderLock, FolderLockedError
 from sparsezoo.train.schedules import TargetController, lam_at, lr_at
+from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
+from sparsezoo.train.state import LossSums, RunResult, Training, TrainState, plan_steps
 
 if TYPE_CHECKING:
-    import torch
-    from torch import Tensor, nn
+    from torch import Tensor
 
-    from analysis.sites import Site
-    from sparsezoo.train.penalties import SparsityPenalty
-    from sparsezoo.train.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(SparsezooError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class RunResult:
-    out: Path
-    history: list[dict] = field(default_factory=list)
-    final: dict = field(default_factory=dict)
-
-
-def seed_all(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**31
-
-
-def _dist_reduce(t, op: str):
-    """All-reduce a tensor across processes (identity when not distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t
-
-
-def broadcast_buffers(model: nn.Module) -> None:
-    """Copy the main process's buffers (BatchNorm running statistics) to all processes.
-
-    DDP broadcasts buffers at the start of each training forward, so after the last step every process
-    holds running statistics of its own last batch; evaluation and checkpoints need one model.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for buf in model.buffers():
-            dist.broadcast(buf.data, src=0)
-
-
-def params_in_sync(model: nn.Module) -> bool:
-    """Whether every process holds the same parameters and buffers (fingerprints compared exactly)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return True
-    tensors = list(model.state_dict().values())
-    fp = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in tensors]).flatten()
-    hi, lo = _dist_reduce(fp, "max"), -_dist_reduce(-fp, "max")
-    return bool(torch.equal(hi, lo))
-
-
-def build_optimizer(model: nn.Module, spec: OptimSpec) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and normalization parameters (1-D tensors)."""
-    import torch
-
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if spec.name == "sgd":
-        return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.momentum > 0)
-    beta1, beta2 = spec.betas
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=(beta1, beta2))
-
-
-def _loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int, collate=None):
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=workers, generator=g, persistent_workers=False, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())
-
-
-def train_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:
-    """This process's share of epoch ``epoch``'s shuffle (equal length on every process)."""
-    import torch
-
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(_epoch_seed(seed, epoch))).tolist()
-    per = math.ceil(n / world)
-    perm += perm[: per * world - n]  # pad like DistributedSampler so every process has as many batches
-    return perm[rank::world]
-
-
-def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], stages: dict[str, str],
-             device: torch.device | str, autocast: Callable[[], Any], channels_last: bool) -> dict:
-    """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes).
-
-    Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from analysis.sparsity import SparsityMeter, summarize
-
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    count = torch.zeros((), dtype=torch.int64, device=device)
-    with SparsityMeter(model, [s for s in sites if s.kind != "attention"]) as meter, torch.no_grad():
-        for batch in loader:
-            inputs, labels, mask = task.split_batch(batch, device, channels_last)
-            meter.position_mask = mask.bool() if mask is not None else None
-            with autocast():
-                logits = task.logits(model, inputs)
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-            correct += (logits.argmax(-1) == labels).sum()
-            count += labels.numel()
-    loss_sum, correct, count = (_dist_reduce(t, "sum") for t in (loss_sum, correct, count))
-    meter.reduce_(_dist_reduce)
-    per_site = meter.results()
-    model.train(was_training)
-    n = int(count)
-    return {
-        "samples": n,
-        "top1": int(correct) / n,
-        "loss": float(loss_sum) / n,
-        "sparsity": summarize(per_site, stages),
-        "sparsity_per_site": per_site,
-    }
-
-
-def _environment(accelerator, precision: str) -> dict:
-    import timm
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "timm": timm.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "device": str(accelerator.device), "cpu": cpu_model(), "processes": accelerator.num_processes,
-            "precision": precision}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else :func:`platform.processor`): trained numbers move across CPU
-    types, so every run records it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = False,
@@ -271,7 +122,7 @@ def _lock_output(out: Path, accelerator) -> FolderLock | None:
             lock = FolderLock(out).acquire()
         except FolderLockedError as e:
             err = e
-    if float(_dist_reduce(torch.tensor(float(err is not None), device=accelerator.device), "max")):
+    if float(dist_reduce(torch.tensor(float(err is not None), device=accelerator.device), "max")):
         raise err or FolderLockedError(f"{out} is in use by another run")
     if lock is not None:
         recover_output(out)
@@ -311,134 +162,6 @@ def _discard_on_failure(out: Path, work: Path, created: bool, active: bool):
         raise
 
 
-# ----------------------------------------------------------------------------- the parts of a run
-
-
-@dataclass
-class StepPlan:
-    """How every epoch divides into steps, on each process."""
-
-    batches: int  # micro-batches per epoch (a multiple of grad_accum: every epoch ends on an optimizer step)
-    steps_per_epoch: int  # optimizer steps per epoch
-    total_steps: int
-    warmup_steps: int  # of the learning rate
-
-
-def plan_steps(recipe: Recipe, train_samples: int, val_samples: int, world: int) -> StepPlan:
-    """The step plan of ``recipe`` for data split over ``world`` processes (DataError when a split is too small)."""
-    train_cfg, optim_cfg = recipe.train, recipe.optim
-    if val_samples < world:
-        raise DataError(f"validation set has {val_samples} samples, fewer than the {world} processes")
-    per_rank = math.ceil(train_samples / world)
-    batches = per_rank // train_cfg.batch_size
-    if train_cfg.max_steps_per_epoch:
-        batches = min(batches, train_cfg.max_steps_per_epoch * optim_cfg.grad_accum)
-    batches -= batches % optim_cfg.grad_accum  # every epoch ends on an optimizer step
-    if batches == 0:
-        raise DataError(f"{per_rank} training samples per process is less than one step "
-                        f"(batch_size {train_cfg.batch_size} x grad_accum {optim_cfg.grad_accum})")
-    steps_per_epoch = batches // optim_cfg.grad_accum
-    return StepPlan(batches, steps_per_epoch, steps_per_epoch * train_cfg.epochs,
-                    round(optim_cfg.warmup_epochs * steps_per_epoch))
-
-
-@dataclass
-class LossMeans:
-    """The mean task loss and the mean unweighted term of each penalty kind over some steps.
-
-    ``to_json()`` gives the ``task_loss`` and ``penalty`` entries of the records in ``train_log.jsonl`` and
-    ``metrics.json`` (``penalty`` by kind, in the order the kinds first had a term).
-    """
-
-    task: float
-    penalty: dict[str, float]
-
-    def to_json(self) -> dict:
-        return {"task_loss": self.task, "penalty": dict(self.penalty)}
-
-    def finite(self) -> bool:
-        return math.isfinite(self.task) and all(map(math.isfinite, self.penalty.values()))
-
-    def describe(self) -> str:
-        """``task 2.31, l1 nan``: for messages."""
-        return ", ".join([f"task {self.task:g}", *(f"{kind} {v:g}" for kind, v in self.penalty.items())])
-
-
-@dataclass
-class LossSums:
-    """Sums over training steps of the task loss and of the unweighted term of each penalty kind
-    (:attr:`SparsityPenalty.last_terms <sparsezoo.train.penalties.SparsityPenalty.last_terms>`): 0-d tensors on the
-    device, so adding a step costs no host sync. ``steps`` counts the steps added."""
-
-    task: Tensor
-    penalty: dict[str, Tensor] = field(default_factory=dict)
-    steps: int = 0
-
-    @classmethod
-    def zeros(cls, device: torch.device | str, kinds: Iterable[str] = ()) -> LossSums:
-        import torch
-
-        return cls(torch.zeros((), device=device), {kind: torch.zeros((), device=device) for kind in kinds})
-
-    def add(self, task_loss: Tensor, penalty_terms: Mapping[str, Tensor]) -> None:
-        self.task = self.task + task_loss
-        for kind, value in penalty_terms.items():
-            self.penalty[kind] = self.penalty.get(kind, 0) + value
-        self.steps += 1
-
-    def restarted(self) -> LossSums:
-        """Zero sums of the same kinds (the next logging window)."""
-        return LossSums.zeros(self.task.device, self.penalty)
-
-    def means(self, n: int) -> LossMeans:
-        """Each sum divided by ``n`` (host floats: one sync per sum)."""
-        return LossMeans(float(self.task) / n, {kind: float(v) / n for kind, v in self.penalty.items()})
-
-
-@dataclass
-class Training:
-    """What a run fixes when it starts: recipe, processes, task, model, optimizer, penalty and its λ controllers."""
-
-    recipe: Recipe
-    accelerator: Any  # accelerate.Accelerator
-    task: Task
-    model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
-    raw_model: Any  # the unwrapped model: evaluated, checkpointed, saved
-    forward_model: Any  # ``model``, or the model compiled (analysis.collect.compile_with_hook_guards)
-    optimizer: Any
-    penalty: SparsityPenalty
-    targets: dict[str, TargetController]  # penalty kind -> controller of its λ (recipe's target_zero_frac)
-    plan: StepPlan
-    stages: dict[str, str]  # site -> network stage (analysis.sites.site_stages)
-    channels_last: bool
-    eval_loader: Any
-    env: dict  # metrics.json "environment"
-    out: Path
-    progress: bool
-
-    @property
-    def target_every(self) -> int:
-        """Optimizer steps between two updates of the λ controllers (0 without controllers)."""
-        return min((p.target_every for p in self.recipe.penalties if p.kind in self.targets), default=0)
-
-
-@dataclass
-class TrainState:
-    """What changes as the run goes: epochs done, optimizer steps done, the history of the finished epochs, the
-    learning rate of the latest step, and the folder written (a --force run builds in a staging folder beside
-    ``out`` until its first checkpoint replaces the old run)."""
-
-    work: Path
-    epoch: int = 0
-    opt_step: int = 0
-    history: list[dict] = field(default_factory=list)
-    lr: float = 0.0
-
-    @property
-    def log_path(self) -> Path:
-        return self.work / "train_log.jsonl"
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -453,7 +176,7 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
     task = build_task(recipe)
     plan = plan_steps(recipe, len(task.train_ds), len(task.val_ds), accelerator.num_processes)
     stages = site_stages(task.model, [s.name for s in task.sites])
-    penalty, targets = _build_penalty(recipe, task)
+    penalty, targets = build_penalty(recipe, task)
 
     created = not out.exists() or not any(out.iterdir())
     work = staging_folder(out) if force and not created else out  # --force: build beside the old run
@@ -462,51 +185,18 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
         if accelerator.is_main_process:
             work.mkdir(parents=True, exist_ok=True)
             atomic_write_text(work / "recipe.yaml", recipe.to_yaml())
-        model, optimizer, channels_last = _model_and_optimizer(recipe, task, accelerator.device)
+        model, optimizer, channels_last = model_and_optimizer(recipe, task, accelerator.device)
         state = TrainState(work)
         if ckpt is not None:
             _resume(state, ckpt, model, optimizer, targets, out, accelerator.is_main_process)
         model, optimizer = accelerator.prepare(model, optimizer)
-        training = Training(recipe, accelerator, task, model, accelerator.unwrap_model(model),
-                            compile_with_hook_guards(model) if recipe.train.compile else model, optimizer, penalty, targets,
-                            plan, stages, channels_last, _eval_loader(recipe, task, accelerator),
-                            _environment(accelerator, precision), out, progress)
+        training = Training(
+            recipe=recipe, accelerator=accelerator, task=task, model=model, raw_model=accelerator.unwrap_model(model),
+            forward_model=compile_with_hook_guards(model) if recipe.train.compile else model, optimizer=optimizer,
+            penalty=penalty, targets=targets, plan=plan, stages=stages, channels_last=channels_last,
+            eval_loader=eval_loader(recipe, task, accelerator), env=environment(accelerator, precision), out=out,
+            progress=progress)
         return _train(training, state, on_epoch)
-
-
-def _build_penalty(recipe: Recipe, task: Task) -> tuple[SparsityPenalty, dict[str, TargetController]]:
-    """The recipe's penalty on the task's sites (every λ 0 until the schedule raises it) and the λ controllers
-    of the penalties that have a ``target_zero_frac``."""
-    from sparsezoo.train.penalties import SparsityPenalty
-
-    targets = {p.kind: TargetController(p.target_zero_frac, p.lam, p.target_gain)
-               for p in recipe.penalties if p.target_zero_frac is not None}
-    penalty = SparsityPenalty(task.model, lams={p.kind: 0.0 for p in recipe.penalties}, sites=task.sites,
-                              site_weights=recipe.sites.weights, track_zero_frac=bool(targets))
-    return penalty, targets
-
-
-def _model_and_optimizer(recipe: Recipe, task: Task, device) -> tuple[Any, Any, bool]:
-    """The task's model on ``device`` and its optimizer; and whether the model is channels_last (the recipe's
-    choice, by default on CUDA; never for text)."""
-    import torch
-
-    cfg = recipe.train
-    channels_last = (cfg.channels_last if cfg.channels_last is not None else torch.cuda.is_available()) \
-        and not task.is_text
-    model = task.model
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(device)
-    return model, build_optimizer(model, recipe.optim), channels_last
-
-
-def _eval_loader(recipe: Recipe, task: Task, accelerator):
-    """This process's share of the validation set (every world-th sample), in order."""
-    rank, world = accelerator.process_index, accelerator.num_processes
-    return _loader(task.val_ds, list(range(rank, len(task.val_ds), world)),
-                   recipe.train.eval_batch_size or recipe.train.batch_size, recipe.data.num_workers, False, 0,
-                   task.collate)
 
 
 def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, TargetController], out: Path,
@@ -544,10 +234,10 @@ def train_epoch(training: Training, state: TrainState, epoch: int) -> tuple[Loss
 
     cfg, accelerator, plan = training.recipe.train, training.accelerator, training.plan
     rank, world = accelerator.process_index, accelerator.num_processes
-    seed_all(_epoch_seed(cfg.seed, epoch, rank))
+    seed_all(epoch_seed(cfg.seed, epoch, rank))
     indices = train_indices(len(training.task.train_ds), epoch, cfg.seed, rank, world)[: plan.batches * cfg.batch_size]
-    loader = _loader(training.task.train_ds, indices, cfg.batch_size, training.recipe.data.num_workers, True,
-                     _epoch_seed(cfg.seed, epoch, rank), training.task.collate)
+    loader = make_loader(training.task.train_ds, indices, cfg.batch_size, training.recipe.data.num_workers, True,
+                     epoch_seed(cfg.seed, epoch, rank), training.task.collate)
     training.model.train()
     bar = tqdm(total=plan.batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (training.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
@@ -606,7 +296,7 @@ def _optimizer_stepped(training: Training, state: TrainState, position: float) -
     zero_frac = training.penalty.pop_zero_frac()
     if zero_frac is None:
         return
-    zero_frac = float(_dist_reduce(zero_frac, "sum")) / training.accelerator.num_processes
+    zero_frac = float(dist_reduce(zero_frac, "sum")) / training.accelerator.num_processes
     for p in training.recipe.penalties:
         if p.kind in training.targets and position >= p.schedule.warmup_epochs:
             training.targets[p.kind].update(zero_frac)
