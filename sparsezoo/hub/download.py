@@ -13,7 +13,7 @@ from sparsezoo.hub.errors import HubIntegrityError, UnsafeModelError, hub_errors
 from sparsezoo.hub.files import DOWNLOAD_FILES, WEIGHT_FILES, matches_remote, top_level
 from sparsezoo.io import atomic_dir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 @dataclass

@@ -14,7 +14,7 @@ from sparsezoo.hub.cards import CardError, Run, read_baseline, read_run, render_
 from sparsezoo.hub.errors import HubAuthError, HubConflictError, HubError, UnsafeRunFileError, endpoint, hub_errors, split_repo
 from sparsezoo.hub.files import CARD, KEEP_REMOTE, UPLOAD_FILES, file_hashes, git_blob_id, matches_remote, top_level
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 def upload_files(run: str | Path) -> dict[str, Path]:

@@ -26,7 +26,7 @@ from sparsezoo.recipe import ModelSpec
 if TYPE_CHECKING:
     from torch import nn
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 def _weights_cached(repo_id: str) -> bool:

@@ -24,7 +24,7 @@ import torch
 
 from sparsezoo.errors import WeightsUnavailableError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 class TrainingDivergedError(SparsezooError):

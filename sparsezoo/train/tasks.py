@@ -19,7 +19,7 @@ from typing import Any
 from sparsezoo.errors import DataError, RecipeError
 from sparsezoo.recipe import Recipe
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
 
 @dataclass
