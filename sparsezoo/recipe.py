@@ -89,12 +89,25 @@ class SiteSpec:
 
 
 @dataclass
+class StageSpec:
+    """One stage of a staged λ schedule: ``epochs`` long, rising to λ = ``lam`` by its end."""
+
+    epochs: float = 1.0
+    lam: float = 0.0
+
+
+@dataclass
 class ScheduleSpec:
-    """λ(t): 0 for ``warmup_epochs``, then rises to λ over ``ramp_epochs`` (``linear`` or ``cosine``)."""
+    """λ(t): 0 for ``warmup_epochs``, then rises to λ over ``ramp_epochs`` (``linear`` or ``cosine``).
+
+    ``shape: staged`` is ProSparse's progressive schedule: λ = the penalty's ``lam`` (constant) for
+    ``warmup_epochs``, then each of ``stages`` rises from the previous peak to its own ``lam`` along
+    η = ½[sin(−π/2 + π·progress) + 1] (:func:`sparsezoo.train.schedules.staged_lam_at`)."""
 
     warmup_epochs: float = 0.0
     ramp_epochs: float = 0.0
-    shape: Literal["linear", "cosine"] = "linear"
+    shape: Literal["linear", "cosine", "staged"] = "linear"
+    stages: list[StageSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -159,7 +172,9 @@ class Recipe:
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recipe as plain data. Fields added to the schema later (:data:`ADDED_FIELDS`) appear only when set,
+        so a recipe that does not use them reads, saves and hashes as it did before they existed."""
+        return _without_unset_additions(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         import yaml
@@ -167,7 +182,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON of the recipe (first 16 hex digits)."""
+        """sha256 of the canonical JSON of :meth:`to_dict` (first 16 hex digits)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -182,6 +197,30 @@ class Recipe:
         model = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.model.name).name or "model")
         pens = "-".join(f"{p.kind}_{p.lam:g}" for p in self.penalties if p.lam > 0) or "dense"
         return f"{model}-{pens}"
+
+
+# Fields added to the schema after runs were recorded, with the value that means "not used": left out of the hash
+# while they hold it (paths: dotted keys, "*" for every item of a list).
+ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": []}
+
+
+def _without_unset_additions(d: dict) -> dict:
+    def drop(node: Any, path: list[str], unset: Any) -> None:
+        if not path:
+            return
+        head, rest = path[0], path[1:]
+        children = node if head == "*" and isinstance(node, list) else [node.get(head)] if isinstance(node, dict) else []
+        if not rest:
+            if isinstance(node, dict) and head in node and node[head] == unset:
+                del node[head]
+            return
+        for child in children:
+            drop(child, rest, unset)
+
+    out = d
+    for dotted, unset in ADDED_FIELDS.items():
+        drop(out, dotted.split("."), unset)
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -413,12 +452,23 @@ def _check_penalties(penalties: list[PenaltySpec]) -> None:
         _need(p.kind in known, f"{where}.kind {p.kind!r} is unknown (known: {', '.join(known)})")
         _need(p.lam >= 0, f"{where}.lam must be >= 0 (a negative penalty rewards dense features), got {p.lam:g}")
         _need(p.schedule.warmup_epochs >= 0 and p.schedule.ramp_epochs >= 0, f"{where}.schedule epochs must be >= 0")
+        _check_stages(p, where)
         if p.target_zero_frac is not None:
             _need(0 < p.target_zero_frac < 1, f"{where}.target_zero_frac must be in (0, 1), got {p.target_zero_frac}")
             _need(p.lam > 0, f"{where}.lam is the starting λ of the target controller and must be > 0")
             _need(p.target_every >= 1 and p.target_gain > 0, f"{where}: target_every >= 1 and target_gain > 0")
     kinds = [p.kind for p in penalties]
     _need(len(set(kinds)) == len(kinds), f"recipe.penalties lists a kind twice: {kinds}")
+
+
+def _check_stages(p: PenaltySpec, where: str) -> None:
+    staged = p.schedule.shape == "staged"
+    _need(staged == bool(p.schedule.stages), f"{where}.schedule: shape staged needs stages, and stages need shape staged")
+    for k, stage in enumerate(p.schedule.stages):
+        _check_finite(stage.lam, f"{where}.schedule.stages[{k}].lam")
+        _need(stage.epochs > 0 and stage.lam >= 0, f"{where}.schedule.stages[{k}]: epochs must be > 0 and lam >= 0")
+    _need(not (staged and p.target_zero_frac is not None),
+          f"{where}: a staged schedule sets λ itself; it cannot be combined with target_zero_frac")
 
 
 def _check_sites(sites: SiteSpec) -> None:

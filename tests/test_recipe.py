@@ -82,3 +82,22 @@ def test_diff_names_changed_fields():
     a = Recipe.from_dict({"model": {"name": "x"}})
     b = Recipe.from_dict({"model": {"name": "x"}, "optim": {"lr": 1e-2}})
     assert diff(a, b) == ["optim.lr: 0.001 -> 0.01"]
+
+
+def test_fields_added_to_the_schema_leave_recorded_hashes_unchanged():
+    """The zoo's recorded recipe hashes were made before later fields existed (staged λ stages, …): a recipe that
+    does not use them keeps its hash, and one that does gets another."""
+    import json
+    from pathlib import Path
+
+    from sparsezoo.zoo import registry
+
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "model_cards" / "zoo-results.json").read_text())
+    reg = registry()
+    for name, entry in recorded["entries"].items():
+        for variant, result in entry["variants"].items():
+            assert reg.entry(name).recipe_for(variant).hash() == result["recipe_hash"], (name, variant)
+    base = {"model": {"name": "test_resnet"}, "penalties": [{"kind": "l1", "lam": 1e-5}]}
+    staged = {**base, "penalties": [{"kind": "l1", "lam": 1e-5,
+                                     "schedule": {"shape": "staged", "stages": [{"epochs": 1, "lam": 1e-4}]}}]}
+    assert Recipe.from_dict(base).hash() != Recipe.from_dict(staged).hash()

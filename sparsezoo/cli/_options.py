@@ -24,6 +24,17 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def lam_stage(text: str) -> tuple[float, float]:
+    """``EPOCHS:LAM`` of one stage of a staged λ schedule (epochs > 0, λ >= 0)."""
+    epochs, sep, lam = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expects EPOCHS:LAM (e.g. 1:3e-4), got {text}")
+    e, v = finite_float(epochs), nonneg_float(lam)
+    if e <= 0:
+        raise argparse.ArgumentTypeError(f"a stage lasts > 0 epochs, got {epochs}")
+    return e, v
+
+
 def fraction(text: str) -> float:
     v = nonneg_float(text)
     if not 0 < v < 1:

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from sparsezoo.cli._options import fraction, nonneg_float, penalty_setting, positive_int, site_kind
+from sparsezoo.cli._options import fraction, lam_stage, nonneg_float, penalty_setting, positive_int, site_kind
 from sparsezoo.errors import RecipeError
 
 HELP = "fine-tune a timm or Hugging Face transformers model with sparsity penalties on its features"
@@ -79,6 +79,9 @@ def _add_sparsity_arguments(g) -> None:
                         "this value")
     g.add_argument("--warmup-epochs", type=nonneg_float, help="epochs with λ = 0 before the ramp")
     g.add_argument("--ramp-epochs", type=nonneg_float, help="epochs over which λ rises to its value")
+    g.add_argument("--lam-stages", nargs="+", type=lam_stage, metavar="EPOCHS:LAM",
+                   help="ProSparse's staged λ: λ stays at its value for --warmup-epochs, then each stage rises to its "
+                        "own λ along a half sine, e.g. --l1 1e-5 --warmup-epochs 1 --lam-stages 1:3e-5 1:1e-4")
     g.add_argument("--sites", nargs="+", metavar="REGEX", help="penalize/measure only matching activation sites")
     g.add_argument("--exclude-sites", nargs="+", metavar="REGEX")
     g.add_argument("--site-kinds", nargs="+", type=site_kind, metavar="KIND",
@@ -188,6 +191,9 @@ def _apply_penalty_flags(d: dict, args: argparse.Namespace) -> None:
             pen["schedule"]["warmup_epochs"] = args.warmup_epochs
         if args.ramp_epochs is not None:
             pen["schedule"]["ramp_epochs"] = args.ramp_epochs
+        if args.lam_stages:
+            pen["schedule"]["shape"] = "staged"
+            pen["schedule"]["stages"] = [{"epochs": e, "lam": lam} for e, lam in args.lam_stages]
 
 
 def _apply_set_flags(d: dict, items: list[str]) -> None:

@@ -55,7 +55,7 @@ from sparsezoo.train.distributed import (
 from sparsezoo.train.environment import environment
 from sparsezoo.train.evaluation import evaluate
 from sparsezoo.train.lock import FolderLock, FolderLockedError
-from sparsezoo.train.schedules import TargetController, lam_at, lr_at
+from sparsezoo.train.schedules import TargetController, lr_at, scheduled_lam
 from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
 from sparsezoo.train.state import LossSums, RunResult, Training, TrainState, plan_steps
 
@@ -270,8 +270,7 @@ def train_step(training: Training, state: TrainState, batch: Any, position: floa
     penalty.position_mask = mask.bool() if mask is not None else None
     for p in training.recipe.penalties:
         base = training.targets[p.kind].lam if p.kind in training.targets else p.lam
-        penalty.set_lam(p.kind, lam_at(base, position, p.schedule.warmup_epochs, p.schedule.ramp_epochs,
-                                       p.schedule.shape))
+        penalty.set_lam(p.kind, scheduled_lam(p.schedule, base, position))
     state.lr = lr_at(state.opt_step, plan.total_steps, optim_cfg.lr, plan.warmup_steps, optim_cfg.schedule,
                      optim_cfg.min_lr_ratio)
     for group in training.optimizer.param_groups:

@@ -1,6 +1,8 @@
 """Schedules as pure functions of training progress, so a resumed run recomputes them exactly.
 
-- :func:`lam_at`: λ(t) of a penalty: 0 during warm-up, then a linear or cosine ramp to λ.
+- :func:`lam_at`: λ(t) of a penalty: 0 during warm-up, then a linear or cosine ramp to λ; or ProSparse's staged
+  schedule (:func:`staged_lam_at`): λ constant during warm-up, then stage by stage up to each stage's peak along
+  η = ½[sin(−π/2 + π·progress) + 1].
 - :func:`lr_at`: learning rate: linear warm-up, then cosine (or constant) to ``lr · min_lr_ratio``.
 - :class:`TargetController`: adapts λ so that the measured ``zero_frac`` reaches a target.
 """
@@ -8,11 +10,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sparsezoo.recipe import ScheduleSpec
 
 
 def lam_at(lam: float, epoch: float, warmup_epochs: float, ramp_epochs: float, shape: str = "linear") -> float:
-    """λ at fractional epoch ``epoch`` (0 = start of training)."""
+    """λ at fractional epoch ``epoch`` (0 = start of training) of a warm-up (λ = 0) and ramp schedule."""
     if epoch < warmup_epochs:
         return 0.0
     if ramp_epochs <= 0:
@@ -21,6 +28,36 @@ def lam_at(lam: float, epoch: float, warmup_epochs: float, ramp_epochs: float, s
     if shape == "cosine":
         x = 0.5 - 0.5 * math.cos(math.pi * x)
     return lam * x
+
+
+def sine_progress(progress: float) -> float:
+    """ProSparse's smooth rise η = ½[sin(−π/2 + π·p) + 1]: 0 at p = 0, ½ at p = ½, 1 at p = 1 (p clipped to [0, 1])."""
+    p = min(1.0, max(0.0, progress))
+    return 0.5 * (math.sin(-math.pi / 2 + math.pi * p) + 1.0)
+
+
+def staged_lam_at(lam: float, epoch: float, warmup_epochs: float, stages: Sequence[tuple[float, float]]) -> float:
+    """λ at fractional epoch ``epoch`` of ProSparse's staged schedule (Song et al. 2024, arXiv 2402.13516).
+
+    λ is ``lam`` (constant) during the first ``warmup_epochs``; then stage k, lasting ``stages[k][0]`` epochs,
+    rises from the previous peak (``lam`` for the first stage) to its own peak ``stages[k][1]`` along
+    :func:`sine_progress`; after the last stage λ stays at the last peak.
+    """
+    if epoch < warmup_epochs:
+        return lam
+    start, t = lam, epoch - warmup_epochs
+    for epochs, peak in stages:
+        if t < epochs:
+            return start + (peak - start) * sine_progress(t / epochs)
+        start, t = peak, t - epochs
+    return start
+
+
+def scheduled_lam(schedule: ScheduleSpec, lam: float, epoch: float) -> float:
+    """λ at fractional epoch ``epoch`` under a recipe's schedule, for a penalty whose (starting) λ is ``lam``."""
+    if schedule.shape == "staged":
+        return staged_lam_at(lam, epoch, schedule.warmup_epochs, [(s.epochs, s.lam) for s in schedule.stages])
+    return lam_at(lam, epoch, schedule.warmup_epochs, schedule.ramp_epochs, schedule.shape)
 
 
 def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
