@@ -144,6 +144,16 @@ class OptimSpec:
 
 
 @dataclass
+class DistillSpec:
+    """Distillation from a dense teacher (:mod:`sparsezoo.train.distill`): loss (1 − weight)·CE +
+    weight·temperature²·KL(teacher ‖ student). ``teacher``: a run folder, a zoo ``ENTRY:VARIANT`` or a Hub id."""
+
+    teacher: str = ""
+    weight: float = 0.5
+    temperature: float = 2.0
+
+
+@dataclass
 class TrainSpec:
     """Loop settings. ``precision: auto`` is bf16 autocast on CUDA and fp32 on CPU; ``channels_last``
     ``null`` means on for CUDA. ``max_steps_per_epoch`` caps an epoch (for smoke runs)."""
@@ -169,6 +179,7 @@ class Recipe:
     penalties: list[PenaltySpec] = field(default_factory=list)
     optim: OptimSpec = field(default_factory=OptimSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    distill: Optional[DistillSpec] = None
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict:
@@ -201,7 +212,7 @@ class Recipe:
 
 # Fields added to the schema after runs were recorded, with the value that means "not used": left out of the hash
 # while they hold it (paths: dotted keys, "*" for every item of a list).
-ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": []}
+ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": [], "distill": None}
 
 
 def _without_unset_additions(d: dict) -> dict:
@@ -426,6 +437,7 @@ def validate(r: Recipe) -> None:
     _check_sites(r.sites)
     _check_optim(r.optim)
     _check_train(r.train)
+    _check_distill(r.distill)
 
 
 def _check_model_and_data(r: Recipe) -> None:
@@ -469,6 +481,16 @@ def _check_stages(p: PenaltySpec, where: str) -> None:
         _need(stage.epochs > 0 and stage.lam >= 0, f"{where}.schedule.stages[{k}]: epochs must be > 0 and lam >= 0")
     _need(not (staged and p.target_zero_frac is not None),
           f"{where}: a staged schedule sets λ itself; it cannot be combined with target_zero_frac")
+
+
+def _check_distill(d: DistillSpec | None) -> None:
+    if d is None:
+        return
+    _need(bool(d.teacher.strip()), "recipe.distill.teacher is required (a run folder, ENTRY:VARIANT or a Hub id)")
+    _check_finite(d.weight, "recipe.distill.weight")
+    _check_finite(d.temperature, "recipe.distill.temperature")
+    _need(0 <= d.weight <= 1, f"recipe.distill.weight must be in [0, 1], got {d.weight:g}")
+    _need(d.temperature > 0, f"recipe.distill.temperature must be > 0, got {d.temperature:g}")
 
 
 def _check_sites(sites: SiteSpec) -> None:

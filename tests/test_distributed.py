@@ -44,3 +44,17 @@ def test_two_process_run_keeps_parameters_in_sync_and_writes_once(kind, tmp_path
 
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert model.num_classes == 10
+
+
+@pytest.mark.slow
+def test_two_processes_distil_from_one_teacher_and_stay_in_sync(l1_run, tmp_path):
+    """Each process loads the teacher and distils on its own shard; parameters stay in sync."""
+    _, teacher, _ = l1_run
+    out = tmp_path / "ddp-distill"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([*launcher("torchrun"), *ARGS, "--distill", str(teacher), "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["environment"]["processes"] == 2 and metrics["environment"]["params_in_sync"] is True
+    assert "distill" in (out / "recipe.yaml").read_text()

@@ -24,6 +24,13 @@ def nonneg_float(text: str) -> float:
     return v
 
 
+def positive_float(text: str) -> float:
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
 def lam_stage(text: str) -> tuple[float, float]:
     """``EPOCHS:LAM`` of one stage of a staged λ schedule (epochs > 0, λ >= 0)."""
     epochs, sep, lam = text.partition(":")
@@ -39,6 +46,13 @@ def fraction(text: str) -> float:
     v = nonneg_float(text)
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return v
+
+
+def unit_interval(text: str) -> float:
+    v = nonneg_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
 
 

@@ -20,7 +20,16 @@ import os
 import sys
 from pathlib import Path
 
-from sparsezoo.cli._options import fraction, lam_stage, nonneg_float, penalty_setting, positive_int, site_kind
+from sparsezoo.cli._options import (
+    fraction,
+    lam_stage,
+    nonneg_float,
+    penalty_setting,
+    positive_float,
+    positive_int,
+    site_kind,
+    unit_interval,
+)
 from sparsezoo.errors import RecipeError
 
 HELP = "fine-tune a timm or Hugging Face transformers model with sparsity penalties on its features"
@@ -41,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _add_data_arguments(p.add_argument_group("data"))
     _add_sparsity_arguments(p.add_argument_group("sparsity"))
     _add_optimization_arguments(p.add_argument_group("optimization"))
+    _add_recovery_arguments(p.add_argument_group("recovery"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set optim.warmup_epochs=0.5 (repeatable)")
 
@@ -89,6 +99,14 @@ def _add_sparsity_arguments(g) -> None:
                         "(= attention probabilities)")
 
 
+def _add_recovery_arguments(g) -> None:
+    g.add_argument("--distill", metavar="TEACHER",
+                   help="distil from a dense teacher of the same classes: a run folder, a zoo ENTRY:VARIANT or a Hub "
+                        "id; loss (1 - h)·CE + h·T²·KL(teacher ‖ student)")
+    g.add_argument("--distill-weight", type=unit_interval, metavar="H", help="h, the soft term's weight (default 0.5)")
+    g.add_argument("--distill-temperature", type=positive_float, metavar="T", help="T (default 2)")
+
+
 def _add_optimization_arguments(g) -> None:
     g.add_argument("--optimizer", choices=["adamw", "sgd"])
     g.add_argument("--lr", type=nonneg_float)
@@ -132,6 +150,7 @@ def recipe_from_args(args: argparse.Namespace):
             if value is not None:
                 d[section][key] = value
     _apply_penalty_flags(d, args)
+    _apply_distill_flags(d, args)
     _apply_set_flags(d, args.set)
     return Recipe.from_dict(d)
 
@@ -196,6 +215,18 @@ def _apply_penalty_flags(d: dict, args: argparse.Namespace) -> None:
             pen["schedule"]["stages"] = [{"epochs": e, "lam": lam} for e, lam in args.lam_stages]
 
 
+def _apply_distill_flags(d: dict, args: argparse.Namespace) -> None:
+    """``--distill`` and its weight and temperature (which need a teacher, from the flag or the recipe)."""
+    if args.distill:
+        d["distill"] = {**(d.get("distill") or {}), "teacher": args.distill}
+    for key, value in (("weight", args.distill_weight), ("temperature", args.distill_temperature)):
+        if value is None:
+            continue
+        if not d.get("distill"):
+            raise RecipeError(f"--distill-{key} needs a teacher: pass --distill TEACHER")
+        d["distill"][key] = value
+
+
 def _apply_set_flags(d: dict, items: list[str]) -> None:
     """``--set KEY=VALUE`` overrides, in order (after every other flag)."""
     from sparsezoo.recipe import set_value, split_set
@@ -232,7 +263,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / recipe.tag()
     progress = sys.stderr.isatty() and not args.no_progress
-    result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress)
+    teacher = None
+    if recipe.distill is not None:
+        from sparsezoo.zoo.loading import load
+
+        teacher = load(recipe.distill.teacher)  # a run folder, ENTRY:VARIANT (local build, cache, Hub) or Hub id
+    result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress, teacher=teacher)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return 0
     from sparsezoo.models.hf import model_family

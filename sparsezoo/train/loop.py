@@ -57,10 +57,13 @@ from sparsezoo.train.evaluation import evaluate
 from sparsezoo.train.lock import FolderLock, FolderLockedError
 from sparsezoo.train.schedules import TargetController, lr_at, scheduled_lam
 from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
-from sparsezoo.train.state import LossSums, RunResult, Training, TrainState, plan_steps
+from sparsezoo.train.state import LossSums, RunOptions, RunResult, Training, TrainState, plan_steps
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
+
+    from sparsezoo.hub.loading import ZooModel
+    from sparsezoo.train.tasks import Task
 
 
 log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
@@ -71,7 +74,7 @@ class TrainingDivergedError(SparsezooError):
 
 
 def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = False,
-             on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+             on_epoch: Callable[[dict], None] | None = None, teacher: ZooModel | None = None) -> RunResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with the recipe's sparsity penalties.
 
     The run holds an exclusive lock on ``out`` (:mod:`sparsezoo.train.lock`) from start to end. Everything that can
@@ -85,6 +88,9 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
         force: replace an existing run in ``out``.
         progress: show tqdm progress bars (main process only).
         on_epoch: called with each epoch's record (after its checkpoint is written).
+        teacher: the distillation teacher of ``recipe.distill``, already loaded (default: loaded from
+            ``recipe.distill.teacher``, a run folder or Hub id; zoo short names are resolved by
+            :func:`sparsezoo.load`, which the CLI and the zoo do).
 
     Returns:
         The run folder, the per-epoch history and the final metrics.
@@ -105,7 +111,8 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
                               gradient_accumulation_steps=recipe.optim.grad_accum)
     lock = _lock_output(out, accelerator)
     try:
-        return _finetune(recipe, out, accelerator, precision, resume, force, progress, on_epoch)
+        options = RunOptions(resume, force, progress, on_epoch, teacher)
+        return _finetune(recipe, out, accelerator, precision, options)
     finally:
         if lock is not None:
             lock.release()
@@ -165,15 +172,16 @@ def _discard_on_failure(out: Path, work: Path, created: bool, active: bool):
 # ----------------------------------------------------------------------------- the run
 
 
-def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bool, force: bool, progress: bool,
-              on_epoch: Callable[[dict], None] | None) -> RunResult:
+def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, options: RunOptions) -> RunResult:
     from analysis.collect import compile_with_hook_guards
     from analysis.sites import site_stages
     from sparsezoo.train.tasks import build_task
 
+    resume, force, progress = options.resume, options.force, options.progress
     ckpt = prepare_output(out, recipe, resume, force)  # read-only on every process, before any write
     seed_all(recipe.train.seed)
     task = build_task(recipe)
+    teacher = _teacher(recipe, task, options.teacher, accelerator.device)
     plan = plan_steps(recipe, len(task.train_ds), len(task.val_ds), accelerator.num_processes)
     stages = site_stages(task.model, [s.name for s in task.sites])
     penalty, targets = build_penalty(recipe, task)
@@ -195,8 +203,22 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, resume: bo
             forward_model=compile_with_hook_guards(model) if recipe.train.compile else model, optimizer=optimizer,
             penalty=penalty, targets=targets, plan=plan, stages=stages, channels_last=channels_last,
             eval_loader=eval_loader(recipe, task, accelerator), env=environment(accelerator, precision), out=out,
-            progress=progress)
-        return _train(training, state, on_epoch)
+            progress=progress, teacher=teacher)
+        return _train(training, state, options.on_epoch)
+
+
+def _teacher(recipe: Recipe, task: Task, loaded: ZooModel | None, device: Any) -> nn.Module | None:
+    """The recipe's distillation teacher on ``device`` (eval mode, no gradients), checked against the student's
+    inputs and classes before anything is written; None without distillation."""
+    if recipe.distill is None:
+        return None
+    from sparsezoo.train.distill import check_teacher, load_teacher
+
+    zoo = loaded or load_teacher(recipe.distill)
+    check_teacher(zoo, task, recipe.distill.teacher)
+    model = zoo.model.to(device).eval()
+    model.requires_grad_(False)
+    return model
 
 
 def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, TargetController], out: Path,
@@ -263,7 +285,6 @@ def train_step(training: Training, state: TrainState, batch: Any, position: floa
     """One batch at ``position`` (epochs, fractional): λ and learning rate of that point of their schedules,
     forward, backward and, once every grad_accum batches, the optimizer step. Returns the task loss (detached)
     and the batch size."""
-    import torch.nn.functional as F
 
     accelerator, optim_cfg, plan, penalty = training.accelerator, training.recipe.optim, training.plan, training.penalty
     inputs, labels, mask = training.task.split_batch(batch, accelerator.device, training.channels_last)
@@ -277,13 +298,27 @@ def train_step(training: Training, state: TrainState, batch: Any, position: floa
         group["lr"] = state.lr
     with accelerator.accumulate(training.model):
         logits = training.task.logits(training.forward_model, inputs)
-        task_loss = F.cross_entropy(logits.float(), labels)
+        task_loss = _task_loss(training, logits, labels, inputs)
         accelerator.backward(task_loss + penalty.penalty())
         if accelerator.sync_gradients and optim_cfg.grad_clip:
             accelerator.clip_grad_norm_(training.model.parameters(), optim_cfg.grad_clip)
         training.optimizer.step()
         training.optimizer.zero_grad(set_to_none=True)
     return task_loss.detach(), labels.shape[0]
+
+
+def _task_loss(training: Training, logits: Tensor, labels: Tensor, inputs: Any) -> Tensor:
+    """Cross-entropy, or with a teacher the distillation loss (1 − h)·CE + h·T²·KL (:mod:`sparsezoo.train.distill`)."""
+    import torch.nn.functional as F
+
+    if training.teacher is None or training.recipe.distill is None:
+        return F.cross_entropy(logits.float(), labels)
+    from sparsezoo.train.distill import distillation_loss, teacher_logits
+
+    with training.accelerator.autocast():
+        soft = teacher_logits(training.task, training.teacher, inputs)
+    d = training.recipe.distill
+    return distillation_loss(logits, soft, labels, d.weight, d.temperature)
 
 
 def _optimizer_stepped(training: Training, state: TrainState, position: float) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from torch import Tensor, nn
 
+    from sparsezoo.hub.loading import ZooModel
     from sparsezoo.train.penalties import SparsityPenalty
     from sparsezoo.train.tasks import Task
 
@@ -131,11 +132,25 @@ class Training:
     env: dict[str, Any]  # metrics.json "environment"
     out: Path
     progress: bool
+    teacher: nn.Module | None = None  # the distillation teacher (eval mode, no gradients), when the recipe has one
 
     @property
     def target_every(self) -> int:
         """Optimizer steps between two updates of the λ controllers (0 without controllers)."""
         return min((p.target_every for p in self.recipe.penalties if p.kind in self.targets), default=0)
+
+
+@dataclass
+class RunOptions:
+    """How :func:`~sparsezoo.train.loop.finetune` runs a recipe (none of it changes the result): continue or replace
+    a run in the folder, show progress, a callback per epoch, and the distillation teacher already loaded (by
+    callers that resolve names the training room does not know, such as the zoo's ``ENTRY:VARIANT``)."""
+
+    resume: bool = False
+    force: bool = False
+    progress: bool = False
+    on_epoch: Callable[[dict], None] | None = None
+    teacher: ZooModel | None = None
 
 
 @dataclass

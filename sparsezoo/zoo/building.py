@@ -38,15 +38,19 @@ def _check_folder(folder: Path, entry: str) -> None:
 
 
 def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
-    """Fine-tune one variant unless it is finished; resume it if interrupted. Returns the wall time (None: kept)."""
+    """Fine-tune one variant unless it is finished; resume it if interrupted. Returns the wall time (None: kept).
+    A distillation teacher named ``ENTRY:VARIANT`` is the build's own variant (``ROOT/ENTRY/VARIANT``, built first
+    when it is the baseline), else the cache or the Hub."""
     from sparsezoo.train.checkpoint import latest_checkpoint
     from sparsezoo.train.loop import finetune
+    from sparsezoo.zoo.loading import load
 
     if run_complete(run_dir) and json.loads((run_dir / "metrics.json").read_text()).get("recipe_hash") == recipe.hash():
         return None
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
+    teacher = load(recipe.distill.teacher, root=run_dir.parent.parent) if recipe.distill else None
     t = time.perf_counter()
-    finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress)
+    finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress, teacher=teacher)
     return time.perf_counter() - t
 
 
