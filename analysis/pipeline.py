@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -35,15 +35,20 @@ from analysis.sparsity import (
 )
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-    from typing_extensions import Unpack
+    from typing import Unpack  # Python 3.11; only type checkers read it
 
     from analysis.attention import AttentionCollector
     from analysis.layerwise import CKACollector, RelChangeCollector
     from analysis.margins import StripeCollector
 
 SiteSpec = str | Sequence[str] | Sequence[Site] | None
-Options = TypeVar("Options", bound="DataclassInstance")  # a frozen dataclass of settings, every field with a default
+class Settings(Protocol):
+    """A dataclass of settings (every field with a default), as :func:`with_settings` takes it."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+
+Options = TypeVar("Options", bound=Settings)
 
 
 @dataclass

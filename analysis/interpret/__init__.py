@@ -48,7 +48,7 @@ from analysis.pipeline import stopwatch, with_settings
 from analysis.sites import Site, find_sites
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing import Unpack  # Python 3.11; only type checkers read it
 
 __all__ = ["explain", "ExplainOptions", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary"]
 

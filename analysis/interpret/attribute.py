@@ -32,7 +32,7 @@ from analysis.interpret.select import feature_view
 from analysis.sites import Site, find_sites
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing import Unpack  # Python 3.11; only type checkers read it
 
 
 @dataclass(frozen=True)
