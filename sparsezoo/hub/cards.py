@@ -24,32 +24,21 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from analysis.definitions import MODEL_WIDE, Measure, near_zero_measure
 from sparsezoo.errors import SparsezooError
 from sparsezoo.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
-    from analysis.sparsity import NearZero, SparsitySummary
     from sparsezoo.hub.licenses import Combined, License
 
 TEMPLATE = "templates/model_card.md"  # package data of sparsezoo.hub (pyproject.toml: package-data)
 TAGS = ("sparsezoo", "sparse-features")
 Library = Literal["timm", "transformers"]
 
-# model-wide summary key in metrics.json → (definition name, threshold on |a|, how sites are aggregated); the
-# near-zero fractions (one key per kind and τ) are described by _near_zero_measure
-MODEL_WIDE: dict[str, tuple[str, float, str]] = {
-    "zero_frac_mean_sites": ("zero_frac", 0.0, "fraction of entries with |a| <= threshold, mean over sites"),
-    "zero_frac_all_entries": ("zero_frac", 0.0, "fraction of all activation entries of all sites with |a| <= threshold"),
-    "l0_per_position_mean_sites": ("l0_per_position", 0.0,
-                                   "channels with |a| > threshold per position, mean over positions, mean over sites"),
-    "l0_per_position_frac_mean_sites": ("l0_per_position", 0.0, "l0_per_position / channels, mean over sites"),
-    "dead_units": ("dead", 0.0, "channels with |a| > threshold at no evaluated position, summed over sites"),
-    "dense_units": ("dense", 0.0, "channels with |a| > threshold at more than 90% of positions, summed over sites"),
-}
 # architecture-name suffix of a transformers model → (Hub task, transformers Auto class)
 TRANSFORMERS_TASKS = {
     "ForSequenceClassification": ("text-classification", "AutoModelForSequenceClassification"),
@@ -325,36 +314,17 @@ def local_inputs(run: Run) -> list[str]:
 # ----------------------------------------------------------------------------- the numbers
 
 
-Measure = tuple[str, float, str]  # (definition name, threshold on |a|, how sites are aggregated)
-
-
-def _near_zero_measure(nz: NearZero) -> Measure:
-    rel = " x the largest |a| of the same code vector" if nz.kind == "rel" else ""
-    return f"near_zero_frac({nz.kind})", nz.tau, f"fraction of entries with |a| <= threshold{rel}, mean over sites"
-
-
-def _summary(final: Mapping[str, Any]) -> SparsitySummary | None:
-    """A run's stored summary (``metrics.json``'s ``final.sparsity``) read typed, or None when it lacks some of
-    :class:`~analysis.sparsity.SparsitySummary`'s numbers (a hand-made summary, or one from an older version)."""
-    from analysis.sparsity import SparsitySummary
-
-    required = {f.name for f in fields(SparsitySummary)} - {"near_zero", "zero_frac_per_stage"}
-    return SparsitySummary.from_json(final) if required <= final.keys() else None
-
-
-def _model_wide(final: Mapping[str, Any], summary: SparsitySummary | None) -> list[tuple[str, Measure, Any]]:
-    """(key, measure, value) of each model-wide number with a known definition, in the summary's order: through the
-    typed ``summary``, or for a partial one from the keys it has."""
+def _model_wide(final: Mapping[str, Any]) -> list[tuple[str, Measure, Any]]:
+    """(key, measure, value) of each model-wide number of a stored summary (``metrics.json``'s ``final.sparsity``)
+    that has a known definition (:data:`analysis.definitions.MODEL_WIDE`, and the near-zero fractions by their
+    keys), in the summary's order. One path for complete summaries and for partial ones (hand-made, or from an older
+    version): only the numbers present are published."""
     from analysis.sparsity import SparsitySummary, near_zero_stats
 
-    if summary is not None:
-        measures = {summary.near_zero_key(nz): _near_zero_measure(nz) for nz, _ in summary.near_zero}
-        values = summary.to_json()
-    else:
-        measures = {k: _near_zero_measure(nz) for nz, k in near_zero_stats(final) if k == SparsitySummary.near_zero_key(nz)}
-        values = dict(final)
-    measures = {**MODEL_WIDE, **measures}
-    return [(k, measures[k], v) for k, v in values.items() if k in measures]
+    near = {k: near_zero_measure(nz.kind, nz.tau) for nz, k in near_zero_stats(final)
+            if k == SparsitySummary.near_zero_key(nz)}
+    measures = {**MODEL_WIDE, **near}
+    return [(k, measures[k], v) for k, v in final.items() if k in measures]
 
 
 def _number(v: Any) -> bool:
@@ -364,21 +334,20 @@ def _number(v: Any) -> bool:
 def sparsity_block(metrics: dict, baseline: dict | None = None) -> dict:
     """The card's ``sparsity:`` block from a run's ``metrics.json`` (and a dense baseline run's, if known).
 
-    Values are copied from ``metrics["final"]["sparsity"]`` unrounded (read as a
-    :class:`~analysis.sparsity.SparsitySummary`); per-stage values from its ``zero_frac_per_stage``.
+    Values are copied from ``metrics["final"]["sparsity"]`` unrounded; per-stage values from its
+    ``zero_frac_per_stage``.
     """
     final = (metrics.get("final") or {}).get("sparsity") or {}
     base = ((baseline or {}).get("final") or {}).get("sparsity") or {}
     history = metrics.get("history") or [{}]
-    summary = _summary(final)
     model_wide, per_stage = {}, {}
-    for key, (definition, threshold, aggregate), value in _model_wide(final, summary):
+    for key, (definition, threshold, aggregate), value in _model_wide(final):
         if _number(value):
             entry = {"definition": definition, "threshold": threshold, "aggregate": aggregate, "value": value}
             if _number(base.get(key)):
                 entry["dense_baseline"] = base[key]
             model_wide[key] = entry
-    stages = final.get("zero_frac_per_stage") if summary is None else summary.zero_frac_per_stage
+    stages = final.get("zero_frac_per_stage")
     if isinstance(stages, dict):
         definition, threshold, _ = MODEL_WIDE["zero_frac_mean_sites"]
         entry = {"definition": definition, "threshold": threshold,

@@ -39,10 +39,10 @@ def run_demo(out: str | Path, lams: Sequence[float] = DEFAULT_LAMS, epochs: int 
         rows.append({"lam": float(lam), "top1": res.final["top1"], "zero_frac_mean_sites": s["zero_frac_mean_sites"],
                      "l0_per_position_frac_mean_sites": s["l0_per_position_frac_mean_sites"],
                      "zero_frac_per_stage": s["zero_frac_per_stage"], "run": str(run_dir)})
+    from analysis.definitions import definitions_of
+
     summary = {"recipe": DEMO_RECIPE, "epochs": base.train.epochs, "rows": rows,
-               "definitions": {"top1": "validation accuracy (360 held-out digits)",
-                               "zero_frac_mean_sites": "fraction of exact zeros per activation site, mean over sites",
-                               "zero_frac_per_stage": "the same, mean over the sites of a stage (rN: output stride N)"}}
+               "definitions": definitions_of(("top1", "zero_frac_mean_sites", "zero_frac_per_stage"))}
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", format_table(rows) + "\n")
     return rows

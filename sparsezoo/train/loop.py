@@ -415,7 +415,7 @@ def _finish(training: Training, state: TrainState, started: float) -> RunResult:
 
 
 def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict:
-    from analysis.sparsity import DEFAULT_TAU_ABS, DEFAULT_TAU_REL
+    from analysis.definitions import definitions_of
 
     last = history[-1]["val"] if history else {}
     return {
@@ -424,19 +424,7 @@ def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict
         "environment": env,
         "final": {k: last[k] for k in ("top1", "loss", "sparsity") if k in last},
         "history": history,
-        "definitions": {
-            "top1": "fraction of validation samples whose arg-max logit is the label",
-            "loss": "mean cross-entropy on the validation set (nats)",
-            "zero_frac": "fraction of activation entries exactly 0 at a site",
-            "zero_frac_mean_sites": "zero_frac averaged over sites, each site weighted equally",
-            "zero_frac_all_entries": "fraction of all activation entries (all sites) exactly 0",
-            "zero_frac_per_stage": "zero_frac averaged over the sites of each stage (rN = output stride N)",
-            "l0_per_position": "non-zero channels per code vector (b, h, w) or (b, t)",
-            "near_zero_frac": f"fraction with |a| <= tau (abs tau={DEFAULT_TAU_ABS:g}; rel tau={DEFAULT_TAU_REL:g}"
-                              " x per-position max |a|)",
-            "hoyer_mean": "mean over non-empty code vectors of (sqrt(n) - l1/l2)/(sqrt(n) - 1)",
-            "penalty.l1": "per sample (mean over the batch), sum over sites and positions of ||a[b,:,pos]||_1",
-            "penalty.hoyer_square": "per sample (mean over the batch), sum over sites and positions of"
-                                    " ||a||_1^2/||a||_2^2",
-        },
+        "definitions": definitions_of(("top1", "loss", "zero_frac", "zero_frac_mean_sites", "zero_frac_all_entries",
+                                       "zero_frac_per_stage", "l0_per_position", "near_zero_frac(abs,tau)",
+                                       "near_zero_frac(rel,tau)", "hoyer", "penalty.l1", "penalty.hoyer_square")),
     }
