@@ -62,31 +62,17 @@ def measure(entry: Entry, folder: Path, names: list[str], samples: int) -> dict[
 
 
 def _class_selectivity(model, loader, samples: int, top: int = 16) -> float | None:
-    """Mean class selectivity (Morcos et al. 2018) of the ``top`` most selective features of the last
-    activation site, over the first ``samples`` samples of ``loader``."""
-    from analysis.collect import batch_labels, call_model, split_batch, to_device
-    from analysis.interpret.select import FeatureStats, select_features
+    """Mean class selectivity (Morcos et al. 2018) of the ``top`` most selective features of the last activation
+    site, over exactly the first ``samples`` samples of ``loader`` (the explain scan, :func:`analysis.interpret.steps.scan`);
+    None without labels."""
+    from analysis.interpret.select import select_features
+    from analysis.interpret.steps import ExplainOptions, scan
     from analysis.sites import find_sites
 
-    site = find_sites(model)[-1]
     device = next(model.parameters()).device
-    stats = FeatureStats(model, site, k=4)
-    seen = 0
-    model.eval()
-    with stats:
-        for batch in loader:
-            inputs, mask = split_batch(batch)
-            labels = batch_labels(batch)
-            if labels is None:
-                return None  # no labels: class selectivity is undefined
-            stats.position_mask = mask.to(device).bool() if mask is not None else None
-            stats.labels = labels
-            call_model(model, to_device(inputs, device))
-            seen += len(labels)
-            if seen >= samples:
-                break
-    r = stats.results()
+    scanned = scan(model, loader, find_sites(model)[-1], device, ExplainOptions(examples=4, max_samples=samples))
+    r = scanned.stats
     if r["class_selectivity"] is None:
-        return None
+        return None  # no labels: class selectivity is undefined
     chosen = select_features(r, min(top, len(r["selectivity"])), examples=1)
     return float(r["class_selectivity"][chosen].mean())
