@@ -105,6 +105,24 @@ def test_the_committed_cards_and_results_state_the_same_license_and_lineage():
     assert "base_model" not in (REPO / "sparsezoo" / "zoo" / "zoo.yaml").read_text().split("entries:")[1]
 
 
+def test_the_committed_cards_name_the_split_the_loader_evaluated_on():
+    """MNIST validates on its own validation split and 20 Newsgroups on its test split: no card may say that a
+    fraction of train was held out."""
+    from sparsezoo.hub.cards import Run, dataset
+
+    recorded = json.loads((CARDS / zoo.ZOO_RESULTS).read_text())["entries"]
+    for name, entry in zoo.registry().entries.items():
+        for variant in recorded.get(name, {}).get("variants", {}):
+            recipe = entry.recipe_for(variant)
+            split = dataset(Run(Path(name) / variant, "timm", {}, recipe, {}))[2]
+            card = ModelCard.load(CARDS / f"{name}-{variant}.md")
+            assert {r.dataset_split for r in card.data.eval_results} == {split}, (name, variant)
+            assert f"split: {split}" in card.text
+    assert {"mnist": "validation", "20newsgroups": "test"} == {
+        e.recipe["data"]["source"]: dataset(Run(Path(n), "timm", {}, e.recipe_for(e.baseline), {}))[2]
+        for n, e in zoo.registry().entries.items() if e.recipe["data"]["source"] in ("mnist", "20newsgroups")}
+
+
 def test_packaged_weights_are_the_files_their_lineage_names():
     """base_model and licenses rest on the shipped files being the ones recorded (sha256)."""
     from sparsezoo.models.offline_weights import PACKAGED_MODELS, PROVIDERS, packaged_model_dir
