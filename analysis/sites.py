@@ -26,7 +26,7 @@ _ACTIVATION_NAME = re.compile(
 )
 _NOT_ACTIVATION = re.compile(r"sigmoid|softmax|softmin|^tanh$|^glu$|gate|identity|attention", re.I)
 # Activations whose output is >= 0 by construction (so the l1 norm is the plain sum).
-_NONNEGATIVE = {"relu", "relu6", "squaredrelu", "relusquared", "relu2", "relusquaredactivation"}
+_NONNEGATIVE = {"relu", "relu6", "squaredrelu", "relusquared", "relu2", "relusquaredactivation", "fatrelu"}
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 Patterns = str | Sequence[str] | None

@@ -154,6 +154,23 @@ class DistillSpec:
 
 
 @dataclass
+class ThresholdSpec:
+    """Activation thresholds set after fine-tuning by a search on the validation split
+    (:func:`sparsezoo.train.threshold_search.search_thresholds`): each ReLU / ReLU6 site matching ``include`` and not
+    ``exclude`` (regexes; empty = all), in module order, gets the highest threshold that keeps validation top-1 within
+    ``budget`` of its value before the search (absolute, or a fraction of it if ``relative``). ``realization``:
+    ``shift`` (``ReLU(y − t)`` folded into the preceding bias: plain timm / transformers loading reproduces it) or
+    ``hard`` (FATReLU, ``x if x ≥ t else 0``; the thresholds are saved beside the weights and ``sparsezoo.load``
+    restores them)."""
+
+    realization: Literal["shift", "hard"] = "shift"
+    budget: float = 0.005
+    relative: bool = False
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainSpec:
     """Loop settings. ``precision: auto`` is bf16 autocast on CUDA and fp32 on CPU; ``channels_last``
     ``null`` means on for CUDA. ``max_steps_per_epoch`` caps an epoch (for smoke runs)."""
@@ -180,6 +197,7 @@ class Recipe:
     optim: OptimSpec = field(default_factory=OptimSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     distill: Optional[DistillSpec] = None
+    thresholds: Optional[ThresholdSpec] = None
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict:
@@ -212,7 +230,7 @@ class Recipe:
 
 # Fields added to the schema after runs were recorded, with the value that means "not used": left out of the hash
 # while they hold it (paths: dotted keys, "*" for every item of a list).
-ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": [], "distill": None}
+ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": [], "distill": None, "thresholds": None}
 
 
 def _without_unset_additions(d: dict) -> dict:
@@ -438,6 +456,7 @@ def validate(r: Recipe) -> None:
     _check_optim(r.optim)
     _check_train(r.train)
     _check_distill(r.distill)
+    _check_thresholds(r.thresholds)
 
 
 def _check_model_and_data(r: Recipe) -> None:
@@ -491,6 +510,17 @@ def _check_distill(d: DistillSpec | None) -> None:
     _check_finite(d.temperature, "recipe.distill.temperature")
     _need(0 <= d.weight <= 1, f"recipe.distill.weight must be in [0, 1], got {d.weight:g}")
     _need(d.temperature > 0, f"recipe.distill.temperature must be > 0, got {d.temperature:g}")
+
+
+def _check_thresholds(t: ThresholdSpec | None) -> None:
+    if t is None:
+        return
+    _check_finite(t.budget, "recipe.thresholds.budget")
+    _need(t.budget >= 0, f"recipe.thresholds.budget must be >= 0 (the validation top-1 the search may spend), got {t.budget:g}")
+    _need(not t.relative or t.budget < 1, f"recipe.thresholds.budget is relative and must be < 1, got {t.budget:g}")
+    for key in ("include", "exclude"):
+        for pattern in getattr(t, key):
+            _check_regex(pattern, f"recipe.thresholds.{key}")
 
 
 def _check_sites(sites: SiteSpec) -> None:

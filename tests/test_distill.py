@@ -107,4 +107,5 @@ def test_finetune_help_lists_the_distillation_options(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
     text = capsys.readouterr().out
-    assert all(flag in text for flag in ("--distill ", "--distill-weight", "--distill-temperature", "--lam-stages"))
+    assert all(flag in text for flag in ("--distill ", "--distill-weight", "--distill-temperature", "--lam-stages",
+                                         "--thresholds", "--threshold-budget"))

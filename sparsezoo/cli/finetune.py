@@ -105,6 +105,14 @@ def _add_recovery_arguments(g) -> None:
                         "id; loss (1 - h)·CE + h·T²·KL(teacher ‖ student)")
     g.add_argument("--distill-weight", type=unit_interval, metavar="H", help="h, the soft term's weight (default 0.5)")
     g.add_argument("--distill-temperature", type=positive_float, metavar="T", help="T (default 2)")
+    g.add_argument("--thresholds", choices=["shift", "hard"],
+                   help="after training, raise each ReLU/ReLU6 site's threshold as far as validation top-1 allows: "
+                        "shift = ReLU(y - t) folded into the bias (plain loading reproduces it), hard = FATReLU")
+    g.add_argument("--threshold-budget", type=nonneg_float, metavar="B",
+                   help="validation top-1 the threshold search may spend (default 0.005 = half a point)")
+    g.add_argument("--threshold-budget-relative", action="store_true",
+                   help="--threshold-budget is a fraction of the starting validation top-1")
+    g.add_argument("--threshold-sites", nargs="+", metavar="REGEX", help="only these sites (default: every ReLU)")
 
 
 def _add_optimization_arguments(g) -> None:
@@ -151,6 +159,7 @@ def recipe_from_args(args: argparse.Namespace):
                 d[section][key] = value
     _apply_penalty_flags(d, args)
     _apply_distill_flags(d, args)
+    _apply_threshold_flags(d, args)
     _apply_set_flags(d, args.set)
     return Recipe.from_dict(d)
 
@@ -225,6 +234,20 @@ def _apply_distill_flags(d: dict, args: argparse.Namespace) -> None:
         if not d.get("distill"):
             raise RecipeError(f"--distill-{key} needs a teacher: pass --distill TEACHER")
         d["distill"][key] = value
+
+
+def _apply_threshold_flags(d: dict, args: argparse.Namespace) -> None:
+    """``--thresholds`` and its budget and sites (which need the search on, from the flag or the recipe)."""
+    if args.thresholds:
+        d["thresholds"] = {**(d.get("thresholds") or {}), "realization": args.thresholds}
+    given = {"budget": args.threshold_budget, "relative": args.threshold_budget_relative or None,
+             "include": args.threshold_sites}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if not d.get("thresholds"):
+            raise RecipeError("--threshold-budget/--threshold-sites need the search: pass --thresholds shift|hard")
+        d["thresholds"][key] = value
 
 
 def _apply_set_flags(d: dict, items: list[str]) -> None:

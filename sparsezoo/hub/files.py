@@ -15,6 +15,7 @@ UPLOAD_FILES = (
     "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
     "preprocessor_config.json", "processor_config.json",
     "recipe.yaml", "metrics.json",
+    "thresholds.safetensors",  # hard activation thresholds (sparsezoo.models.thresholds), restored by sparsezoo.load
 )
 DOWNLOAD_FILES = (*UPLOAD_FILES, "README.md")
 CARD = "README.md"

@@ -62,6 +62,9 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
         raise WeightsUnavailableError(f"{folder}/config.json is neither a timm nor a transformers model config")
     check_weights(folder, finite=False)  # a truncated or corrupt file: one line, not the loader's traceback
     model, processor = (_build_timm(folder), None) if library == "timm" else _build_transformers(folder, config)
+    from sparsezoo.models.thresholds import restore_thresholds
+
+    restore_thresholds(model, folder)  # hard activation thresholds saved beside the weights, if any
     recipe = load_recipe(str(folder / "recipe.yaml")) if (folder / "recipe.yaml").is_file() else None
     metrics = read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else None
     return ZooModel(model.eval(), library, folder, recipe, metrics, processor, repo_id, commit)

@@ -53,3 +53,24 @@ def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], 
         "sparsity": summarize(per_site, stages),
         "sparsity_per_site": per_site,
     }
+
+
+def top1(model: nn.Module, loader: Iterable, task: Task, device: torch.device | str, autocast: Callable[[], Any],
+         channels_last: bool) -> float:
+    """Top-1 accuracy on ``loader`` alone (summed over all processes): the cheap pass the threshold search repeats."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for batch in loader:
+            inputs, labels, _ = task.split_batch(batch, device, channels_last)
+            with autocast():
+                logits = task.logits(model, inputs)
+            correct += (logits.argmax(-1) == labels).sum()
+            count += labels.numel()
+    model.train(was_training)
+    correct, count = dist_reduce(correct, "sum"), dist_reduce(count, "sum")
+    return int(correct) / int(count)

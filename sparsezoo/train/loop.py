@@ -58,6 +58,7 @@ from sparsezoo.train.lock import FolderLock, FolderLockedError
 from sparsezoo.train.schedules import TargetController, lr_at, scheduled_lam
 from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
 from sparsezoo.train.state import LossSums, RunOptions, RunResult, Training, TrainState, plan_steps
+from sparsezoo.train.thresholding import apply_thresholds, save_thresholded
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -400,15 +401,18 @@ def _finish(training: Training, state: TrainState, started: float) -> RunResult:
     """Final metrics (and, with several processes, whether they all hold the same parameters); the main process
     saves the model and metrics.json (``complete: true``)."""
     accelerator, world = training.accelerator, training.accelerator.num_processes
+    thresholded = apply_thresholds(training)  # the recipe's threshold search on validation, if it has one
     final = _metrics(training.recipe, state.history, training.env, done=True)
+    if thresholded is not None:  # the final numbers are the thresholded model's
+        final["final"] = {k: thresholded["val"][k] for k in ("top1", "loss", "sparsity")}
+        final.update({k: v for k, v in thresholded.items() if k != "val"})
     final["wall_seconds_this_session"] = time.perf_counter() - started
     if world > 1:
         final["environment"]["params_in_sync"] = in_sync = params_in_sync(training.raw_model)
         if not in_sync:
             log.error("parameters differ between the %d processes at the end of training", world)
     if accelerator.is_main_process:
-        training.task.save(training.out, training.raw_model, {"recipe_hash": training.recipe.hash(),
-                                                               "sparsezoo": "finetune"})
+        save_thresholded(training, {"recipe_hash": training.recipe.hash(), "sparsezoo": "finetune"})
         atomic_write_json(training.out / "metrics.json", final)
     accelerator.wait_for_everyone()
     return RunResult(training.out, state.history, final["final"])
