@@ -157,6 +157,7 @@ def read_only_folder(tmp_path):
         subprocess.run(["chattr", "-i", str(ro)], check=True)
 
 
+@pytest.mark.slow  # a subprocess per command; CI runs it (quick loop <= 120 s)
 @pytest.mark.parametrize("argv", [
     ["analyze", "test_resnet", "--no-pretrained", "--data", "digits", "--img-size", "32", "--samples", "8"],
     ["dsc", "--config", "quick"],

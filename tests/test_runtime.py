@@ -36,6 +36,7 @@ def _faults(mode: str) -> tuple[str, int]:
     return ok, int(faults)
 
 
+@pytest.mark.slow  # an end-to-end subprocess or real-weights run; CI runs it (quick loop <= 120 s)
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_freed_activation_memory_is_reused_without_page_faults():
     ok, retained = _faults("retain")

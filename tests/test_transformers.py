@@ -183,6 +183,7 @@ def test_timm_vit_fine_tunes_on_digits(tmp_path):
     assert timm.create_model(f"local-dir:{tmp_path / 'vit'}", pretrained=True).num_classes == 10
 
 
+@pytest.mark.slow  # an end-to-end subprocess or real-weights run; CI runs it (quick loop <= 120 s)
 def test_report_renders_for_a_transformer(reviews, tmp_path):
     from test_report import check_report
 
