@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -92,10 +93,21 @@ def gini_by_site(gathers: list[tuple[Tensor, Tensor]], compiled: bool = True) ->
     return total, torch.bincount(site_ok, minlength=n), hist
 
 
+@dataclass(frozen=True)
+class SiteSettings:
+    """The meter's fixed settings that :func:`site_update` reads: the near-zero thresholds and the Gini subsampling
+    stride (0: no Gini)."""
+
+    tau_abs: float
+    tau_rel: float
+    gini_every: int
+
+
 def site_update(a: Tensor, channel_dim: int, valid: Tensor | None, sample_idx: Tensor, state: tuple[Tensor, ...],
-                tau_abs: float, tau_rel: float, gini_every: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, Tensor] | None]:
+                settings: SiteSettings) -> tuple[tuple[Tensor, ...], tuple[Tensor, Tensor] | None]:
     """One site's running sums (``_STATE_KEYS`` order) updated with the batch ``a``, and its Gini subsample
-    (``(codes, ok)``, None when ``gini_every`` is 0) for :func:`gini_by_site`; traceable as one graph."""
+    (``(codes, ok)``, None when ``settings.gini_every`` is 0) for :func:`gini_by_site`; traceable as one graph."""
+    tau_abs, tau_rel, gini_every = settings.tau_abs, settings.tau_rel, settings.gini_every
     x = code_view(a, channel_dim)
     if valid is not None:
         valid = valid.reshape(x.shape[0], -1)
@@ -124,6 +136,7 @@ class GraphSparsityMeter(SparsityMeter):
                  tau_rel: float = DEFAULT_TAU_REL, gini_every: int = GINI_EVERY, compile: bool = True):
         super().__init__(model, sites, tau_abs, tau_rel, fused=True, gini_every=gini_every)
         self.owns_forward = True
+        self.settings = SiteSettings(self.tau_abs, self.tau_rel, self.gini_every)  # what the graph reads
         self.compile = compile
         self.compile_s: float | None = None  # seconds of the first compiled call (tracing + Inductor)
         self.fallback_reason: str | None = None
@@ -168,7 +181,7 @@ class GraphSparsityMeter(SparsityMeter):
         for (i, a), st in zip(acts, state, strict=True):
             site = self.sites[i]
             summed, gather = site_update(a.detach(), site.channel_dim(a.dim()), fitting_mask(valid, a), sample_idx, st,
-                                         self.tau_abs, self.tau_rel, self.gini_every)
+                                         self.settings)
             new.append(summed)
             if gather is not None:
                 gathers.append(gather)

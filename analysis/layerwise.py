@@ -346,9 +346,11 @@ def _theory_rate(layer: nn.Module, y: Tensor, coherence: dict) -> tuple[float, f
     return s_code, mu, (2 * s_code - 1) * mu if mu is not None else None
 
 
-def _layer_agreement(layer: nn.Module, bn: nn.Module | None, site: Site, x: Tensor, y: Tensor, steps: int,
+def _layer_agreement(triple: tuple[str, nn.Module, nn.Module | None, Site], x: Tensor, y: Tensor, steps: int,
                      coherence: dict, tol: float) -> dict:
-    """ISTA agreement of one layer with its activation's actual output ``y`` on input ``x`` (or why it is skipped)."""
+    """ISTA agreement of one layer (a :func:`layer_triples` entry: name, layer, BatchNorm or None, activation site)
+    with its activation's actual output ``y`` on input ``x`` (or why it is skipped)."""
+    _, layer, bn, site = triple
     w, b = (t.to(x.device, torch.float32) for t in fold_bn(layer, bn))
     op = _Operator(layer, w, x.shape)
     bias = b.view(1, -1, *([1] * (y.dim() - 2))) if not isinstance(layer, nn.Linear) else b
@@ -381,10 +383,11 @@ def ista_agreement(model: nn.Module, inputs: Any, sites: Iterable[Site] | None =
     triples = layer_triples(model, sites)
     captured = _capture(model, inputs, triples)
     out = {}
-    for name, layer, bn, site in triples:
+    for triple in triples:
+        name = triple[0]
         cap = captured.get(name, {})
         if "x" in cap and "y" in cap:
-            out[name] = _layer_agreement(layer, bn, site, cap["x"].float(), cap["y"].float(), steps,
+            out[name] = _layer_agreement(triple, cap["x"].float(), cap["y"].float(), steps,
                                          (coherences or {}).get(name, {}), tol)
     return out
 

@@ -27,6 +27,62 @@ def test_no_library_function_is_longer_than_60_lines():
     assert not long, "split these into named steps: " + ", ".join(long)
 
 
+MAX_PARAMS = 6
+# Public APIs whose signatures users call and that stay as they are: a few positional parameters, the rest keyword-only.
+WIDE_PUBLIC_APIS = {
+    "sparsezoo.hub.upload.push",  # public API: run and repo_id, then keyword-only options
+    "sparsezoo.train.loop.finetune",  # public API: recipe and out, then keyword-only options
+    "sparsezoo.train.penalties.SparsityPenalty.__init__",  # public API: model, l1, hoyer_square, then keyword-only
+    "sparsezoo.train.threshold_search.search_thresholds",  # public API: model, sites, evaluate, then keyword-only
+}
+# Not allowlisted: public, but every parameter is positional-or-keyword (issue 22, item 6, left to decide: make the
+# trailing ones keyword-only, an API change, or group them). Listed so that the check passes and shrinks; remove each
+# once it is fixed (the test fails on an entry that is no longer too wide).
+NOT_YET_KEYWORD_ONLY = {
+    "analysis.collect.run_pass",
+    "analysis.dsc.pursuit.unroll",
+    "analysis.layerwise.convergence",
+}
+
+
+def parameter_counts():
+    """``(qualified name, (parameters, positional parameters))`` of every function in the library, self/cls not
+    counted."""
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                yield from visit(child, f"{prefix}.{child.name}")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = child.args
+                names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+                names += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+                bound = 1 if a.posonlyargs + a.args and (a.posonlyargs + a.args)[0].arg in ("self", "cls") else 0
+                yield f"{prefix}.{child.name}", (len(names) - bound, len(a.posonlyargs + a.args) - bound)
+                yield from visit(child, f"{prefix}.{child.name}")
+            else:
+                yield from visit(child, prefix)
+
+    for package in ("sparsezoo", "analysis"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            yield from visit(ast.parse(path.read_text(encoding="utf-8")), module)
+
+
+def test_no_library_function_takes_more_than_6_parameters():
+    """Functions read as steps: more than six parameters are grouped into a typed options object (e.g.
+    sparsezoo.train.evaluation.EvalContext, sparsezoo.zoo.BuildOptions) or an existing one is passed."""
+    found = dict(parameter_counts())
+    counts = {name: n for name, (n, _) in found.items()}
+    assert len(counts) > 300 and found["sparsezoo.train.loop.finetune"] == (7, 2)  # the walk really sees the library
+    exempt = WIDE_PUBLIC_APIS | NOT_YET_KEYWORD_ONLY
+    wide = [f"{name} ({n})" for name, n in counts.items() if n > MAX_PARAMS and name not in exempt]
+    assert not wide, "group these parameters into a typed options object: " + ", ".join(wide)
+    positional = sorted(name for name in WIDE_PUBLIC_APIS if found[name][1] > 3)
+    assert not positional, f"allowlisted, but more than three positional parameters: {positional}"
+    stale = sorted(name for name in exempt if counts.get(name, 0) <= MAX_PARAMS)
+    assert not stale, f"no longer too wide (or gone): drop from the list: {stale}"
+
+
 def test_the_library_is_ruff_clean():
     import subprocess
     import sys

@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.zoo_command == "build":
         progress = sys.stderr.isatty()
-        out = zoo.build(args.entry, args.root, variants=args.variants, overrides=overrides_from_sets(args.set),
-                        samples=args.samples, cards_dir=args.cards_dir, progress=progress,
+        options = zoo.BuildOptions(variants=args.variants, overrides=overrides_from_sets(args.set),
+                                   samples=args.samples, cards_dir=args.cards_dir)
+        out = zoo.build(args.entry, args.root, options, progress=progress,
                         on_step=lambda msg: print(msg, file=sys.stderr, flush=True))
         print(zoo.results_table([zoo.Listing(args.entry, out["title"], list(out["variants"]), out["variants"])]))
         print(f"results: {args.root}/{args.entry}/results.json; cards: {args.cards_dir}/{args.entry}-*.md")

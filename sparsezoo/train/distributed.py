@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,14 +63,27 @@ def params_in_sync(model: nn.Module) -> bool:
     return bool(torch.equal(hi, lo))
 
 
-def make_loader(dataset, indices, batch_size: int, workers: int, drop_last: bool, seed: int, collate=None):
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How :func:`make_loader` batches its share: batch size, worker processes, whether a short last batch is
+    dropped, the generator's seed and the collate function (None: PyTorch's default)."""
+
+    batch_size: int
+    workers: int
+    drop_last: bool
+    seed: int
+    collate: Callable[[list], Any] | None = None
+
+
+def make_loader(dataset: Any, indices: Sequence[int], options: LoaderOptions) -> Any:
+    """A DataLoader over ``dataset[indices]`` in that order (no shuffle: the indices are the shuffle)."""
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=workers, generator=g, persistent_workers=False, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available())
+    g = torch.Generator().manual_seed(options.seed)
+    return DataLoader(Subset(dataset, indices), batch_size=options.batch_size, shuffle=False,
+                      drop_last=options.drop_last, num_workers=options.workers, generator=g, persistent_workers=False,
+                      collate_fn=options.collate, pin_memory=torch.cuda.is_available())
 
 
 def train_indices(n: int, epoch: int, seed: int, rank: int, world: int) -> list[int]:

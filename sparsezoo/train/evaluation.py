@@ -4,6 +4,7 @@ processes and all-reduced as exact sums."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sparsezoo.train.distributed import dist_reduce
@@ -16,8 +17,18 @@ if TYPE_CHECKING:
     from sparsezoo.train.tasks import Task
 
 
-def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], stages: dict[str, str],
-             device: torch.device | str, autocast: Callable[[], Any], channels_last: bool) -> dict:
+@dataclass(frozen=True)
+class EvalContext:
+    """How a validation pass runs its batches: the task (batch splitting, logits), the device, the autocast
+    context factory and whether image inputs go channels_last."""
+
+    task: Task
+    device: torch.device | str
+    autocast: Callable[[], Any]
+    channels_last: bool
+
+
+def evaluate(model: nn.Module, loader: Iterable, ctx: EvalContext, sites: list[Site], stages: dict[str, str]) -> dict:
     """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes).
 
     Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask).
@@ -27,6 +38,7 @@ def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], 
 
     from analysis.sparsity import SparsityMeter, summarize
 
+    task, device, autocast, channels_last = ctx.task, ctx.device, ctx.autocast, ctx.channels_last
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -55,11 +67,11 @@ def evaluate(model: nn.Module, loader: Iterable, task: Task, sites: list[Site], 
     }
 
 
-def top1(model: nn.Module, loader: Iterable, task: Task, device: torch.device | str, autocast: Callable[[], Any],
-         channels_last: bool) -> float:
+def top1(model: nn.Module, loader: Iterable, ctx: EvalContext) -> float:
     """Top-1 accuracy on ``loader`` alone (summed over all processes): the cheap pass the threshold search repeats."""
     import torch
 
+    task, device, autocast, channels_last = ctx.task, ctx.device, ctx.autocast, ctx.channels_last
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)

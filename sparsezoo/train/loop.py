@@ -44,6 +44,7 @@ from sparsezoo.train.checkpoint import (
     truncate_log,
 )
 from sparsezoo.train.distributed import (
+    LoaderOptions,
     broadcast_buffers,
     dist_reduce,
     epoch_seed,
@@ -53,7 +54,7 @@ from sparsezoo.train.distributed import (
     train_indices,
 )
 from sparsezoo.train.environment import environment
-from sparsezoo.train.evaluation import evaluate
+from sparsezoo.train.evaluation import EvalContext, evaluate
 from sparsezoo.train.lock import FolderLock, FolderLockedError
 from sparsezoo.train.schedules import TargetController, lr_at, scheduled_lam
 from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
@@ -197,7 +198,8 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, options: R
         model, optimizer, channels_last = model_and_optimizer(recipe, task, accelerator.device)
         state = TrainState(work)
         if ckpt is not None:
-            _resume(state, ckpt, model, optimizer, targets, out, accelerator.is_main_process)
+            _resume(state, ckpt, model, optimizer, targets, accelerator.is_main_process)
+            log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, state.epoch, state.opt_step)
         model, optimizer = accelerator.prepare(model, optimizer)
         training = Training(
             recipe=recipe, accelerator=accelerator, task=task, model=model, raw_model=accelerator.unwrap_model(model),
@@ -222,16 +224,15 @@ def _teacher(recipe: Recipe, task: Task, loaded: ZooModel | None, device: Any) -
     return model
 
 
-def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, TargetController], out: Path,
-            main: bool) -> None:
-    """Restore model, optimizer, λ controllers and progress from checkpoint ``ckpt``."""
+def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, TargetController], main: bool) -> None:
+    """Restore model, optimizer, λ controllers and progress from checkpoint ``ckpt`` (the main process also cuts
+    train_log.jsonl back to the checkpoint's epoch)."""
     saved = load_checkpoint(ckpt, model, optimizer)
     state.epoch, state.opt_step, state.history = saved["epoch"], saved["opt_step"], saved["history"]
     for kind, controller_state in saved.get("targets", {}).items():
         targets[kind].load_state_dict(controller_state)
     if main:
         truncate_log(state.log_path, state.epoch)  # the interrupted epoch is done again
-    log.info("resuming %s from %s (epoch %d, step %d)", out, ckpt.name, state.epoch, state.opt_step)
 
 
 def _train(training: Training, state: TrainState, on_epoch: Callable[[dict], None] | None) -> RunResult:
@@ -259,8 +260,8 @@ def train_epoch(training: Training, state: TrainState, epoch: int) -> tuple[Loss
     rank, world = accelerator.process_index, accelerator.num_processes
     seed_all(epoch_seed(cfg.seed, epoch, rank))
     indices = train_indices(len(training.task.train_ds), epoch, cfg.seed, rank, world)[: plan.batches * cfg.batch_size]
-    loader = make_loader(training.task.train_ds, indices, cfg.batch_size, training.recipe.data.num_workers, True,
-                     epoch_seed(cfg.seed, epoch, rank), training.task.collate)
+    loader = make_loader(training.task.train_ds, indices, LoaderOptions(
+        cfg.batch_size, training.recipe.data.num_workers, True, epoch_seed(cfg.seed, epoch, rank), training.task.collate))
     training.model.train()
     bar = tqdm(total=plan.batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (training.progress and accelerator.is_main_process), leave=False, dynamic_ncols=True)
@@ -276,7 +277,8 @@ def train_epoch(training: Training, state: TrainState, epoch: int) -> tuple[Loss
             _optimizer_stepped(training, state, position)
         bar.update(1)
         if window.steps == cfg.log_every or i == plan.batches - 1:
-            log_window(training, state, epoch, window, window.steps * batch_size * world, window_started, bar)
+            bar.set_postfix(**log_window(training, state, epoch, window, window.steps * batch_size * world,
+                                         window_started))
             window, window_started = window.restarted(), time.perf_counter()
     bar.close()
     return sums, seen, time.perf_counter() - started
@@ -338,9 +340,9 @@ def _optimizer_stepped(training: Training, state: TrainState, position: float) -
 
 
 def log_window(training: Training, state: TrainState, epoch: int, window: LossSums, samples: int,
-               started: float, bar: Any) -> None:
+               started: float) -> dict[str, str]:
     """Write the ``step`` record of the batches summed in ``window`` (``samples`` over all processes, since
-    ``started``) to train_log.jsonl and the progress bar; a non-finite loss stops the run."""
+    ``started``) to train_log.jsonl; returns the progress bar's postfix. A non-finite loss stops the run."""
     means = window.means(window.steps)  # one host sync per window
     if not means.finite():
         raise _diverged(state.work, f"non-finite loss in epoch {epoch + 1} by step {state.opt_step} "
@@ -351,8 +353,8 @@ def log_window(training: Training, state: TrainState, epoch: int, window: LossSu
     if training.accelerator.is_main_process:
         with open(state.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-    bar.set_postfix(loss=f"{means.task:.3f}", pen=",".join(f"{v:.3g}" for v in means.penalty.values()) or "-",
-                    ips=f"{rate:.0f}")
+    return {"loss": f"{means.task:.3f}", "pen": ",".join(f"{v:.3g}" for v in means.penalty.values()) or "-",
+            "ips": f"{rate:.0f}"}
 
 
 def end_epoch(training: Training, state: TrainState, epoch: int, sums: LossSums, seen: int, seconds: float) -> None:
@@ -360,8 +362,8 @@ def end_epoch(training: Training, state: TrainState, epoch: int, sums: LossSums,
     (:func:`save_epoch`); weights that are no longer finite stop the run."""
     accelerator, raw_model = training.accelerator, training.raw_model
     broadcast_buffers(raw_model)
-    val = evaluate(raw_model, training.eval_loader, training.task, training.task.sites, training.stages,
-                   accelerator.device, accelerator.autocast, training.channels_last)
+    ctx = EvalContext(training.task, accelerator.device, accelerator.autocast, training.channels_last)
+    val = evaluate(raw_model, training.eval_loader, ctx, training.task.sites, training.stages)
     record = {
         "epoch": epoch + 1,
         "step": state.opt_step,

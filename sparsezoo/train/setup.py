@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sparsezoo.recipe import OptimSpec, Recipe
-from sparsezoo.train.distributed import make_loader
+from sparsezoo.train.distributed import LoaderOptions, make_loader
 from sparsezoo.train.schedules import TargetController
 
 if TYPE_CHECKING:
@@ -63,6 +63,6 @@ def model_and_optimizer(recipe: Recipe, task: Task, device) -> tuple[Any, Any, b
 def eval_loader(recipe: Recipe, task: Task, accelerator):
     """This process's share of the validation set (every world-th sample), in order."""
     rank, world = accelerator.process_index, accelerator.num_processes
-    return make_loader(task.val_ds, list(range(rank, len(task.val_ds), world)),
-                   recipe.train.eval_batch_size or recipe.train.batch_size, recipe.data.num_workers, False, 0,
-                   task.collate)
+    options = LoaderOptions(recipe.train.eval_batch_size or recipe.train.batch_size, recipe.data.num_workers, False, 0,
+                            task.collate)
+    return make_loader(task.val_ds, list(range(rank, len(task.val_ds), world)), options)

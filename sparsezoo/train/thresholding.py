@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparsezoo.train.distributed import dist_reduce
-from sparsezoo.train.evaluation import evaluate, top1
+from sparsezoo.train.evaluation import EvalContext, evaluate, top1
 
 if TYPE_CHECKING:
     from sparsezoo.train.state import Training
@@ -28,17 +28,17 @@ def apply_thresholds(training: Training) -> dict[str, Any] | None:
     model, task, acc = training.raw_model, training.task, training.accelerator
     sites = [s for s in find_sites(model, spec.include, spec.exclude)
              if type(s.module).__name__ in ("ReLU", "ReLU6", "FATReLU")]
+    ctx = EvalContext(task, acc.device, acc.autocast, training.channels_last)
 
     def validation_top1(m: Any) -> float:
-        return top1(m, training.eval_loader, task, acc.device, acc.autocast, training.channels_last)
+        return top1(m, training.eval_loader, ctx)
 
     result = search_thresholds(model, sites, validation_top1, budget=spec.budget, relative=spec.relative,
                                realization=spec.realization, reduce=lambda t: dist_reduce(t, "sum"))
     measured = {s.name for s in task.sites}  # hard thresholds replaced their modules: find the sites again
     kinds = sorted({s.kind for s in task.sites})
     sites_now = [s for s in find_sites(model, kinds=kinds) if s.name in measured]
-    val = evaluate(model, training.eval_loader, task, sites_now, training.stages, acc.device, acc.autocast,
-                   training.channels_last)
+    val = evaluate(model, training.eval_loader, ctx, sites_now, training.stages)
     out: dict[str, Any] = {"thresholds": result.to_json(), "val": val}
     if spec.realization == "hard":
         def logits(m: Any, batch: Any) -> Any:

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING
 from analysis._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from sparsezoo.zoo.building import BuildPlan, build, check_cards_dir, plan_build, plot_entry, write_cards
+    from sparsezoo.zoo.building import (
+        BuildOptions,
+        BuildPlan,
+        build,
+        check_cards_dir,
+        plan_build,
+        plot_entry,
+        write_cards,
+    )
     from sparsezoo.zoo.entries import SHORT_NAME, Entry, Registry, ZooError, registry, variant_of
     from sparsezoo.zoo.loading import load
     from sparsezoo.zoo.measuring import measure
@@ -48,7 +56,8 @@ if TYPE_CHECKING:
     )
 
 _MODULES = {
-    "sparsezoo.zoo.building": ("BuildPlan", "build", "check_cards_dir", "plan_build", "plot_entry", "write_cards"),
+    "sparsezoo.zoo.building": ("BuildOptions", "BuildPlan", "build", "check_cards_dir", "plan_build", "plot_entry",
+                               "write_cards"),
     "sparsezoo.zoo.entries": ("SHORT_NAME", "Entry", "Registry", "ZooError", "registry", "variant_of"),
     "sparsezoo.zoo.loading": ("load",),
     "sparsezoo.zoo.measuring": ("measure",),
@@ -56,8 +65,8 @@ _MODULES = {
     "sparsezoo.zoo.results": ("MARKER", "RESULTS", "ZOO_RESULTS", "Listing", "VariantResult", "ZooResultsError",
                               "lambda_table", "list_entries", "read_results", "recovery_class", "results_table"),
 }
-__all__ = ["MARKER", "RESULTS", "SHORT_NAME", "ZOO_RESULTS", "BuildPlan", "Entry", "Listing", "Registry", "VariantResult",
-           "ZooError", "ZooResultsError", "build", "check_cards_dir", "lambda_table", "list_entries", "load", "measure",
-           "plan_build", "plot_entry", "publish", "read_results", "recovery_class", "registry", "results_table",
-           "variant_of", "write_cards"]
+__all__ = ["MARKER", "RESULTS", "SHORT_NAME", "ZOO_RESULTS", "BuildOptions", "BuildPlan", "Entry", "Listing",
+           "Registry", "VariantResult", "ZooError", "ZooResultsError", "build", "check_cards_dir", "lambda_table",
+           "list_entries", "load", "measure", "plan_build", "plot_entry", "publish", "read_results", "recovery_class",
+           "registry", "results_table", "variant_of", "write_cards"]
 __getattr__, __dir__ = lazy_exports(__name__, {name: module for module, names in _MODULES.items() for name in names})

@@ -74,9 +74,21 @@ class BuildPlan:
         return bool(self.overrides)
 
 
-def plan_build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None,
-               overrides: dict | None = None, samples: int = 512, cards_dir: str | Path | None = "model_cards",
-               org: str | None = None) -> BuildPlan:
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build of an entry and where its cards go: ``variants`` (None: all; the baseline is always built),
+    ``overrides`` (recipe keys; a reduced build, e.g. ``{"data": {"max_train_samples": 64}}``), the analysis
+    ``samples``, the ``cards_dir`` (None: no cards) and the Hub ``org`` of the cards' repo ids (None: the
+    registry's)."""
+
+    variants: list[str] | None = None
+    overrides: dict | None = None
+    samples: int = 512
+    cards_dir: str | Path | None = "model_cards"
+    org: str | None = None
+
+
+def plan_build(name: str, root: str | Path = "zoo", options: BuildOptions | None = None) -> BuildPlan:
     """Check a build before anything is written or trained: the entry and variants exist, their recipes are
     valid, the folders are ours, the named data sets are installed, and the results it would replace were made
     under the same recipes (:func:`check_cards_dir`).
@@ -87,11 +99,14 @@ def plan_build(name: str, root: str | Path = "zoo", *, variants: list[str] | Non
     """
     from sparsezoo.io import check_output_folder
 
+    o = options or BuildOptions()
     reg = registry()
     entry = reg.entry(name)
-    names = entry.variant_names() if not variants else [entry.baseline] + [v for v in variants if v != entry.baseline]
-    plan = BuildPlan(entry, names, {v: entry.recipe_for(v, overrides) for v in names}, Path(root) / name,
-                     overrides or {}, samples, Path(cards_dir) if cards_dir is not None else None, org or reg.org)
+    names = (entry.variant_names() if not o.variants
+             else [entry.baseline] + [v for v in o.variants if v != entry.baseline])
+    plan = BuildPlan(entry, names, {v: entry.recipe_for(v, o.overrides) for v in names}, Path(root) / name,
+                     o.overrides or {}, o.samples, Path(o.cards_dir) if o.cards_dir is not None else None,
+                     o.org or reg.org)
     _check_folder(plan.folder, name)
     check_output_folder(plan.folder, force=True)
     read_results(plan.folder / RESULTS)  # unreadable: stop before training, file untouched
@@ -137,25 +152,23 @@ def _flat(d: dict, prefix: str = "") -> str:
     return ", ".join(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}" for k, v in d.items())
 
 
-def build(name: str, root: str | Path = "zoo", *, variants: list[str] | None = None, overrides: dict | None = None,
-          samples: int = 512, cards_dir: str | Path | None = "model_cards", org: str | None = None,
-          progress: bool = False, on_step: Callable[[str], None] | None = None) -> dict:
+def build(name: str, root: str | Path = "zoo", options: BuildOptions | None = None, *, progress: bool = False,
+          on_step: Callable[[str], None] | None = None) -> dict:
     """Build zoo entry ``name``: its baseline and variants into ``root/name/VARIANT``, their measurements into
-    ``root/name/results.json``, and (with ``cards_dir``) one card per variant plus the entry's plot there and its
-    results merged into ``cards_dir/zoo-results.json``. Resumable; ``overrides`` (recipe keys) make a reduced
-    build (e.g. ``{"data": {"max_train_samples": 64}}``), recorded in the results. Every check of
+    ``root/name/results.json``, and (with ``options.cards_dir``) one card per variant plus the entry's plot there
+    and its results merged into ``cards_dir/zoo-results.json``. Resumable; ``options.overrides`` (recipe keys) make
+    a reduced build (e.g. ``{"data": {"max_train_samples": 64}}``), recorded in the results. Every check of
     :func:`plan_build` runs before any training.
 
     Raises:
         ZooError: unknown entry or variant, ``root/name`` holds something else, or recorded results are at stake.
         ZooResultsError: recorded results cannot be read.
     """
-    plan = plan_build(name, root, variants=variants, overrides=overrides, samples=samples, cards_dir=cards_dir,
-                      org=org)
+    plan = plan_build(name, root, options)
     walls = _train_variants(plan, progress, on_step)
     if on_step:
         on_step(f"{name}: measuring {len(plan.names)} variants")
-    out = _entry_results(plan, measure(plan.entry, plan.folder, plan.names, samples), walls)
+    out = _entry_results(plan, measure(plan.entry, plan.folder, plan.names, plan.samples), walls)
     from sparsezoo.io import atomic_write_json
 
     atomic_write_json(plan.folder / RESULTS, out)
