@@ -224,7 +224,7 @@ class SiteCollector(HookSet):
 
 
 @torch.no_grad()
-def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[HookSet], device: Any = None,
+def run_pass(model: nn.Module, loader: Iterable, collectors: Iterable[HookSet], *, device: Any = None,
              max_samples: int | None = None, progress: bool = False, desc: str = "measuring",
              accuracy: AccuracyMeter | None = None) -> int:
     """Run ``model`` over ``loader`` once (eval mode, no grad) with all ``collectors`` attached; ``accuracy``

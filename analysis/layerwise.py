@@ -399,7 +399,7 @@ def first_batch(loader: Iterable) -> Any:
     raise AnalysisError("the data loader is empty")
 
 
-def convergence(model: nn.Module, loader: Iterable, sites: Iterable[Site] | None = None, blocks: Iterable[Site] | None = None,
+def convergence(model: nn.Module, loader: Iterable, *, sites: Iterable[Site] | None = None, blocks: Iterable[Site] | None = None,
                 max_samples: int | None = 256, ista_samples: int = 16, ista_steps: int = 16,
                 coherences: dict[str, dict] | None = None, progress: bool = False) -> dict:
     """Relative change between blocks, CKA between sites, and ISTA agreement per layer (plain data)."""

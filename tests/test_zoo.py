@@ -121,9 +121,11 @@ def test_a_reduced_build_publishes_and_loads_back_by_repo_id_and_short_name(tmp_
     save_file({"x": x}, str(tmp_path / "ref.safetensors"))
     with HubServer({"hf_alice": ("alice", ["myorg"])}) as hub:
         pub_env = {**os.environ, **hub.env(tmp_path / "alice", token="hf_alice")}
-        r = subprocess.run([sys.executable, "-m", "sparsezoo", "zoo", "publish", "effnet-lite0-mnist", "--org", "myorg",
-                            "--variants", "l1-1e-4", "--root", str(root)], env=pub_env, capture_output=True,
-                           text=True, timeout=300)
+        publish = [sys.executable, "-m", "sparsezoo", "zoo", "publish", "effnet-lite0-mnist", "--org", "myorg",
+                   "--variants", "l1-1e-4", "--root", str(root)]
+        r = subprocess.run(publish, env=pub_env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "--force" in r.stderr, r.stderr[-3000:]  # a reduced build is not the registry's
+        r = subprocess.run([*publish, "--force"], env=pub_env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         assert {"myorg/effnet-lite0-mnist-dense", "myorg/effnet-lite0-mnist-l1-1e-4"} <= set(hub.state.repos)
         consumer = tmp_path / "consumer"

@@ -61,8 +61,8 @@ class ALISTA(Estimator):
         opt = torch.optim.Adam([log_gamma, log_theta], lr=self.lr)
         self.loss, best = [], (float("inf"), None)
         for step in range(self.steps + 1):
-            out = unroll(x, self._d, log_gamma.exp(), log_theta.exp(), self.init.activation, self.init.temperature,
-                         snapshots=depths)
+            out = unroll(x, self._d, log_gamma.exp(), log_theta.exp(), activation=self.init.activation,
+                         temperature=self.init.temperature, snapshots=depths)
             loss = torch.stack([torch.log(_nmse(out[k], code) + LOG_EPS) for k in depths]).mean()
             self.loss.append(loss.item())
             if self.loss[-1] < best[0]:  # keep the parameters with the lowest training loss seen
@@ -81,7 +81,8 @@ class ALISTA(Estimator):
         g = torch.tensor(self.gamma, dtype=x.dtype, device=x.device)
         t = torch.tensor(self.theta, dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            out = unroll(x, self._d.to(x), g, t, self.init.activation, self.init.temperature, snapshots=depths)
+            out = unroll(x, self._d.to(x), g, t, activation=self.init.activation, temperature=self.init.temperature,
+                         snapshots=depths)
         return {k: [out[k]] for k in sorted(depths)}
 
     def describe(self) -> dict:

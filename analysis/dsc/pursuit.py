@@ -47,7 +47,7 @@ from analysis.errors import AnalysisError
 Mix = Callable[[Tensor], Tensor]
 
 
-def unroll(h: Tensor, d: Tensor, gamma: Tensor, theta: Tensor, activation: str = "relu", temperature: float = 1e-3,
+def unroll(h: Tensor, d: Tensor, gamma: Tensor, theta: Tensor, *, activation: str = "relu", temperature: float = 1e-3,
            mix: Mix | None = None, snapshots: Sequence[int] = ()) -> dict[int, Tensor]:
     """Run ``len(gamma)`` unrolled steps on inputs ``h`` [B, n] with dictionary ``d`` [n, m].
 
@@ -114,7 +114,8 @@ class UnrolledPursuit(Estimator):
                     raise AnalysisError(f"{self.name}: not fitted for depth {max(snaps)}")
                 g = torch.tensor(sched["gamma"], dtype=x.dtype, device=x.device)
                 t = torch.tensor(sched["theta"], dtype=x.dtype, device=x.device)
-                res = unroll(h, d.matrix.to(x), g[: max(snaps)], t[: max(snaps)], self.activation, self.temperature, mix, snaps)
+                res = unroll(h, d.matrix.to(x), g[: max(snaps)], t[: max(snaps)], activation=self.activation,
+                             temperature=self.temperature, mix=mix, snapshots=snaps)
                 for k in snaps:
                     out[k].append(res[k])
         return out
