@@ -162,12 +162,12 @@ def test_a_reduced_build_into_the_recorded_cards_dir_is_refused_before_training(
     # the same refusal for a folder holding a copy of the recorded results, and a fresh folder is fine to plan
     shutil.copytree(CARDS, tmp_path / "cards")
     with pytest.raises(zoo.ZooError, match="--cards-dir"):
-        zoo.plan_build("mnv2-elpv", tmp_path / "zoo",
+        zoo.plan_build("effnet-lite0-mnist", tmp_path / "zoo",
                        zoo.BuildOptions(overrides={"train": {"epochs": 1}}, cards_dir=tmp_path / "cards"))
     with pytest.raises(zoo.ZooError, match="--cards-dir"):  # some variants, other analysis samples: drops numbers
-        zoo.plan_build("mnv2-elpv", tmp_path / "zoo",
+        zoo.plan_build("effnet-lite0-mnist", tmp_path / "zoo",
                        zoo.BuildOptions(variants=["l1-1e-4"], samples=64, cards_dir=tmp_path / "cards"))
-    plan = zoo.plan_build("mnv2-elpv", tmp_path / "zoo",
+    plan = zoo.plan_build("effnet-lite0-mnist", tmp_path / "zoo",
                           zoo.BuildOptions(overrides={"train": {"epochs": 1}}, cards_dir=tmp_path / "new-cards"))
     assert plan.reduced and plan.names[0] == "dense"
 
