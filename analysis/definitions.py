@@ -18,6 +18,8 @@ DEFAULT_TAU_ABS = 1e-2  # near_zero_frac(abs): |a| <= τ, in activation units
 DEFAULT_TAU_REL = 1e-2  # near_zero_frac(rel): |a| <= τ · max_c |a| of the same code vector (a fraction)
 DENSE_THRESHOLD = 0.9  # a dense unit fires at more than this fraction of the positions
 GINI_EVERY = 64  # Gini on 1 code vector in 64 (analysis.sparsity.gini_selection); 0 = off
+DECISION_SHARE = 0.9  # decision_features: the share of the predicted class's positive attribution to cover
+DECISION_TOLERANCE = 1e-6  # decision_features: the cumulative sum may fall short of share·P by this fraction of P
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,15 @@ ANALYSIS: tuple[Metric, ...] = (
            "ratio per step"),
     Metric("ista.theory_rate", "(2s - 1) mu with s = mean non-zeros per position of y; vacuous when >= 1",
            "ratio per step"),
+    # interpretability (analysis.interpret.decision)
+    Metric("decision_features", "median over samples of the fewest features of a site (by default the last activation"
+                                " site) whose attributions to the predicted class c add up to >= "
+                                f"{DECISION_SHARE:.0%} of P, P = the sum of the positive attributions (k = 0 when P ="
+                                " 0); attribution of feature j = sum over positions of a[pos, j] * d logit_c / d"
+                                " a[pos, j] (captum gradient x activation; = w_cj h_j exactly for a global-average-pool"
+                                " + linear head). A feature is a channel of a conv site (all spatial positions) or a"
+                                " hidden unit of a token site (the positions the head reads: the CLS token or the"
+                                " mean over tokens)", "features (count)"),
 )
 
 # The penalties of a sparsity fine-tune (sparsezoo.train.penalties), logged beside the metrics in metrics.json.

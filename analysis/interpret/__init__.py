@@ -12,6 +12,9 @@
 
 Each step is a function of :mod:`.steps` (scan → select → fetch → attribute → assemble); :func:`explain` runs them.
 
+:func:`decision_features` (:mod:`.decision`) measures how many features of a site carry 90 % of the attribution to
+each sample's predicted class (the ``decision_features`` metric).
+
 The result is plain data (numbers, lists, numpy arrays); :func:`to_json` keeps what fits in JSON and
 :mod:`.render` turns it into an HTML report section. Its ``summary`` is :meth:`ExplainSummary.to_json`; read it back
 typed with :meth:`ExplainSummary.from_json`.
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.interpret.decision import DecisionFeatures, decision_features
 from analysis.interpret.metrics import ExplainSummary, compare, summarize
 from analysis.interpret.steps import (
     Explained,
@@ -50,7 +54,8 @@ from analysis.sites import Site, find_sites
 if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11; only type checkers read it
 
-__all__ = ["explain", "ExplainOptions", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary"]
+__all__ = ["explain", "ExplainOptions", "resolve_site", "to_json", "compare", "summarize", "ExplainSummary",
+           "decision_features", "DecisionFeatures"]
 
 log = logging.getLogger(__name__)
 
