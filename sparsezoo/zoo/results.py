@@ -5,8 +5,10 @@ of a build, ``zoo-results.json`` of the whole zoo, shipped with the package) rea
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from sparsezoo.hub.cards import ZOO_MARKER
 from sparsezoo.zoo.entries import ZooError, registry
@@ -33,7 +35,16 @@ def run_complete(run_dir: Path) -> bool:
 
 @dataclass
 class VariantResult:
-    """The zoo's numbers for one variant (see module docstring); JSON via :func:`dataclasses.asdict`."""
+    """The zoo's numbers for one variant (see module docstring); JSON via :func:`dataclasses.asdict`, read back with
+    :meth:`from_json`.
+
+    ``top1``, ``recovery`` and the sparsity are measured on ``eval_split`` (the test split under the split protocol),
+    ``val_top1`` / ``val_recovery`` on ``selection_split`` (validation, where everything was selected), the analysis
+    numbers on ``analysis_samples`` samples of ``analysis_split`` (:mod:`sparsezoo.zoo.measuring`).
+    ``decision_features`` is the median count of :data:`analysis.definitions.METRICS` ``decision_features``;
+    ``speedup`` (dense time / variant time) is filled in by a benchmark. The fields after ``analysis_samples`` are
+    None in results recorded before they existed.
+    """
 
     variant: str
     recipe_hash: str
@@ -55,6 +66,34 @@ class VariantResult:
     class_selectivity_top16: float | None
     wall_seconds: float | None = None
     analysis_samples: int = 0
+    decision_features: float | None = None
+    eval_split: str | None = None
+    selection_split: str | None = None
+    val_top1: float | None = None
+    val_recovery: float | None = None
+    analysis_split: str | None = None
+    speedup: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "results") -> VariantResult:
+        """A variant's recorded numbers (a mapping as :func:`dataclasses.asdict` wrote it); fields added since it was
+        recorded read as their defaults (None), keys this version does not know are left out.
+
+        Raises:
+            ZooResultsError: ``data`` is not a mapping, or lacks a field every recorded result has (``where`` names
+                the file and variant in the message).
+        """
+        if not isinstance(data, Mapping):
+            raise ZooResultsError(f"{where}: a variant's results are not a JSON object")
+        known = fields(cls)
+        missing = [f.name for f in known if f.name not in data and f.default is MISSING]
+        if missing:
+            raise ZooResultsError(f"{where}: recorded results lack {', '.join(missing)}")
+        return cls(**{f.name: data[f.name] for f in known if f.name in data})
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field under its name (:func:`dataclasses.asdict`)."""
+        return asdict(self)
 
 
 def recovery_class(recovery: float) -> str:
@@ -104,32 +143,47 @@ def list_entries(root: str | Path = "zoo", cards_dir: str | Path | None = None) 
     recorded = read_results(recorded_path).get("entries", {})
     out = []
     for name, e in reg.entries.items():
-        local = read_results(Path(root) / name / RESULTS).get("variants") or recorded.get(name, {}).get("variants") or {}
-        out.append(Listing(name, e.title, e.variant_names(), local))
+        build = Path(root) / name / RESULTS
+        local = read_results(build).get("variants")
+        where = build if local else recorded_path
+        variants = local or recorded.get(name, {}).get("variants") or {}
+        if not isinstance(variants, Mapping):
+            raise ZooResultsError(f"{where}: the variants of {name} are not a JSON object")
+        results = {v: VariantResult.from_json(r, f"{where} ({name}:{v})").to_json() for v, r in variants.items()}
+        out.append(Listing(name, e.title, e.variant_names(), results))
     return out
 
 
 def results_table(listings: list[Listing]) -> str:
-    """The zoo table (markdown), one row per built variant."""
-    def pct(x):
-        return "—" if x is None else f"{100 * x:.1f}"
-
-    def num(x, f="{:.2f}"):
-        return "—" if x is None else f.format(x)
-
-    rows = ["| entry | variant | top-1 % | recovery % (class) | zero_frac % | near_zero_frac % | l0 / C % | dead units "
-            "| margin factor (median) | μ local (median) | CKA to dense | class selectivity (top 16) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The zoo table (markdown), one row per built variant; a number not recorded (results from before it was
+    measured, a speedup no benchmark has filled in) shows as —."""
+    rows = ["| entry | variant | top-1 % | recovery % (class) | zero_frac % | decision features (median) "
+            "| near_zero_frac % | l0 / C % | dead units | margin factor (median) | μ local (median) | CKA to dense "
+            "| class selectivity (top 16) | speedup |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for item in listings:
         for v in item.variants:
             r = item.results.get(v)
-            if r is None:
-                continue
-            rows.append(f"| {item.entry} | {v} | {pct(r['top1'])} | {pct(r['recovery'])} ({r['recovery_class']}) | "
-                        f"{pct(r['zero_frac'])} | {pct(r['near_zero_frac'])} | {pct(r['l0_frac'])} | {r['dead_units']} | "
-                        f"{num(r['margin_median_factor'], '{:.0f}')} | {num(r['mu_local_median'])} | "
-                        f"{num(r['cka_to_baseline'])} | {num(r['class_selectivity_top16'])} |")
+            if r is not None:
+                rows.append(_table_row(item.entry, v, r))
     return "\n".join(rows)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, f: str = "{:.2f}") -> str:
+    return "—" if x is None else f.format(x)
+
+
+def _table_row(entry: str, variant: str, r: dict) -> str:
+    """One row of :func:`results_table` from a variant's recorded numbers (missing newer fields: —)."""
+    cells = [entry, variant, _pct(r["top1"]), f"{_pct(r['recovery'])} ({r['recovery_class']})", _pct(r["zero_frac"]),
+             _num(r.get("decision_features"), "{:g}"), _pct(r["near_zero_frac"]), _pct(r["l0_frac"]),
+             str(r["dead_units"]), _num(r["margin_median_factor"], "{:.0f}"), _num(r["mu_local_median"]),
+             _num(r["cka_to_baseline"]), _num(r["class_selectivity_top16"]), _num(r.get("speedup"), "{:.2f}×")]
+    return "| " + " | ".join(cells) + " |"
 
 
 def lambda_table(listings: list[Listing]) -> str:
