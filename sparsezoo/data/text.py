@@ -12,11 +12,19 @@ mask marks the padding, which every sparsity statistic and penalty leaves out.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsezoo.data.common import cap_indices, class_vocabulary, label_column, split_names, stratified_split
+from sparsezoo.data.common import (
+    cap_indices,
+    class_vocabulary,
+    label_column,
+    split_names,
+    split_roles,
+    stratified_split,
+    with_sizes,
+)
 from sparsezoo.errors import DataError
 from sparsezoo.recipe import DataSpec
 
@@ -32,6 +40,8 @@ class TextData:
     label_names: list[str]
     pair: bool
     description: str
+    test: Any = None  # the test split (None: the source has none)
+    splits: dict[str, Any] = field(default_factory=dict)  # per role: name, size, how it was held out
 
 
 def _root_cause(e: BaseException) -> BaseException:
@@ -41,14 +51,23 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 def _open(spec: DataSpec):
+    """(the source's ``DatasetDict`` or ``Dataset``, its description, its split roles where a named set makes its
+    own parts, else None)."""
+    from sparsezoo.data.named import named
+
+    known = named(spec.source, "text")
+    if known is not None:
+        return known.load(spec), f"{known.name}: {known.description}", known.roles(spec)
+    data, description = _open_source(spec)
+    return data, description, None
+
+
+def _open_source(spec: DataSpec):
     import datasets
 
-    from sparsezoo.data.named import did_you_mean, named
+    from sparsezoo.data.named import did_you_mean
 
     src = spec.source
-    known = named(src, "text")
-    if known is not None:
-        return known.load(spec), f"{known.name}: {known.description}"
     path = Path(src).expanduser()
     if path.is_file():
         kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix.lower())
@@ -108,10 +127,11 @@ def load_text_data(spec: DataSpec) -> TextData:
     """Resolve ``spec.source`` to train/val datasets with columns ``text`` (``text_pair``) and ``label``."""
     from datasets import DatasetDict
 
-    dsd, description = _open(spec)
+    dsd, description, roles = _open(spec)
     if not isinstance(dsd, DatasetDict):
         dsd = DatasetDict({spec.train_split: dsd})
-    val_name = split_names(dsd, spec, description)
+    val_name, test_name = split_names(dsd, spec, description)
+    roles = roles or split_roles(spec, val_name, test_name)
     train = dsd[spec.train_split]
     text, pair, lab = _columns(train.features, spec)
     names, to_index = class_vocabulary(train, lab)
@@ -140,7 +160,9 @@ def load_text_data(spec: DataSpec) -> TextData:
     val = val if keep is None else val.select(keep)
     if len(val) == 0 or len(train) == 0:
         raise DataError(f"{description}: the training or validation split is empty")
-    return TextData(train, val, names, pair is not None, description)
+    test = prepare(dsd[test_name]) if test_name else None
+    sizes = {"train": len(train), "validation": len(val), "test": len(test) if test is not None else 0}
+    return TextData(train, val, names, pair is not None, description, test, with_sizes(roles, sizes))
 
 
 class TextCollator:

@@ -92,6 +92,18 @@ class Run:
         """Final validation numbers: ``top1`` (or ``accuracy``), ``loss``, ``sparsity``."""
         return self.metrics.get("final") or {}
 
+    @property
+    def reported(self) -> dict:
+        """The numbers a card reports: the test split's (measured once, after everything was chosen on
+        validation) where the run has one, else the final validation numbers (runs of sets without a test split, and
+        runs made before splits were recorded)."""
+        return reported(self.metrics)
+
+
+def reported(metrics: Mapping[str, Any]) -> dict:
+    """``metrics.json``'s test block where it has one, else its final (validation) block."""
+    return metrics.get("test") or metrics.get("final") or {}
+
 
 def detect_library(config: dict) -> Library | None:
     """``timm`` for a timm ``config.json`` (``architecture``), ``transformers`` for one with ``model_type``."""
@@ -277,13 +289,24 @@ def task(run: Run) -> tuple[str, str | None]:
     return "feature-extraction", "AutoModel"
 
 
+def split_text(metrics: Mapping[str, Any], role: str) -> str | None:
+    """How a run's ``metrics.json`` records the split it used for ``role`` (``test``, ``validation``):
+    ``test, 20% of the whole set, stratified by class, seed 0 (…)``; None where it records none."""
+    rec = (metrics.get("splits") or {}).get(role)
+    if not rec:
+        return None
+    return rec["name"] + (f", {rec['held_out']}" if rec.get("held_out") else "")
+
+
 def dataset(run: Run) -> tuple[str, str, str]:
-    """(dataset type, readable name, split) of the evaluation data, for the model index and the card."""
+    """(dataset type, readable name, split) of the data the card reports: the split the loader recorded in
+    ``metrics.json`` (test where the run has one, else validation). A run made before splits were recorded says so:
+    its loader's rules have changed since, so the split is not reconstructed."""
     from sparsezoo.data.named import NAMED
 
     d = run.recipe.data
-    own = NAMED[d.source].val_split_of(d) if d.source in NAMED else None  # sets that validate on a split of their own
-    split = own or d.val_split or f"{d.val_fraction:.0%} of {d.train_split} held out (stratified, split_seed {d.split_seed})"
+    split = split_text(run.metrics, "test" if run.metrics.get("test") else "validation") or \
+        "validation (not recorded: a run made before sparsezoo recorded its splits)"
 
     if d.source == "digits":
         return "digits", "scikit-learn digits (load_digits, 8x8 images, 10 classes)", split
@@ -334,11 +357,11 @@ def _number(v: Any) -> bool:
 def sparsity_block(metrics: dict, baseline: dict | None = None) -> dict:
     """The card's ``sparsity:`` block from a run's ``metrics.json`` (and a dense baseline run's, if known).
 
-    Values are copied from ``metrics["final"]["sparsity"]`` unrounded; per-stage values from its
-    ``zero_frac_per_stage``.
+    Values are copied from the reported block's ``sparsity`` (:func:`reported`: test where the run has one)
+    unrounded; per-stage values from its ``zero_frac_per_stage``.
     """
-    final = (metrics.get("final") or {}).get("sparsity") or {}
-    base = ((baseline or {}).get("final") or {}).get("sparsity") or {}
+    final = reported(metrics).get("sparsity") or {}
+    base = reported(baseline or {}).get("sparsity") or {}
     history = metrics.get("history") or [{}]
     model_wide, per_stage = {}, {}
     for key, (definition, threshold, aggregate), value in _model_wide(final):
@@ -356,7 +379,7 @@ def sparsity_block(metrics: dict, baseline: dict | None = None) -> dict:
             entry["dense_baseline"] = dict(base["zero_frac_per_stage"])
         per_stage["zero_frac"] = entry
     block = {"recipe_hash": metrics.get("recipe_hash"), "sites": final.get("sites"),
-             "evaluated_samples": history[-1].get("val", {}).get("samples"),
+             "evaluated_samples": (metrics.get("test") or history[-1].get("val", {})).get("samples"),
              "model_wide": model_wide, "per_stage": per_stage}
     return {k: v for k, v in block.items() if v is not None}
 
@@ -399,7 +422,7 @@ def card_data(run: Run, repo_id: str | None = None, baseline: Run | None = None,
 
     hub_task, _ = task(run)
     ds_type, ds_name, split = dataset(run)
-    top1 = _accuracy(run.final)
+    top1 = _accuracy(run.reported)
     sparsity = sparsity_block(run.metrics, baseline.metrics if baseline else None)
     common = dict(task_type=hub_task, dataset_type=ds_type, dataset_name=ds_name, dataset_split=split)
     results = []
@@ -450,6 +473,7 @@ def render_card(run: Run, repo_id: str | None = None, *, baseline: Run | None = 
         processor_class="AutoImageProcessor" if hub_task == "image-classification" else "AutoTokenizer",
         start=describe_start(run), penalties=_penalties(run), dense=not any(p.lam > 0 for p in run.recipe.penalties),
         dataset_name=ds_name, split=split, samples=data.sparsity.get("evaluated_samples"),
+        selection=split_text(run.metrics, "validation") if run.metrics.get("test") else None,
         sites=data.sparsity.get("sites"), site_include=run.recipe.sites.include, epochs=run.recipe.train.epochs,
         rows=_rows(run, data.sparsity, baseline), stages=_stages(data.sparsity), baseline_known=baseline is not None,
         baseline_path=baseline.path.name if baseline else None,
@@ -479,9 +503,10 @@ def _penalties(run: Run) -> str:
 
 def _rows(run: Run, block: dict, baseline: Run | None) -> list[tuple[str, str, str, str]]:
     """The results table: (measure, definition, dense baseline, this model)."""
-    base = baseline.final if baseline else {}
-    rows = [("top-1 accuracy", "fraction of validation samples whose arg-max logit is the label",
-             _fmt(_accuracy(base)), _fmt(_accuracy(run.final)))]
+    base = baseline.reported if baseline else {}
+    split = "test" if run.metrics.get("test") else "validation"
+    rows = [("top-1 accuracy", f"fraction of {split} samples whose arg-max logit is the label",
+             _fmt(_accuracy(base)), _fmt(_accuracy(run.reported)))]
     return rows + [(key, f"`{m['definition']}`, threshold {m['threshold']:g}: {m['aggregate']}".replace("|", "\\|"),
                     _fmt(m.get("dense_baseline")), _fmt(m["value"])) for key, m in block["model_wide"].items()]
 

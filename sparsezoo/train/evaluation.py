@@ -28,10 +28,13 @@ class EvalContext:
     channels_last: bool
 
 
-def evaluate(model: nn.Module, loader: Iterable, ctx: EvalContext, sites: list[Site], stages: dict[str, str]) -> dict:
+def evaluate(model: nn.Module, loader: Iterable, ctx: EvalContext, sites: list[Site], stages: dict[str, str],
+             fused: bool = False) -> dict:
     """Top-1 accuracy, mean task loss and feature sparsity on ``loader`` (summed over all processes).
 
-    Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask).
+    Padded tokens are left out of the sparsity statistics (the meter gets each batch's attention mask). ``fused``:
+    the statistics in one compiled kernel (:class:`analysis.sparsity.SparsityMeter`; the same numbers, less overhead
+    once compiled; see :func:`sparsezoo.train.setup.fused_eval`).
     """
     import torch
     import torch.nn.functional as F
@@ -44,7 +47,7 @@ def evaluate(model: nn.Module, loader: Iterable, ctx: EvalContext, sites: list[S
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
-    with SparsityMeter(model, [s for s in sites if s.kind != "attention"]) as meter, torch.no_grad():
+    with SparsityMeter(model, [s for s in sites if s.kind != "attention"], fused=fused) as meter, torch.no_grad():
         for batch in loader:
             inputs, labels, mask = task.split_batch(batch, device, channels_last)
             meter.position_mask = mask.bool() if mask is not None else None

@@ -56,8 +56,9 @@ from sparsezoo.train.distributed import (
 from sparsezoo.train.environment import environment
 from sparsezoo.train.evaluation import EvalContext, evaluate
 from sparsezoo.train.lock import FolderLock, FolderLockedError
+from sparsezoo.train.recovery import check_every, finish_recovery, recovery_check, start_recovery
 from sparsezoo.train.schedules import TargetController, lr_at, scheduled_lam
-from sparsezoo.train.setup import build_penalty, eval_loader, model_and_optimizer
+from sparsezoo.train.setup import build_penalty, eval_loader, fused_eval, model_and_optimizer
 from sparsezoo.train.state import LossSums, RunOptions, RunResult, Training, TrainState, plan_steps
 from sparsezoo.train.thresholding import apply_thresholds, save_thresholded
 
@@ -76,7 +77,8 @@ class TrainingDivergedError(SparsezooError):
 
 
 def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bool = False, progress: bool = False,
-             on_epoch: Callable[[dict], None] | None = None, teacher: ZooModel | None = None) -> RunResult:
+             on_epoch: Callable[[dict], None] | None = None, teacher: ZooModel | None = None,
+             reference: ZooModel | None = None) -> RunResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with the recipe's sparsity penalties.
 
     The run holds an exclusive lock on ``out`` (:mod:`sparsezoo.train.lock`) from start to end. Everything that can
@@ -93,6 +95,8 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
         teacher: the distillation teacher of ``recipe.distill``, already loaded (default: loaded from
             ``recipe.distill.teacher``, a run folder or Hub id; zoo short names are resolved by
             :func:`sparsezoo.load`, which the CLI and the zoo do).
+        reference: the dense reference of ``recipe.recovery``, already loaded (default: loaded from
+            ``recipe.recovery.reference``, else the teacher).
 
     Returns:
         The run folder, the per-epoch history and the final metrics.
@@ -113,7 +117,7 @@ def finetune(recipe: Recipe, out: str | Path, *, resume: bool = False, force: bo
                               gradient_accumulation_steps=recipe.optim.grad_accum)
     lock = _lock_output(out, accelerator)
     try:
-        options = RunOptions(resume, force, progress, on_epoch, teacher)
+        options = RunOptions(resume, force, progress, on_epoch, teacher, reference)
         return _finetune(recipe, out, accelerator, precision, options)
     finally:
         if lock is not None:
@@ -184,6 +188,7 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, options: R
     seed_all(recipe.train.seed)
     task = build_task(recipe)
     teacher = _teacher(recipe, task, options.teacher, accelerator.device)
+    reference = _reference(recipe, task, options.reference, accelerator.device) if recipe.recovery else None
     plan = plan_steps(recipe, len(task.train_ds), len(task.val_ds), accelerator.num_processes)
     stages = site_stages(task.model, [s.name for s in task.sites])
     penalty, targets = build_penalty(recipe, task)
@@ -206,8 +211,27 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, options: R
             forward_model=compile_with_hook_guards(model) if recipe.train.compile else model, optimizer=optimizer,
             penalty=penalty, targets=targets, plan=plan, stages=stages, channels_last=channels_last,
             eval_loader=eval_loader(recipe, task, accelerator), env=environment(accelerator, precision), out=out,
-            progress=progress, teacher=teacher)
+            progress=progress, teacher=teacher, fused_eval=fused_eval(recipe, len(task.val_ds)))
+        if recipe.recovery is not None:
+            training.recovery, training.check_loader = start_recovery(recipe, task, reference or teacher, accelerator)
+            if ckpt is not None and "recovery" in state.extra:
+                training.recovery.load_state_dict(state.extra["recovery"])
         return _train(training, state, options.on_epoch)
+
+
+def _reference(recipe: Recipe, task: Task, loaded: ZooModel | None, device: Any) -> nn.Module | None:
+    """The recovery target's dense reference on ``device`` (eval mode), checked like a teacher; None when the
+    recipe measures recovery against its distillation teacher."""
+    if recipe.recovery is None or (recipe.recovery.reference is None and loaded is None):
+        return None
+    from sparsezoo.hub.loading import load
+    from sparsezoo.train.distill import check_teacher
+
+    zoo = loaded or load(recipe.recovery.reference)
+    check_teacher(zoo, task, recipe.recovery.reference or "reference")
+    model = zoo.model.to(device).eval()
+    model.requires_grad_(False)
+    return model
 
 
 def _teacher(recipe: Recipe, task: Task, loaded: ZooModel | None, device: Any) -> nn.Module | None:
@@ -229,6 +253,7 @@ def _resume(state: TrainState, ckpt: Path, model, optimizer, targets: dict[str, 
     train_log.jsonl back to the checkpoint's epoch)."""
     saved = load_checkpoint(ckpt, model, optimizer)
     state.epoch, state.opt_step, state.history = saved["epoch"], saved["opt_step"], saved["history"]
+    state.extra = {k: saved[k] for k in ("recovery",) if k in saved}
     for kind, controller_state in saved.get("targets", {}).items():
         targets[kind].load_state_dict(controller_state)
     if main:
@@ -293,7 +318,7 @@ def train_step(training: Training, state: TrainState, batch: Any, position: floa
     inputs, labels, mask = training.task.split_batch(batch, accelerator.device, training.channels_last)
     penalty.position_mask = mask.bool() if mask is not None else None
     for p in training.recipe.penalties:
-        base = training.targets[p.kind].lam if p.kind in training.targets else p.lam
+        base = training.targets[p.kind].lam if p.kind in training.targets else p.lam * training.pressure
         penalty.set_lam(p.kind, scheduled_lam(p.schedule, base, position))
     state.lr = lr_at(state.opt_step, plan.total_steps, optim_cfg.lr, plan.warmup_steps, optim_cfg.schedule,
                      optim_cfg.min_lr_ratio)
@@ -328,6 +353,9 @@ def _optimizer_stepped(training: Training, state: TrainState, position: float) -
     """Count the step; every ``target_every`` steps, feed the λ controllers the zero_frac of the training batches
     (mean over processes; one host sync per update)."""
     state.opt_step += 1
+    every = check_every(training)
+    if every and state.opt_step % every == 0:
+        recovery_check(training, state)
     if not training.targets or state.opt_step % training.target_every != 0:
         return
     zero_frac = training.penalty.pop_zero_frac()
@@ -363,7 +391,7 @@ def end_epoch(training: Training, state: TrainState, epoch: int, sums: LossSums,
     accelerator, raw_model = training.accelerator, training.raw_model
     broadcast_buffers(raw_model)
     ctx = EvalContext(training.task, accelerator.device, accelerator.autocast, training.channels_last)
-    val = evaluate(raw_model, training.eval_loader, ctx, training.task.sites, training.stages)
+    val = evaluate(raw_model, training.eval_loader, ctx, training.task.sites, training.stages, training.fused_eval)
     record = {
         "epoch": epoch + 1,
         "step": state.opt_step,
@@ -392,9 +420,10 @@ def save_epoch(training: Training, state: TrainState, record: dict) -> None:
                             "val": {k: v for k, v in record["val"].items() if k != "sparsity_per_site"}}) + "\n")
     save_checkpoint(state.work, state.epoch, training.raw_model, training.optimizer, {
         "opt_step": state.opt_step, "history": state.history, "recipe_hash": recipe.hash(),
-        "recipe": recipe.to_dict(), "targets": {k: c.state_dict() for k, c in training.targets.items()}},
+        "recipe": recipe.to_dict(), "targets": {k: c.state_dict() for k, c in training.targets.items()},
+        **({"recovery": training.recovery.state_dict()} if training.recovery is not None else {})},
         recipe.train.keep_checkpoints)
-    atomic_write_json(state.work / "metrics.json", _metrics(recipe, state.history, training.env, done=False))
+    atomic_write_json(state.work / "metrics.json", _metrics(training, state.history, done=False))
     if state.work != training.out:  # --force: the new run has a checkpoint now, so it replaces the old one
         replace_run(state.work, training.out)
 
@@ -403,11 +432,16 @@ def _finish(training: Training, state: TrainState, started: float) -> RunResult:
     """Final metrics (and, with several processes, whether they all hold the same parameters); the main process
     saves the model and metrics.json (``complete: true``)."""
     accelerator, world = training.accelerator, training.accelerator.num_processes
-    thresholded = apply_thresholds(training)  # the recipe's threshold search on validation, if it has one
-    final = _metrics(training.recipe, state.history, training.env, done=True)
+    recovered = finish_recovery(training, state.work)  # back to the sparsest checkpoint that met the target
+    thresholded = apply_thresholds(training, _threshold_budget(training, recovered))  # on validation, if asked
+    final = _metrics(training, state.history, done=True)
+    if recovered is not None:
+        final["final"] = {k: recovered["val"][k] for k in ("top1", "loss", "sparsity")}
+        final["recovery"] = recovered["recovery"]
     if thresholded is not None:  # the final numbers are the thresholded model's
         final["final"] = {k: thresholded["val"][k] for k in ("top1", "loss", "sparsity")}
         final.update({k: v for k, v in thresholded.items() if k != "val"})
+    final["test"] = evaluate_test(training)  # everything is chosen now: the test split is read once
     final["wall_seconds_this_session"] = time.perf_counter() - started
     if world > 1:
         final["environment"]["params_in_sync"] = in_sync = params_in_sync(training.raw_model)
@@ -420,14 +454,38 @@ def _finish(training: Training, state: TrainState, started: float) -> RunResult:
     return RunResult(training.out, state.history, final["final"])
 
 
-def _metrics(recipe: Recipe, history: list[dict], env: dict, done: bool) -> dict:
+def _threshold_budget(training: Training, recovered: dict | None) -> float | None:
+    """With a recovery target, the threshold search may spend only the validation top-1 left above it (absolute);
+    None: the recipe's own budget."""
+    if recovered is None:
+        return None
+    floor = recovered["recovery"]["floor"]
+    return max(0.0, recovered["val"]["top1"] - floor)
+
+
+def evaluate_test(training: Training) -> dict | None:
+    """Top-1, loss and sparsity of the final model on the test split (None without one). Called once, after the
+    last choice (epochs, thresholds) has been made on validation: it opens the sealed test split."""
+    if training.task.test is None:
+        return None
+    loader = eval_loader(training.recipe, training.task, training.accelerator, training.task.test.open())
+    ctx = EvalContext(training.task, training.accelerator.device, training.accelerator.autocast,
+                      training.channels_last)
+    result = evaluate(training.raw_model, loader, ctx, training.task.sites, training.stages)
+    log.info("test (%s, %d samples): top1 %.4f", training.task.test.info["name"], result["samples"], result["top1"])
+    return {k: result[k] for k in ("samples", "top1", "loss", "sparsity")}
+
+
+def _metrics(training: Training, history: list[dict], done: bool) -> dict:
+    """metrics.json: the final (validation) numbers, the splits used, the history, the definitions."""
     from analysis.definitions import definitions_of
 
     last = history[-1]["val"] if history else {}
     return {
         "complete": done,
-        "recipe_hash": recipe.hash(),
-        "environment": env,
+        "recipe_hash": training.recipe.hash(),
+        "environment": training.env,
+        "splits": training.task.splits,
         "final": {k: last[k] for k in ("top1", "loss", "sparsity") if k in last},
         "history": history,
         "definitions": definitions_of(("top1", "loss", "zero_frac", "zero_frac_mean_sites", "zero_frac_all_entries",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from sparsezoo.hub.loading import ZooModel
     from sparsezoo.train.penalties import SparsityPenalty
+    from sparsezoo.train.recovery import RecoveryController
     from sparsezoo.train.tasks import Task
 
 
@@ -133,6 +134,14 @@ class Training:
     out: Path
     progress: bool
     teacher: nn.Module | None = None  # the distillation teacher (eval mode, no gradients), when the recipe has one
+    recovery: RecoveryController | None = None  # the recovery target's controller (recipe.recovery)
+    check_loader: Iterable[Any] | None = None  # this process's share of the controller's validation subset
+    fused_eval: bool = False  # validation's sparsity statistics in one compiled kernel
+
+    @property
+    def pressure(self) -> float:
+        """What every penalty's λ is multiplied by (the recovery controller's pressure; 1 without one)."""
+        return self.recovery.pressure if self.recovery is not None else 1.0
 
     @property
     def target_every(self) -> int:
@@ -151,6 +160,7 @@ class RunOptions:
     progress: bool = False
     on_epoch: Callable[[dict], None] | None = None
     teacher: ZooModel | None = None
+    reference: ZooModel | None = None  # the recovery target's dense reference, already loaded
 
 
 @dataclass
@@ -164,6 +174,7 @@ class TrainState:
     opt_step: int = 0
     history: list[dict] = field(default_factory=list)
     lr: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # restored from a checkpoint: the recovery controller's state
 
     @property
     def log_path(self) -> Path:

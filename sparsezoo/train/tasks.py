@@ -14,10 +14,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparsezoo.errors import DataError, RecipeError
 from sparsezoo.recipe import Recipe
+
+if TYPE_CHECKING:
+    from sparsezoo.data.common import SealedSplit
 
 log = logging.getLogger(__package__)  # each room logs under its own name, which the CLI prints
 
@@ -36,6 +39,8 @@ class Task:
     preprocessor: Any = None  # tokenizer / image processor (transformers)
     data_config: dict = field(default_factory=dict)  # timm input config saved with the model
     forward_kwargs: dict = field(default_factory=dict)
+    test: SealedSplit | None = None  # the test split, opened once after everything is chosen on validation
+    splits: dict = field(default_factory=dict)  # what the run records of its splits (name, size, how held out)
 
     @property
     def is_text(self) -> bool:
@@ -110,6 +115,15 @@ def _apply_activation(model, sites: list, spec: str | None) -> list:
     return [new.get(s.name, s) for s in sites]
 
 
+def _with_test(task: Task, data: Any, prepare: Callable[[Any], Any]) -> None:
+    """Give ``task`` the data's split records and its test split (prepared like validation), sealed."""
+    from sparsezoo.data.common import SealedSplit
+
+    task.splits = data.splits
+    if data.test is not None:
+        task.test = SealedSplit(prepare(data.test), data.splits["test"])
+
+
 def build_task(recipe: Recipe) -> Task:
     """Model, data and sites for ``recipe`` (raises SparsezooError subclasses on bad input)."""
     from analysis.sites import find_sites
@@ -130,6 +144,7 @@ def build_task(recipe: Recipe) -> Task:
         train_tf, eval_tf, data_cfg = build_transforms(model, d, data)
         task = Task("timm", "image-classification", model, data.label_names, Transformed(data.train, train_tf),
                     Transformed(data.val, eval_tf), data.description, data_config=data_cfg)
+        _with_test(task, data, lambda part: Transformed(part, eval_tf))
     else:
         if m.weights:
             raise RecipeError("--weights applies to timm models; a transformers model loads its own weights")
@@ -141,6 +156,7 @@ def build_task(recipe: Recipe) -> Task:
             model, tok = load_hf_model(m.name, kind, data.label_names, m.pretrained)
             task = Task("transformers", kind, model, data.label_names, data.train, data.val, data.description,
                         collate=TextCollator(tok, d.max_length, d.padding), preprocessor=tok)
+            _with_test(task, data, lambda part: part)
         else:
             data = load_image_data(d)
             model, proc = load_hf_model(m.name, kind, data.label_names, m.pretrained)
@@ -150,6 +166,7 @@ def build_task(recipe: Recipe) -> Task:
             fwd = {"interpolate_pos_encoding": True} if native and tuple(hw) != (native, native) else {}
             task = Task("transformers", kind, model, data.label_names, Transformed(data.train, train_tf),
                         Transformed(data.val, eval_tf), data.description, preprocessor=proc, forward_kwargs=fwd)
+            _with_test(task, data, lambda part: Transformed(part, eval_tf))
     sites = find_sites(task.model, recipe.sites.include or None, recipe.sites.exclude or None, kinds=recipe.sites.kinds)
     task.sites = _apply_activation(task.model, sites, m.activation)
     if len(task.val_ds) == 0:

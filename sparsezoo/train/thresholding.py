@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from sparsezoo.train.state import Training
 
 
-def apply_thresholds(training: Training) -> dict[str, Any] | None:
+def apply_thresholds(training: Training, budget: float | None = None) -> dict[str, Any] | None:
     """Run the recipe's threshold search on the raw model (every process, the same validation shard as the epochs'
     evaluation); returns what metrics.json records (``thresholds``, ``val`` after the search and, for hard
-    thresholds, ``plain_loading``: what loading the weights without them changes), or None without thresholds."""
+    thresholds, ``plain_loading``: what loading the weights without them changes), or None without thresholds.
+    ``budget``: an absolute budget that replaces the recipe's (the recovery target's margin)."""
     spec = training.recipe.thresholds
     if spec is None:
         return None
@@ -33,12 +34,14 @@ def apply_thresholds(training: Training) -> dict[str, Any] | None:
     def validation_top1(m: Any) -> float:
         return top1(m, training.eval_loader, ctx)
 
-    result = search_thresholds(model, sites, validation_top1, budget=spec.budget, relative=spec.relative,
+    relative = spec.relative and budget is None
+    budget = spec.budget if budget is None else budget
+    result = search_thresholds(model, sites, validation_top1, budget=budget, relative=relative,
                                realization=spec.realization, reduce=lambda t: dist_reduce(t, "sum"))
     measured = {s.name for s in task.sites}  # hard thresholds replaced their modules: find the sites again
     kinds = sorted({s.kind for s in task.sites})
     sites_now = [s for s in find_sites(model, kinds=kinds) if s.name in measured]
-    val = evaluate(model, training.eval_loader, ctx, sites_now, training.stages)
+    val = evaluate(model, training.eval_loader, ctx, sites_now, training.stages, training.fused_eval)
     out: dict[str, Any] = {"thresholds": result.to_json(), "val": val}
     if spec.realization == "hard":
         def logits(m: Any, batch: Any) -> Any:
