@@ -34,6 +34,7 @@ COMMANDS = {
     "explain": "sparsezoo.cli.explain",
     "dsc": "sparsezoo.cli.dsc",
     "zoo": "sparsezoo.cli.zoo",
+    "compact": "sparsezoo.cli.compact",
 }
 
 

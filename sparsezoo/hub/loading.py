@@ -38,7 +38,9 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
     ``sparsezoo.load`` (:func:`sparsezoo.zoo.loading.load`) also takes the zoo's short names ``ENTRY:VARIANT``.
 
     Hub checkpoints are pulled and verified first (:func:`pull`); timm and transformers models are built from
-    the safetensors weights only, and ``trust_remote_code`` is never enabled.
+    the safetensors weights only, and ``trust_remote_code`` is never enabled. A compacted folder (``sparsezoo
+    compact``, with ``compaction.json``) is built as its base architecture, the recorded modules resized to their
+    saved widths, then its weights loaded strictly.
 
     Example:
         >>> zoo = sparsezoo.load("myorg/minilm-l1")
@@ -61,7 +63,10 @@ def load(name: str, *, revision: str | None = None, token: str | None = None) ->
     if library is None:
         raise WeightsUnavailableError(f"{folder}/config.json is neither a timm nor a transformers model config")
     check_weights(folder, finite=False)  # a truncated or corrupt file: one line, not the loader's traceback
-    model, processor = (_build_timm(folder), None) if library == "timm" else _build_transformers(folder, config)
+    if (folder / "compaction.json").is_file():  # sparsezoo compact's output: widths differ from the base config
+        model, processor = _build_compacted(folder, library, config)
+    else:
+        model, processor = (_build_timm(folder), None) if library == "timm" else _build_transformers(folder, config)
     from sparsezoo.models.thresholds import restore_thresholds
 
     restore_thresholds(model, folder)  # hard activation thresholds saved beside the weights, if any
@@ -79,7 +84,7 @@ def _build_timm(folder: Path):
         raise WeightsUnavailableError(f"cannot build the timm model in {folder}: {one_line(e)[:300]}") from e
 
 
-def _build_transformers(folder: Path, config: dict):
+def _transformers_class(folder: Path, config: dict):
     import transformers
 
     arch = (config.get("architectures") or [""])[0]
@@ -87,14 +92,53 @@ def _build_transformers(folder: Path, config: dict):
     if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
         raise UnsafeModelError(f"{folder} needs the model class {arch!r}, which is not part of transformers; "
                                "sparsezoo never runs code from a repo (trust_remote_code)")
+    return cls
+
+
+def _processor(folder: Path):
+    import transformers
+
+    if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
+        return transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if (folder / "preprocessor_config.json").is_file():
+        return transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+    return None
+
+
+def _build_transformers(folder: Path, config: dict):
+    cls = _transformers_class(folder, config)
     try:
         model = cls.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
-        if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
-            processor = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        elif (folder / "preprocessor_config.json").is_file():
-            processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
-        else:
-            processor = None
+        processor = _processor(folder)
     except (OSError, ValueError, KeyError) as e:
         raise WeightsUnavailableError(f"cannot build the transformers model in {folder}: {one_line(e)[:300]}") from e
+    return model, processor
+
+
+def _build_compacted(folder: Path, library: Library, config: dict):
+    """A compacted checkpoint: the base architecture built from ``config.json`` without weights, the modules listed
+    in ``compaction.json`` resized to their saved widths (:func:`sparsezoo.models.compaction.resize_modules`), then
+    ``model.safetensors`` loaded strictly."""
+    from safetensors.torch import load_file
+
+    from sparsezoo.models.compaction import COMPACTION_FILE, FORMAT, resize_modules
+
+    spec = read_json(folder / COMPACTION_FILE)
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT or not isinstance(spec.get("widths"), dict):
+        raise WeightsUnavailableError(f"{folder}/{COMPACTION_FILE} is not a {FORMAT} file")
+    try:
+        if library == "timm":
+            import timm
+
+            model, processor = timm.create_model(f"local-dir:{folder}", pretrained=False), None
+        else:
+            import transformers
+
+            cls = _transformers_class(folder, config)
+            model = cls(transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False))
+            processor = _processor(folder)
+        resize_modules(model, spec["widths"])
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+    except (RuntimeError, OSError, ValueError, KeyError, TypeError) as e:
+        raise WeightsUnavailableError(f"cannot build the compacted model in {folder}: {one_line(e)[:300]}") from e
     return model, processor
