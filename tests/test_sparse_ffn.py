@@ -67,15 +67,32 @@ def test_the_down_projection_equals_the_dense_one_at_every_density(method, densi
         assert sparse.last == {"method": "union", "active": 0} and torch.equal(got, dense.bias.expand_as(got))
 
 
-def test_auto_takes_the_union_when_few_neurons_fire_in_the_batch_and_dense_otherwise():
+def test_auto_takes_the_union_when_few_neurons_fire_in_the_batch_gather_when_few_entries_do_else_dense():
     sparse = SparseDownProjection(nn.Linear(64, 8), "auto").eval()
-    h = torch.zeros(5, 64)
+    h = torch.zeros(40, 64)
     h[:, :10] = 1.0  # 10 of 64 neurons active in the batch
     with torch.no_grad():
         sparse(h)
         assert sparse.last == {"method": "union", "active": 10}
+        h = torch.zeros(40, 64)
+        h[torch.arange(40), torch.arange(40)] = 2.0  # 40 of 64 neurons in the batch, one per token: 1/64 of the entries
+        assert close(sparse(h), sparse.sparse_ffn_original[0](h))
+        assert sparse.last == {"method": "gather", "density": 1 / 64}
         sparse(torch.ones(5, 64))
-        assert sparse.last == {"method": "dense", "active": 64}
+        assert sparse.last == {"method": "dense", "density": 1.0}
+
+
+def test_auto_decides_a_long_batch_on_its_first_tokens_and_stays_exact():
+    from sparsezoo.models.sparse_ffn import AUTO_PROBE_TOKENS
+
+    dense = nn.Linear(64, 8)
+    sparse = SparseDownProjection(dense, "auto").eval()
+    h = codes((AUTO_PROBE_TOKENS + 50, 64), 0.5)
+    with torch.no_grad():
+        assert close(sparse(h), dense(h)) and sparse.last == {"method": "dense", "density": 0.5}
+        h[:AUTO_PROBE_TOKENS] = 0  # the first tokens fire nothing: the union of the whole batch decides
+        h[:, 10:] = 0  # and the others fire 10 of the 64 neurons
+        assert close(sparse(h), dense(h)) and sparse.last == {"method": "union", "active": 10}
 
 
 def test_with_autograd_on_it_is_the_plain_linear_and_gradients_flow():

@@ -12,11 +12,19 @@ shares its weights and skips the zeros of its input. Methods (``method=``):
            per-sample weights: a CSR-times-dense product).
 ``dense``  the plain ``F.linear`` (the reference; also what training and autograd get).
 ``auto``   ``union`` when the batch's union density (active neurons / all) is at most :data:`AUTO_UNION_MAX_DENSITY`,
-           else ``dense``. Chosen by measurement (``benchmarks/bench_sparse_inference.py``, MiniLM-L6 shapes on this
-           2-core Xeon): ``gather`` lost to ``dense`` and ``union`` at every batch and density measured (building the
-           per-token index costs more than the GEMM it saves); ``union`` wins only when the union over the batch's
-           tokens is sparse, which fails at long sequences and large batches (the union of many tokens' codes is
-           nearly dense even at 95 % per-token zeros) and at high per-token density.
+           else ``gather`` when at most :data:`AUTO_GATHER_MAX_DENSITY` of the codes' entries are non-zero, else
+           ``dense`` (a batch of more than :data:`AUTO_PROBE_TOKENS` tokens is first judged on its first tokens, so a
+           dense batch pays one small probe). The thresholds are where each method broke even against the dense
+           ``F.linear`` in a micro-benchmark of one down-projection at MiniLM-L6's shapes (1536 → 384, 64 and 128
+           tokens, one thread) on this 2-core Xeon: ``union`` costs about 1.7× the dense time × the union density
+           (the copy of the weight's active rows is not free), ``gather`` about 0.3 + 7 × the non-zero fraction.
+
+Where it loses (``benchmarks/bench_sparse_inference.py``, real MiniLM-L6 weights relufied at 50–99 % FFN zeros):
+the union of 64 tokens' codes is 66–90 % of the neurons even at 90–95 % zeros per token (and ~95 % at batch 32), so
+``union`` only pays for short inputs with concentrated firing; ``gather`` pays only at ≤ 5 % non-zeros, and building
+its per-token index (a ``nonzero`` over the codes) costs about as much as the GEMM it saves. At 80–90 % zeros the
+sparse path is no faster than dense on this CPU; whole neurons that never fire (``dead=``, or compaction) are the
+part of the zeros that does pay.
 
 Outputs equal the dense path up to float summation order: ``max |Δ| ≤ 1e-5·(1 + max |y|)`` on the tests' inputs
 (:data:`TOLERANCE`). Only the down-projection is sparse: the up-projection must be computed to know which neurons
@@ -42,6 +50,8 @@ from analysis.sites import pursuit_layers
 
 METHODS = ("auto", "union", "gather", "dense")
 AUTO_UNION_MAX_DENSITY = 0.5  # auto takes ``union`` when at most this fraction of the neurons fire in the batch
+AUTO_GATHER_MAX_DENSITY = 0.05  # else ``gather`` when at most this fraction of the codes' entries is non-zero
+AUTO_PROBE_TOKENS = 256  # in a batch of more tokens, auto first looks at this many: a dense union there ends the search
 TOLERANCE = 1e-5  # max |sparse − dense| ≤ TOLERANCE·(1 + max |dense|), float32
 
 
@@ -72,6 +82,13 @@ def find_relu_ffns(model: nn.Module) -> list[FFNSite]:
                 and isinstance(nxt.layer, nn.Linear) and nxt.layer.in_features == pl.layer.out_features):
             out.append(FFNSite(pl.name, pl.act_name, nxt.name))
     return out
+
+
+def active(h: Tensor) -> Tensor:
+    """Indices of the columns of ``h`` (2-D) with a non-zero entry (NaN counts): one float reduction over the tokens,
+    much cheaper on CPU than ``h.ne(0).any(0)``."""
+    lo, hi = torch.aminmax(h, dim=0)
+    return ((lo != 0) | (hi != 0)).nonzero().squeeze(1)
 
 
 def union_linear(h: Tensor, weight_t: Tensor, bias: Tensor | None, idx: Tensor) -> Tensor:
@@ -123,16 +140,32 @@ class SparseDownProjection(nn.Linear):
         if self.method == "dense" or self.training or torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
         h = x.reshape(-1, self.in_features)
-        bias = None if self.bias is None else self.bias.detach()
         if self.method == "gather":
             self.last = {"method": "gather"}
-            return gather_linear(h, self.weight_t(), bias).reshape(*x.shape[:-1], self.out_features)
-        idx = h.any(0).nonzero().squeeze(1)
+            return self._gather(h, x.shape)
+        if self.method == "auto" and h.shape[0] > AUTO_PROBE_TOKENS:  # a long batch: decide on its first tokens
+            probe = h[:AUTO_PROBE_TOKENS]
+            if active(probe).numel() > AUTO_UNION_MAX_DENSITY * self.in_features:  # the whole union is denser still
+                return self._gather_or_dense(probe, x)
+        idx = active(h)
         self.last = {"method": "union", "active": int(idx.numel())}
         if self.method == "auto" and idx.numel() > AUTO_UNION_MAX_DENSITY * self.in_features:
-            self.last["method"] = "dense"
-            return F.linear(x, self.weight, self.bias)
+            return self._gather_or_dense(h, x)
+        bias = None if self.bias is None else self.bias.detach()
         return union_linear(h, self.weight_t(), bias, idx).reshape(*x.shape[:-1], self.out_features)
+
+    def _gather_or_dense(self, sample: Tensor, x: Tensor) -> Tensor:
+        """``auto`` when the union is too dense: ``gather`` if the non-zero fraction of ``sample`` (some or all of
+        the batch's tokens) is at most :data:`AUTO_GATHER_MAX_DENSITY`, else the dense product."""
+        density = float(sample.abs().sign().sum()) / max(sample.numel(), 1)
+        self.last = {"method": "gather" if density <= AUTO_GATHER_MAX_DENSITY else "dense", "density": density}
+        if self.last["method"] == "dense":
+            return F.linear(x, self.weight, self.bias)
+        return self._gather(x.reshape(-1, self.in_features), x.shape)
+
+    def _gather(self, h: Tensor, shape: torch.Size) -> Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        return gather_linear(h, self.weight_t(), bias).reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, method={self.method}"
