@@ -28,11 +28,15 @@ def test_every_entry_has_a_dense_baseline_and_at_least_two_sparse_variants():
         base = entry.recipe_for(entry.baseline)
         assert all(p.lam == 0 for p in base.penalties), entry.name
         assert base.data.source in NAMED and base.train.seed == 0
-        sparse = [v for v in entry.variants if v != entry.baseline]
+        reseeded = [v for v in entry.variants if v.startswith(f"{entry.baseline}-seed")]  # the baseline, other seeds
+        assert all(entry.recipe_for(v).penalties == base.penalties and entry.recipe_for(v).train.seed > 0
+                   for v in reseeded)
+        sparse = [v for v in entry.variants if v != entry.baseline and v not in reseeded]
         recipes = [entry.recipe_for(v) for v in sparse]
         assert len(recipes) >= 2
         assert all(any(p.lam > 0 for p in r.penalties) or r.model.activation for r in recipes)
-        assert len({r.hash() for r in [base, *recipes]}) == len(recipes) + 1
+        everything = [entry.recipe_for(v) for v in entry.variants]
+        assert len({r.hash() for r in everything}) == len(everything)
 
 
 def test_short_names_resolve_to_hub_repos():

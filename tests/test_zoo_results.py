@@ -93,27 +93,23 @@ def test_a_run_from_before_the_protocol_is_reported_on_validation():
     assert (named.eval_split, named.selection_split) == ("val-from-train", "val-from-train")
 
 
-def test_the_analysis_reads_validation_when_the_sample_loader_cannot_select_test(monkeypatch):
+def test_the_analysis_reads_the_split_the_numbers_are_reported_on(monkeypatch):
     import sparsezoo.data.inputs as inputs
 
     calls = []
 
-    def today(loaded, spec, samples, batch_size):  # the signature sample_loader has today: no split keyword
-        calls.append(samples)
-        return "loader", min(samples, 120), "desc", []
-
-    def tomorrow(loaded, spec, samples, batch_size, *, split="validation"):
+    def loader(loaded, spec, samples, batch_size, *, split=None):
         calls.append(split)
-        return "test-loader", samples, "desc", []
+        return ("test-loader" if split else "loader"), min(samples, 120), "desc", []
 
+    monkeypatch.setattr(inputs, "sample_loader", loader)
     run = SimpleNamespace(recipe=SimpleNamespace(data=None), metrics=metrics(0.9, 0.85))
-    monkeypatch.setattr(inputs, "sample_loader", today)
-    got = analysis_samples(None, run, 512, evaluated(run.metrics))
-    assert (got.loader, got.count, got.split) == ("loader", 120, "val-from-train + train")
-    assert analysis_samples(None, run, 64, evaluated(run.metrics)).split == "val-from-train"
-    monkeypatch.setattr(inputs, "sample_loader", tomorrow)
     got = analysis_samples(None, run, 64, evaluated(run.metrics))
     assert (got.loader, got.split, calls[-1]) == ("test-loader", "test", "test")
+    old = evaluated(run.metrics, use_test=False)  # an entry reported on validation: validation, then train
+    got = analysis_samples(None, run, 512, old)
+    assert (got.loader, got.count, got.split, calls[-1]) == ("loader", 120, "val-from-train + train", None)
+    assert analysis_samples(None, run, 64, old).split == "val-from-train"
 
 
 def _copy_run(src, dst, test_top1=None):
@@ -127,19 +123,49 @@ def _copy_run(src, dst, test_top1=None):
         path.write_text(json.dumps(m))
 
 
-def test_measure_reports_test_numbers_only_when_every_run_has_them(l1_run, tmp_path):
+def test_measure_reports_test_numbers_only_when_every_run_has_them(l1_run, tmp_path, monkeypatch):
+    import sparsezoo.data.inputs as inputs
+
     _, out, _ = l1_run
     entry = SimpleNamespace(name="tiny", baseline="dense")
+    asked, real = [], inputs.sample_loader
+
+    def loader(*args, split=None):  # the digits runs have no test split: record the split asked for, read validation
+        asked.append(split)
+        return real(*args)
+
+    monkeypatch.setattr(inputs, "sample_loader", loader)
     _copy_run(out, tmp_path / "both" / "dense", 0.5)
     _copy_run(out, tmp_path / "both" / "l1", 0.25)
     res = measure(entry, tmp_path / "both", ["dense", "l1"], 16)
     val = json.loads((out / "metrics.json").read_text())["final"]["top1"]
     r = res["l1"]
     assert (r.top1, r.recovery, r.eval_split, r.selection_split) == (0.25, 0.5, "test", "validation")
-    assert (r.val_top1, r.val_recovery, r.analysis_split, r.analysis_samples) == (val, 1.0, "validation", 16)
+    assert (r.val_top1, r.val_recovery, r.analysis_split, r.analysis_samples) == (val, 1.0, "test", 16)
+    assert set(asked) == {"test"}
     assert r.decision_features >= 1 and r.speedup is None and res["dense"].cka_to_baseline == 1.0
     _copy_run(out, tmp_path / "mixed" / "dense")
     _copy_run(out, tmp_path / "mixed" / "l1", 0.25)
     mixed = measure(entry, tmp_path / "mixed", ["dense", "l1"], 16)["l1"]
     assert (mixed.top1, mixed.recovery, mixed.eval_split, mixed.selection_split) == (val, 1.0, "validation",
                                                                                     "validation")
+    assert asked[-1] is None  # validation (then train): no run is reported on test
+
+
+def test_the_seeds_table_gives_mean_and_range_and_calls_recovery_on_the_means():
+    from sparsezoo.zoo import seeds_table
+    from sparsezoo.zoo.results import seed_groups, seed_summary
+
+    names = ["dense", "dense-seed1", "dense-seed2", "l1", "frontier", "frontier-seed1", "frontier-seed2", "x-seed3"]
+    assert seed_groups(names) == {"dense": ["dense", "dense-seed1", "dense-seed2"],
+                                  "frontier": ["frontier", "frontier-seed1", "frontier-seed2"]}
+    top1 = {"dense": 0.99, "dense-seed1": 0.98, "dense-seed2": 0.97, "l1": 0.9, "frontier": 0.98,
+            "frontier-seed1": 0.96, "frontier-seed2": 0.97, "x-seed3": 0.5}
+    results = {v: {**OLD, "top1": t, "zero_frac": 0.5 + i / 100} for i, (v, t) in enumerate(top1.items())}
+    s = seed_summary(results, ["frontier", "frontier-seed1", "frontier-seed2"], ["dense", "dense-seed1", "dense-seed2"])
+    assert s["seeds"] == 3 and s["top1_mean"] == pytest.approx(0.97) and (s["top1_min"], s["top1_max"]) == (0.96, 0.98)
+    assert s["recovery_of_means"] == pytest.approx(0.97 / 0.98)
+    assert (s["zero_frac_min"], s["zero_frac_max"]) == (0.54, 0.56)
+    table = seeds_table([Listing("e", "t", names, results)])
+    assert "| e | frontier | 3 | 97.0 (96.0–98.0) | 55.0 (54.0–56.0) | 99.0 |" in table
+    assert seeds_table([Listing("e", "t", ["dense", "l1"], results)]) == ""  # no seed runs: no table

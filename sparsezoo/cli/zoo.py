@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         items = zoo.list_entries(args.root, args.cards_dir)
         if args.markdown:
             print(zoo.results_table(items))
+            seeds = zoo.seeds_table(items)
+            if seeds:
+                print("\n" + seeds)
             return 0
         if args.lambda_table:
             print(zoo.lambda_table(items))

@@ -13,11 +13,13 @@ Three jobs (``sparsezoo zoo list | build | publish``):
 - :func:`publish` pushes every variant with its card (the baseline's numbers beside its own).
 - :func:`list_entries` reads the registry and the results recorded so far.
 
-Per variant (:func:`measure`): top-1 on the validation split and its *recovery* (variant / baseline top-1, with
-SparseZoo's classes: ``conservative`` ≥ 100 %, ``moderate`` ≥ 99 %, ``aggressive`` < 99 %); the sparsity of the
-whole validation split from ``metrics.json`` (``zero_frac``, ``near_zero_frac(abs, τ = 0.01)``,
-``l0_per_position`` as a fraction of the channels, dead units; site means); and on the first ``samples``
-validation samples: the theory margin (median factor by which a layer's output code is outside the uniqueness
+Per variant (:func:`measure`): top-1 on the test split (runs that record one; the validation split for results
+recorded before the protocol, as ``eval_split`` says), with the validation top-1 everything was chosen on beside
+it, and its *recovery* (variant / baseline top-1, with SparseZoo's classes: ``conservative`` ≥ 100 %, ``moderate``
+≥ 99 %, ``aggressive`` < 99 %); the sparsity of the whole evaluated split from ``metrics.json`` (``zero_frac``,
+``near_zero_frac(abs, τ = 0.01)``, ``l0_per_position`` as a fraction of the channels, dead units; site means);
+``decision_features`` (:mod:`analysis.interpret.decision`); a ``speedup`` once a benchmark has measured one; and
+on the first ``samples`` samples of that split: the theory margin (median factor by which a layer's output code is outside the uniqueness
 regime, :mod:`analysis.margins`), the median local coherence μ over layers, the linear CKA to the baseline
 (mean over sites, :func:`analysis.layerwise.cka_between`), and the class selectivity of the 16 most selective
 features of the last activation site (:mod:`analysis.interpret.select`).
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         read_results,
         recovery_class,
         results_table,
+        seeds_table,
     )
 
 _MODULES = {
@@ -63,10 +66,12 @@ _MODULES = {
     "sparsezoo.zoo.measuring": ("measure",),
     "sparsezoo.zoo.publishing": ("publish",),
     "sparsezoo.zoo.results": ("MARKER", "RESULTS", "ZOO_RESULTS", "Listing", "VariantResult", "ZooResultsError",
-                              "lambda_table", "list_entries", "read_results", "recovery_class", "results_table"),
+                              "lambda_table", "list_entries", "read_results", "recovery_class", "results_table",
+                              "seeds_table"),
 }
 __all__ = ["MARKER", "RESULTS", "SHORT_NAME", "ZOO_RESULTS", "BuildOptions", "BuildPlan", "Entry", "Listing",
            "Registry", "VariantResult", "ZooError", "ZooResultsError", "build", "check_cards_dir", "lambda_table",
            "list_entries", "load", "measure", "plan_build", "plot_entry", "publish", "read_results", "recovery_class",
+           "seeds_table",
            "registry", "results_table", "variant_of", "write_cards"]
 __getattr__, __dir__ = lazy_exports(__name__, {name: module for module, names in _MODULES.items() for name in names})

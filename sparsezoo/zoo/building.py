@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -39,8 +40,8 @@ def _check_folder(folder: Path, entry: str) -> None:
 
 def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
     """Fine-tune one variant unless it is finished; resume it if interrupted. Returns the wall time (None: kept).
-    A distillation teacher named ``ENTRY:VARIANT`` is the build's own variant (``ROOT/ENTRY/VARIANT``, built first
-    when it is the baseline), else the cache or the Hub."""
+    A distillation teacher or recovery reference named ``ENTRY:VARIANT`` is the build's own variant
+    (``ROOT/ENTRY/VARIANT``, built first when it is the baseline), else the cache or the Hub."""
     from sparsezoo.train.checkpoint import latest_checkpoint
     from sparsezoo.train.loop import finetune
     from sparsezoo.zoo.loading import load
@@ -48,9 +49,12 @@ def _run_variant(recipe: Recipe, run_dir: Path, progress: bool) -> float | None:
     if run_complete(run_dir) and json.loads((run_dir / "metrics.json").read_text()).get("recipe_hash") == recipe.hash():
         return None
     resume = run_dir.is_dir() and latest_checkpoint(run_dir) is not None
-    teacher = load(recipe.distill.teacher, root=run_dir.parent.parent) if recipe.distill else None
+    root = run_dir.parent.parent
+    teacher = load(recipe.distill.teacher, root=root) if recipe.distill else None
+    reference = load(recipe.recovery.reference, root=root) if recipe.recovery and recipe.recovery.reference else None
     t = time.perf_counter()
-    finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress, teacher=teacher)
+    finetune(recipe, run_dir, resume=resume, force=run_dir.exists() and not resume, progress=progress, teacher=teacher,
+             reference=reference)
     return time.perf_counter() - t
 
 
@@ -230,6 +234,11 @@ def _write_recorded(plan: BuildPlan, out: dict) -> None:
         atomic_write_json(packaged_results_path(), merged)
 
 
+def _plain_l1(name: str, result: dict) -> bool:
+    """A dense baseline or a variant whose only change is a constant l1 λ (the comparison line of the plot)."""
+    return set(result.get("penalties") or {}) <= {"l1"} and re.fullmatch(r"(\w+-)?(dense|l1-[\d.e-]+)", name) is not None
+
+
 def write_cards(entry: Entry, folder: Path, names: list[str], cards_dir: Path, org: str) -> None:
     """One model card per variant (``cards_dir/ENTRY-VARIANT.md``), each with the baseline's numbers beside it."""
     from sparsezoo.hub.cards import read_run, render_card
@@ -243,19 +252,29 @@ def write_cards(entry: Entry, folder: Path, names: list[str], cards_dir: Path, o
 
 
 def plot_entry(results: dict, path: Path) -> None:
-    """Top-1 against zero_frac for the entry's variants (PNG)."""
+    """Top-1 against zero_frac for the entry's variants (PNG), on the split the results report (test under the
+    protocol): the dense baseline and plain l1 variants as one line, every other recipe (distillation, thresholds,
+    staged λ, a recovery target) as its own points, so the frontier each recipe reaches is visible."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures are left alone
 
     from sparsezoo.io import atomic_write
 
-    fig = Figure(figsize=(5.2, 3.6))
+    fig = Figure(figsize=(5.6, 3.8))
     ax = fig.subplots()
-    for v, r in results["variants"].items():
-        ax.scatter(r["zero_frac"], r["top1"], s=40)
-        ax.annotate(v, (r["zero_frac"], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel("zero_frac (mean over sites, validation split)")
-    ax.set_ylabel("top-1 (validation split)")
+    variants = results["variants"]
+    plain = sorted((r for v, r in variants.items() if _plain_l1(v, r)), key=lambda r: r["zero_frac"])
+    ax.plot([r["zero_frac"] for r in plain], [r["top1"] for r in plain], "o-", color="0.5", label="dense and plain l1")
+    others = [r for v, r in variants.items() if not _plain_l1(v, r)]
+    if others:
+        ax.scatter([r["zero_frac"] for r in others], [r["top1"] for r in others], s=46, color="C3", marker="D",
+                   label="new recipes", zorder=3)
+    for v, r in variants.items():
+        ax.annotate(v, (r["zero_frac"], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    split = next((r.get("eval_split") for r in variants.values() if r.get("eval_split")), None) or "validation"
+    ax.set_xlabel(f"zero_frac (mean over sites, {split} split)")
+    ax.set_ylabel(f"top-1 ({split} split)")
     ax.set_title(results["entry"], fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))

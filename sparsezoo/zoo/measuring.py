@@ -11,14 +11,13 @@ or an entry mixing both) every number is the validation one and both names are t
 ``validation`` when ``metrics.json`` names no splits): recovery always compares numbers of the same split.
 
 The analysis numbers (margins, coherence, CKA, class selectivity, ``decision_features``) are measured on the first
-``samples`` samples of the split recorded as ``analysis_split``: the test split when the sample loader can select it
-(a ``split`` keyword of :func:`sparsezoo.data.inputs.sample_loader`), else the validation split (followed by
-training samples when the validation split is smaller: ``"<name> + train"``).
+``samples`` samples of the split recorded as ``analysis_split``: the test split where the numbers are test numbers,
+else the validation split (followed by training samples when the validation split is smaller:
+``"<name> + train"``).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -71,17 +70,14 @@ class AnalysisSamples:
 
 
 def analysis_samples(loaded: Any, run: Any, samples: int, evaluated_on: Evaluated) -> AnalysisSamples:
-    """The first ``samples`` samples of the split the run is evaluated on: the test split where the sample loader
-    can select it, else the validation split (see the module docstring)."""
+    """The first ``samples`` samples of the split the run is evaluated on: the test split for runs that report one,
+    else the validation split (then training samples when it is smaller; see the module docstring)."""
     from sparsezoo.data.inputs import sample_loader
 
     data = run.recipe.data
     if evaluated_on.eval_split != evaluated_on.selection_split:
-        if "split" in inspect.signature(sample_loader).parameters:
-            test = {"split": "test"}  # the keyword the data room is asked for (module docstring)
-            loader, n, *_ = sample_loader(loaded, data, samples, 32, **test)
-            return AnalysisSamples(loader, n, evaluated_on.eval_split)
-        log.warning("the sample loader cannot select the test split; the analysis reads the validation split")
+        loader, n, *_ = sample_loader(loaded, data, samples, 32, split="test")
+        return AnalysisSamples(loader, n, evaluated_on.eval_split)
     loader, n, *_ = sample_loader(loaded, data, samples, 32)
     size = ((run.metrics.get("splits") or {}).get("validation") or {}).get("size")
     name = evaluated_on.selection_split

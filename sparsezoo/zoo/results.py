@@ -5,6 +5,7 @@ of a build, ``zoo-results.json`` of the whole zoo, shipped with the package) rea
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -210,3 +211,51 @@ def _short_float(x: float) -> str:
         return "0"
     mantissa, exponent = f"{x:e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+SEED_SUFFIX = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")  # VARIANT-seedN: VARIANT trained with train.seed N
+
+
+def seed_groups(variants: list[str]) -> dict[str, list[str]]:
+    """Variants run with several seeds: ``{VARIANT: [VARIANT, VARIANT-seed1, …]}`` for each VARIANT that has at least
+    one ``VARIANT-seedN`` beside it (the registry's way of stating noise: issue 23 item 10)."""
+    groups: dict[str, list[str]] = {}
+    for v in variants:
+        m = SEED_SUFFIX.match(v)
+        if m and m["base"] in variants:
+            groups.setdefault(m["base"], [m["base"]]).append(v)
+    return groups
+
+
+def seed_summary(results: dict[str, dict], group: list[str], baseline: list[str]) -> dict[str, float]:
+    """Mean and range over a seed group's recorded runs: top-1, zero_frac and the recovery of the group's mean
+    top-1 against the baseline group's mean top-1 ("≥ 99 %" is called on these means)."""
+    import statistics
+
+    def stats(key: str, names: list[str]) -> tuple[float, float, float]:
+        xs = [results[v][key] for v in names if v in results]
+        return statistics.fmean(xs), min(xs), max(xs)
+
+    top1, base = stats("top1", group), stats("top1", baseline)
+    zero = stats("zero_frac", group)
+    return {"seeds": sum(v in results for v in group), "top1_mean": top1[0], "top1_min": top1[1],
+            "top1_max": top1[2], "zero_frac_mean": zero[0], "zero_frac_min": zero[1], "zero_frac_max": zero[2],
+            "recovery_of_means": top1[0] / base[0] if base[0] else float("nan")}
+
+
+def seeds_table(listings: list[Listing]) -> str:
+    """The seeds table (markdown): per variant run with several seeds, the mean and range of its numbers; empty
+    when no entry has seed runs."""
+    rows = ["| entry | variant | seeds | top-1 % mean (range) | zero_frac % mean (range) | recovery of means % |",
+            "|---|---|---|---|---|---|"]
+    for item in listings:
+        groups = seed_groups(list(item.variants))
+        baseline = groups.get(item.variants[0], [item.variants[0]])
+        for v, group in groups.items():
+            if not all(g in item.results for g in group):
+                continue
+            s = seed_summary(item.results, group, baseline)
+            rows.append(f"| {item.entry} | {v} | {s['seeds']} | {_pct(s['top1_mean'])} ({_pct(s['top1_min'])}–"
+                        f"{_pct(s['top1_max'])}) | {_pct(s['zero_frac_mean'])} ({_pct(s['zero_frac_min'])}–"
+                        f"{_pct(s['zero_frac_max'])}) | {_pct(s['recovery_of_means'])} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
