@@ -19,8 +19,8 @@ it, and its *recovery* (variant / baseline top-1, with SparseZoo's classes: ``co
 ≥ 99 %, ``aggressive`` < 99 %); the sparsity of the whole evaluated split from ``metrics.json`` (``zero_frac``,
 ``near_zero_frac(abs, τ = 0.01)``, ``l0_per_position`` as a fraction of the channels, dead units; site means);
 ``decision_features`` (:mod:`analysis.interpret.decision`); a ``speedup`` once a benchmark has measured one; and
-on the first ``samples`` samples of that split: the theory margin (median factor by which a layer's output code is outside the uniqueness
-regime, :mod:`analysis.margins`), the median local coherence μ over layers, the linear CKA to the baseline
+on the first ``samples`` samples of that split: the theory margin (median factor by which a layer's output code is
+outside the uniqueness regime, :mod:`analysis.margins`), the median local coherence μ over layers, the linear CKA to the baseline
 (mean over sites, :func:`analysis.layerwise.cka_between`), and the class selectivity of the 16 most selective
 features of the last activation site (:mod:`analysis.interpret.select`).
 """
