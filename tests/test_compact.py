@@ -107,9 +107,11 @@ def _mobilenet():
     with torch.no_grad():
         for block in (model.blocks[1][0], model.blocks[3][1]):
             block.bn2.bias[:5] = DEAD  # dead after the depthwise's activation: the whole chain goes
-        model.blocks[2][0].bn1.bias[:4] = DEAD  # dead after the expansion only: the depthwise couples, kept
-        model.blocks[2][0].bn2.bias[:4] = 1.0  # (the depthwise's output is a constant 1 there: it fires)
+        model.blocks[2][0].bn1.bias[:4] = DEAD  # dead after the expansion only: the depthwise's output is then
+        model.blocks[2][0].bn2.bias[:4] = 1.0  # a constant (1 here): folded into the projection's BatchNorm
         model.bn2.bias[:100] = DEAD  # head channels: conv_head rows and classifier columns go
+        model.blocks[0][0].bn1.bias[5:7] = DEAD  # after the first depthwise: the stem channel goes with it
+        model.bn1.bias[:3], model.blocks[0][0].bn1.bias[:3] = DEAD, 1.0  # stem only: folded
     return model
 
 
@@ -126,7 +128,7 @@ def _only(dead, wanted):
 def test_mobilenetv2_inverted_residual_chain_compacts_exactly():
     model, x = _mobilenet(), torch.randn(6, 3, 32, 32)
     hand = {"blocks.1.0.bn2.act": range(5), "blocks.3.1.bn2.act": range(5), "blocks.2.0.bn1.act": range(4),
-            "bn2.act": range(100)}
+            "bn2.act": range(100), "bn1.act": range(3), "blocks.0.0.bn1.act": range(5, 7)}
     dead = _only(find_dead_units(model, [x]), {k: list(v) for k, v in hand.items()})
     assert all(int((dead.fires[k] == 0).sum()) == len(v) for k, v in hand.items())
     new, report = compact(model, dead)
@@ -136,8 +138,12 @@ def test_mobilenetv2_inverted_residual_chain_compacts_exactly():
         assert (blk.conv_pw.out_channels, blk.bn1.num_features, blk.conv_dw.groups, blk.conv_dw.weight.shape[0],
                 blk.bn2.running_var.shape[0], blk.conv_pwl.in_channels) == (c,) * 6
     assert new.conv_head.out_channels == new.bn2.num_features == new.classifier.in_features == 1280 - 100
-    assert report.removed_units == 110 and report.kept == {"depthwise": 4}
-    assert new.blocks[2][0].conv_pw.out_channels == model.blocks[2][0].conv_pw.out_channels
+    assert report.removed_units == 119 and report.kept == {}
+    first = new.blocks[0][0]
+    assert new.conv_stem.out_channels == new.bn1.num_features == first.conv_dw.groups == first.conv_pw.in_channels == 11
+    folded = new.blocks[2][0]
+    assert folded.conv_pw.out_channels == folded.conv_dw.groups == model.blocks[2][0].conv_pw.out_channels - 4
+    assert not torch.equal(folded.bn3.running_mean, model.blocks[2][0].bn3.running_mean)
     fresh = torch.randn(4, 3, 32, 32)
     assert _logits_close(model(fresh), new(fresh))
     assert report.params_after < report.params_before
@@ -150,12 +156,13 @@ def test_squeeze_excite_channels_go_with_the_chain():
     block = InvertedResidual(8, 8, exp_ratio=4.0, se_layer=partial(SqueezeExcite, rd_ratio=0.25)).eval()
     with torch.no_grad():
         block.bn2.bias[[0, 9, 20]] = DEAD
+        block.bn1.bias[5], block.bn2.bias[5] = DEAD, 1.0  # dead after the expansion only: the gate sees a constant
     net = nn.Sequential(block).eval()
     new, report = compact(net, find_dead_units(net, [torch.randn(4, 8, 6, 6)]))
     se = new[0].se
     assert se.conv_reduce.in_channels == se.conv_expand.out_channels == new[0].conv_pwl.in_channels == 29
     x = torch.randn(3, 8, 6, 6)
-    assert _logits_close(net(x), new(x)) and report.removed_units == 3
+    assert _logits_close(net(x), new(x)) and report.removed_units == 3 and report.kept["depthwise"] == 1
 
 
 def test_compacted_bert_saves_loads_and_runs_in_onnx_runtime(tmp_path):

@@ -98,12 +98,14 @@ def _write(args: argparse.Namespace, out, info, new, doc: dict[str, Any], held_o
 
 
 def _summary(report, checks: list, missing: list[str], onnx: dict | None) -> list[str]:
-    lines = [f"removed {report.removed_units} of {report.dead_units} dead units (dead: zero on every position of "
-             f"{report.samples} training samples); parameters {report.params_before:,} -> {report.params_after:,} "
+    lines = [f"removed {report.removed_units} units (channels, FFN neurons) that are zero at every position of "
+             f"{report.samples} training samples; parameters {report.params_before:,} -> {report.params_after:,} "
              f"({report.params_after / max(report.params_before, 1):.1%})"]
     kept = report.kept
-    if kept:
-        lines.append("dead but kept: " + ", ".join(f"{n} {reason}" for reason, n in kept.items()))
+    removed_at_sites = sum(s.removed for s in report.sites)
+    lines.append(f"dead units summed over activation sites: {report.dead_units} ({removed_at_sites} removed, "
+                 f"{sum(kept.values())} dead but kept{': ' if kept else ''}"
+                 + ", ".join(f"{n} {reason}" for reason, n in kept.items()) + ")")
     for c in checks:
         state = "exact" if c.exact else f"NOT exact (tolerance {c.tolerance:g})"
         lines.append(f"{c.split}: {c.samples} samples, max |Δlogit| {c.max_abs_diff:.3g} = {c.rel_diff:.2g} of "

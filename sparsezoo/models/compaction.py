@@ -11,11 +11,17 @@ per-channel activation threshold) together with the consumer's input channel (co
 - timm ``InvertedResidual`` (MobileNetV2, EfficientNet): a channel dead after the depthwise conv's activation goes
   from the expansion conv, its BatchNorm, the depthwise conv and its BatchNorm, the squeeze-excite convs (a zero
   channel adds 0 to its mean and is gated to 0) and the projection conv's input;
+  a channel dead after the expansion only (not after the depthwise) feeds the depthwise a zero, so the depthwise
+  block outputs a constant there: it is folded into the projection's BatchNorm and the channel removed the same way
+  (:data:`FOLDS`; not with squeeze-excite, whose gate would see the constant);
+- the MobileNetV2 / EfficientNet stem and the first depthwise-separable block: a stem channel goes with its
+  depthwise channel (removed, or folded into that block's BatchNorm);
 - timm ``EdgeResidual`` (EfficientNetV2's fused blocks): the expansion conv's channels, the same way;
 - timm ``EfficientNet`` head: ``conv_head`` / ``bn2`` rows and the classifier's columns (the pool is per channel);
 - timm ResNet ``BasicBlock`` / ``Bottleneck``: the inner convs (conv1 → conv2, conv2 → conv3);
 - transformer FFNs (BERT-style ``*Layer``): ``intermediate.dense`` rows and ``output.dense`` columns;
-- timm ``Mlp`` (ViT, ConvNeXt): ``fc1`` rows and ``fc2`` columns (only without a norm in between).
+- timm ``Mlp`` (ViT, ConvNeXt): ``fc1`` rows and ``fc2`` columns (only without a norm in between);
+- a plain ``nn.Sequential`` of ``conv/Linear [BatchNorm] activation conv/Linear``.
 
 Dead units that cannot be removed exactly stay and are counted as **dead but kept**, by reason
 (:data:`KEPT_REASONS`): a channel that feeds a residual add, one that feeds a depthwise conv whose own output is
@@ -47,7 +53,8 @@ DEAD_DEFINITION = ("dead: the activation output is exactly 0 at every position o
                    "excluded)")
 KEPT_REASONS = {
     "residual": "feeds a residual add (the skip path needs the channel)",
-    "depthwise": "feeds a depthwise conv whose output is not dead (producer and consumer channels are coupled)",
+    "depthwise": "feeds a depthwise conv whose output is not dead and cannot be folded (producer and consumer "
+                 "channels are coupled)",
     "se": "a squeeze-excite hidden unit",
     "last-unit": "every unit of the chain is dead; one is kept so no layer has zero width",
     "unsupported": "no exact removal rule for this site's producer and consumer",
@@ -76,6 +83,18 @@ def _channelwise_pool(model: nn.Module) -> str | None:
     return None if getattr(pool, "pool_type", None) in ("avg", "max", "avgmax") else "unsupported"
 
 
+def _first_block_unshortcut(model: nn.Module) -> str | None:
+    """The stem's channels feed ``blocks.0.0`` alone: a depthwise-separable block without a skip connection."""
+    try:
+        first = model.blocks[0][0]  # type: ignore[index]
+    except (AttributeError, IndexError, TypeError):
+        return "unsupported"
+    if type(first).__name__ != "DepthwiseSeparableConv":
+        return "unsupported"
+    return "residual" if getattr(first, "has_skip", True) else None
+
+
+_DS = "blocks.0.0"
 CHAINS: tuple[Chain, ...] = (
     Chain(r"^InvertedResidual$", "bn2.act", ("conv_pw", "bn1", "bn1.act", "conv_dw", "bn2", "bn2.act",
                                              "se.conv_expand?"), ("se.conv_reduce?", "conv_pwl"), ("aa",)),
@@ -83,6 +102,9 @@ CHAINS: tuple[Chain, ...] = (
           ("se.conv_reduce?", "conv_pwl"), ("aa",)),
     Chain(r"^EfficientNet$", "bn2.act", ("conv_head", "bn2", "bn2.act"), ("classifier",), ("bn2.drop",),
           _channelwise_pool),
+    Chain(r"^EfficientNet$", f"{_DS}.bn1.act", ("conv_stem", "bn1", "bn1.act", f"{_DS}.conv_dw", f"{_DS}.bn1",
+                                                f"{_DS}.bn1.act", f"{_DS}.se.conv_expand?"),
+          (f"{_DS}.se.conv_reduce?", f"{_DS}.conv_pw"), ("bn1.drop", f"{_DS}.aa"), _first_block_unshortcut),
     Chain(r"^BasicBlock$", "act1", ("conv1", "bn1", "act1"), ("conv2",), ("drop_block", "aa")),
     Chain(r"^Bottleneck$", "act1", ("conv1", "bn1", "act1"), ("conv2",)),
     Chain(r"^Bottleneck$", "act2", ("conv2", "bn2", "act2"), ("conv3",), ("drop_block", "aa")),
@@ -99,6 +121,32 @@ KEPT_RULES: tuple[tuple[str, str, str], ...] = (
     (r"^DepthwiseSeparableConv$", r"^bn1\.act$", "depthwise"),
     (r"^EfficientNet$", r"^bn1\.act$", "depthwise"),
     (r"", r"(^|\.)se\.", "se"),
+)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """An exact removal by folding: in a block matching ``block``, a channel dead at ``site`` (after the expansion)
+    makes the depthwise conv's input zero there, so ``constant`` (depthwise BatchNorm + activation) outputs one
+    constant per channel at every position; the 1×1 ``consumer`` turns it into a constant per output channel, which
+    is folded into ``target``'s running mean (a BatchNorm). The channel then goes along the cuts of the chain at
+    ``chain_site``. Needs the ``identity`` modules (squeeze-excite would gate on the constant) to be no-ops."""
+
+    block: str
+    site: str
+    chain_site: str
+    constant: str
+    consumer: str
+    target: str
+    depthwise: str = "conv_dw"
+    identity: tuple[str, ...] = ("aa", "se")
+
+
+FOLDS: tuple[Fold, ...] = (
+    Fold(r"^InvertedResidual$", "bn1.act", "bn2.act", "bn2", "conv_pwl", "bn3"),
+    # the stem of MobileNetV2 / EfficientNet feeds the first (depthwise-separable) block's depthwise conv
+    Fold(r"^EfficientNet$", "bn1.act", f"{_DS}.bn1.act", f"{_DS}.bn1", f"{_DS}.conv_pw", f"{_DS}.bn2",
+         f"{_DS}.conv_dw", (f"{_DS}.aa", f"{_DS}.se")),
 )
 
 
@@ -462,6 +510,63 @@ def _apply(modules: Mapping[str, nn.Module], dead: DeadUnits) -> tuple[list[Chai
     return cuts, refused
 
 
+def _fold_for(modules: Mapping[str, nn.Module], site: str) -> tuple[str, Fold] | None:
+    for block, rel, mod in _enclosing(modules, site):
+        for rule in FOLDS:
+            if rule.site == rel and re.search(rule.block, type(mod).__name__):
+                return block, rule
+    return None
+
+
+def _foldable(modules: Mapping[str, nn.Module], block: str, rule: Fold) -> bool:
+    consumer, target = modules.get(_join(block, rule.consumer)), modules.get(_join(block, rule.target))
+    if _chain_for(modules, _join(block, rule.chain_site)) is None:
+        return False
+    return (all(isinstance(modules.get(_join(block, r)), (nn.Identity, type(None))) for r in rule.identity)
+            and isinstance(consumer, nn.Conv2d) and consumer.kernel_size == (1, 1) and consumer.groups == 1
+            and isinstance(target, nn.modules.batchnorm._BatchNorm) and target.running_mean is not None
+            and isinstance(modules.get(_join(block, rule.constant)), nn.modules.batchnorm._BatchNorm)
+            and rule.chain_site.startswith(f"{rule.constant}.") and _join(block, rule.chain_site) in modules)
+
+
+def _fold_constant(modules: Mapping[str, nn.Module], block: str, rule: Fold, idx: Tensor) -> None:
+    """Add the constant that channels ``idx`` (current indices) feed into the consumer to the target's running mean
+    (in eval, BatchNorm subtracts it: the same output with those channels gone)."""
+    constant, consumer, target = (modules[_join(block, r)] for r in (rule.constant, rule.consumer, rule.target))
+    dw = modules.get(_join(block, rule.depthwise))
+    with torch.no_grad():
+        z = torch.zeros(1, constant.num_features, 1, 1, device=consumer.weight.device)
+        if dw is not None and getattr(dw, "bias", None) is not None:
+            z = z + dw.bias.view(1, -1, 1, 1)
+        c = constant.eval()(z).flatten()[idx]
+        d = consumer.weight[:, idx, 0, 0] @ c
+        target.running_mean -= d.to(target.running_mean.dtype)
+
+
+def _fold(modules: Mapping[str, nn.Module], dead: DeadUnits, cuts: list[ChainCut]) -> None:
+    """Remove, by folding (:data:`FOLDS`), the channels dead after an expansion that the chain cut left; in place."""
+    for site, fires in dead.fires.items():
+        found = _fold_for(modules, site)
+        if found is None or not bool((fires == 0).any()) or not _foldable(modules, *found):
+            continue
+        block, rule = found
+        chain = _chain_for(modules, _join(block, rule.chain_site))
+        plan, reason = _plan(modules, block, chain[1]) if chain and chain[0] == block else ([], "unsupported")
+        if reason:
+            continue
+        gone = set(next((c.removed_channels for c in cuts if c.site == _join(block, rule.chain_site)), []))
+        current = [i for i in range(len(fires)) if i not in gone]
+        folded = [k for k in (fires == 0).nonzero().flatten().tolist() if k not in gone][: len(current) - 1]
+        if not folded:
+            continue
+        at = {orig: i for i, orig in enumerate(current)}
+        _fold_constant(modules, block, rule, torch.tensor([at[k] for k in folded]))
+        keep = torch.tensor([at[k] for k in current if k not in set(folded)])
+        for path, side in plan:
+            _cut(modules[path], side, keep)
+        cuts.append(ChainCut(block, site, len(fires), folded, [p for p, _ in plan] + [_join(block, rule.target)]))
+
+
 def _site_rows(modules: Mapping[str, nn.Module], dead: DeadUnits, cuts: list[ChainCut],
                refused: Mapping[str, str]) -> list[SiteCompaction]:
     """Per site: dead units, those removed (by a chain that cuts this site's channels), the rest by reason."""
@@ -495,6 +600,7 @@ def compact(model: nn.Module, dead: DeadUnits) -> tuple[nn.Module, CompactionRep
     new = copy.deepcopy(model).eval()
     modules = dict(new.named_modules())
     cuts, refused = _apply(modules, dead)
+    _fold(modules, dead, cuts)
     touched = sorted({p for c in cuts for p in c.modules})
     widths = {p: _widths(modules[p]) for p in touched}
     report = CompactionReport(cuts, _site_rows(modules, dead, cuts, refused), widths, _params(model), _params(new),
