@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -532,15 +532,19 @@ def _foldable(modules: Mapping[str, nn.Module], block: str, rule: Fold) -> bool:
 def _fold_constant(modules: Mapping[str, nn.Module], block: str, rule: Fold, idx: Tensor) -> None:
     """Add the constant that channels ``idx`` (current indices) feed into the consumer to the target's running mean
     (in eval, BatchNorm subtracts it: the same output with those channels gone)."""
-    constant, consumer, target = (modules[_join(block, r)] for r in (rule.constant, rule.consumer, rule.target))
+    constant = modules[_join(block, rule.constant)]
+    consumer = cast(nn.Conv2d, modules[_join(block, rule.consumer)])
+    target = cast(nn.modules.batchnorm._BatchNorm, modules[_join(block, rule.target)])
     dw = modules.get(_join(block, rule.depthwise))
+    bias = getattr(dw, "bias", None) if dw is not None else None
     with torch.no_grad():
-        z = torch.zeros(1, constant.num_features, 1, 1, device=consumer.weight.device)
-        if dw is not None and getattr(dw, "bias", None) is not None:
-            z = z + dw.bias.view(1, -1, 1, 1)
+        z = torch.zeros(1, consumer.in_channels, 1, 1, device=consumer.weight.device)
+        if isinstance(bias, Tensor):
+            z = z + bias.view(1, -1, 1, 1)
         c = constant.eval()(z).flatten()[idx]
         d = consumer.weight[:, idx, 0, 0] @ c
-        target.running_mean -= d.to(target.running_mean.dtype)
+        mean = cast(Tensor, target.running_mean)
+        mean -= d.to(mean.dtype)
 
 
 def _fold(modules: Mapping[str, nn.Module], dead: DeadUnits, cuts: list[ChainCut]) -> None:
