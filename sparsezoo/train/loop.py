@@ -212,8 +212,9 @@ def _finetune(recipe: Recipe, out: Path, accelerator, precision: str, options: R
             penalty=penalty, targets=targets, plan=plan, stages=stages, channels_last=channels_last,
             eval_loader=eval_loader(recipe, task, accelerator), env=environment(accelerator, precision), out=out,
             progress=progress, teacher=teacher, fused_eval=fused_eval(recipe, len(task.val_ds)))
-        if recipe.recovery is not None:
-            training.recovery, training.check_loader = start_recovery(recipe, task, reference or teacher, accelerator)
+        against = reference if reference is not None else teacher  # validate() makes sure there is one
+        if recipe.recovery is not None and against is not None:
+            training.recovery, training.check_loader = start_recovery(recipe, task, against, accelerator)
             if ckpt is not None and "recovery" in state.extra:
                 training.recovery.load_state_dict(state.extra["recovery"])
         return _train(training, state, options.on_epoch)
@@ -227,7 +228,7 @@ def _reference(recipe: Recipe, task: Task, loaded: ZooModel | None, device: Any)
     from sparsezoo.hub.loading import load
     from sparsezoo.train.distill import check_teacher
 
-    zoo = loaded or load(recipe.recovery.reference)
+    zoo = loaded if loaded is not None else load(str(recipe.recovery.reference))
     check_teacher(zoo, task, recipe.recovery.reference or "reference")
     model = zoo.model.to(device).eval()
     model.requires_grad_(False)
