@@ -139,3 +139,13 @@ def test_a_reference_of_another_label_space_is_refused_before_training(digits_fo
                     "--reference", str(ref), "--out", str(tmp_path / "run"))
     assert code == 2 and "classes" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_finetune_help_lists_the_recovery_tools(capsys):
+    from sparsezoo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--distill", "--min-recovery", "--reference", "--thresholds", "--lam-stages", "--target-zero-frac"):
+        assert flag in out, flag
