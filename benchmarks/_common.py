@@ -49,3 +49,69 @@ def cold_compile_cache() -> None:
     compilation times meaningless. Call before anything is compiled."""
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` prints it (``/proc/cpuinfo``'s ``model name``), else the platform's."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the platform has none): how quiet the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def interleaved_times(fns: dict[str, Any], repeats: int, iters: int, warmup: int = 2) -> dict[str, list[list[float]]]:
+    """Seconds per call of each function in ``fns`` (name → zero-argument callable), run side by side: ``repeats``
+    blocks, in each block every function ``iters`` times, the functions' order rotating from block to block, after
+    ``warmup`` untimed calls of each. Returns name → one list of call times per block."""
+    import time
+
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    names = list(fns)
+    out: dict[str, list[list[float]]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            block = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                fns[k]()
+                block.append(time.perf_counter() - t)
+            out[k].append(block)
+    return out
+
+
+def ratio_summary(times: dict[str, list[list[float]]], baseline: str) -> dict[str, dict[str, Any]]:
+    """Per function of :func:`interleaved_times`: median seconds per call (all blocks), the interquartile range, and
+    ``speedup`` = baseline's median ÷ this one's (> 1: faster) with its range over the blocks (block medians); also
+    the fastest call (``min_s``) and ``speedup_of_min`` (the baseline's fastest ÷ this one's), which a machine shared
+    with other work disturbs least."""
+    import statistics
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs)
+
+    base_all = med([t for b in times[baseline] for t in b])
+    base_min = min(t for b in times[baseline] for t in b)
+    out = {}
+    for k, blocks in times.items():
+        flat = [t for b in blocks for t in b]
+        q = statistics.quantiles(flat, n=4) if len(flat) > 1 else [flat[0]] * 3
+        per_block = [med(bb) / med(b) for b, bb in zip(blocks, times[baseline], strict=True)]
+        out[k] = {"median_s": med(flat), "iqr_s": q[2] - q[0], "speedup": base_all / med(flat),
+                  "speedup_range_over_repeats": [min(per_block), max(per_block)], "min_s": min(flat),
+                  "speedup_of_min": base_min / min(flat)}
+    return out

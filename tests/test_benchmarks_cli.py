@@ -17,7 +17,7 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_"
 # the committed file each script's --record replaces (on a machine without CUDA, default preset)
 RECORDED = {"bench_analysis": "analysis-cpu.json", "bench_explain": "explain-cpu.json",
             "bench_malloc": "malloc-cpu.json", "bench_penalty": "penalty-cpu.json",
-            "margins_offline": "margins-offline.json"}
+            "margins_offline": "margins-offline.json", "bench_sparse_inference": "sparse_inference.json"}
 
 
 def load(name: str, monkeypatch):
@@ -91,3 +91,45 @@ def test_a_tiny_real_run_prints_its_json_and_leaves_the_results_alone(monkeypatc
     doc = json.loads(capsys.readouterr().out)
     assert [c["model"] for c in doc["cases"]] == ["test_resnet"] and "record" not in doc["settings"]
     assert snapshot() == before
+
+
+def test_the_sparse_inference_demo_measures_every_path_and_leaves_the_results_alone(monkeypatch, capsys):
+    import torch
+
+    mod = load("bench_sparse_inference", monkeypatch)
+    before = snapshot()
+    threads = torch.get_num_threads()
+    try:
+        code = mod.main(["--demo", "--seq-lens", "16", "--batch", "4", "--repeats", "1", "--iters", "1",
+                         "--threads", "1", "--no-onnx"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    (case,) = doc["results"]
+    assert set(case["settings"]) == {"b1_seq16", "b4_seq16"} and doc["threads"] == 1 and doc["cpu"]
+    b1 = case["settings"]["b1_seq16"]
+    assert {"entry_baseline", "original", "sparse_ffn", "sparse_ffn_union"} <= set(b1["paths"])
+    assert b1["max_abs_diff_logits"]["sparse_ffn"] <= 1e-4 * case["max_abs_logit"]
+    assert b1["flops"]["ffn"]["nonzero"] < b1["flops"]["ffn"]["dense"] and "sparse_ffn" in b1["ffn_time"]
+    assert case["unavailable"]["original_onnx"].startswith("unavailable: ")
+    assert case["speedup"] > 0 and snapshot() == before
+
+
+def test_the_sparse_inference_benchmark_measures_a_run_folder(l1_run, monkeypatch, capsys):
+    import torch
+
+    mod = load("bench_sparse_inference", monkeypatch)
+    _, folder, _ = l1_run
+    threads = torch.get_num_threads()
+    try:
+        code = mod.main(["--runs", str(folder), "--batch", "4", "--calibration", "8", "--repeats", "1", "--iters", "1",
+                         "--threads", "1", "--no-onnx"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    (case,) = json.loads(capsys.readouterr().out)["results"]
+    assert case["run"] == str(folder) and set(case["settings"]) == {"b1", "b4"}
+    b4 = case["settings"]["b4"]
+    assert b4["batch"] == 4 and b4["flops"]["original"] > 0 and b4["ffn_codes"] is None  # a CNN: no ReLU FFN
+    assert "sparse_ffn" not in b4["paths"] and case["fastest_exact_path"] in b4["paths"]

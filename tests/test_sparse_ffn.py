@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from sparsezoo.models.sparse_ffn import (METHODS, TOLERANCE, SparseDownProjection, dead_neurons, disable_sparse_ffn,
-                                         enable_sparse_ffn, ffn_flops, find_relu_ffns, flops)
+from sparsezoo.models.sparse_ffn import (
+    METHODS,
+    TOLERANCE,
+    SparseDownProjection,
+    dead_neurons,
+    disable_sparse_ffn,
+    enable_sparse_ffn,
+    ffn_flops,
+    find_relu_ffns,
+    flops,
+)
 
 
 def close(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -19,12 +19,12 @@ shares its weights and skips the zeros of its input. Methods (``method=``):
            tokens, one thread) on this 2-core Xeon: ``union`` costs about 1.7× the dense time × the union density
            (the copy of the weight's active rows is not free), ``gather`` about 0.3 + 7 × the non-zero fraction.
 
-Where it loses (``benchmarks/bench_sparse_inference.py``, real MiniLM-L6 weights relufied at 50–99 % FFN zeros):
-the union of 64 tokens' codes is 66–90 % of the neurons even at 90–95 % zeros per token (and ~95 % at batch 32), so
-``union`` only pays for short inputs with concentrated firing; ``gather`` pays only at ≤ 5 % non-zeros, and building
-its per-token index (a ``nonzero`` over the codes) costs about as much as the GEMM it saves. At 80–90 % zeros the
-sparse path is no faster than dense on this CPU; whole neurons that never fire (``dead=``, or compaction) are the
-part of the zeros that does pay.
+Where it loses (``benchmarks/bench_sparse_inference.py``, ``benchmarks/results/sparse_inference.json``: real MiniLM-L6
+weights relufied at 50–99 % FFN zeros, one thread): the union of 64 tokens' codes is 66–85 % of the neurons at
+50–95 % zeros per token (~95 % at batch 32), so ``auto`` falls back to dense and its probe makes the FFN 1.1–1.2×
+slower (whole model 0.88–0.97×). Only at 99 % zeros (union 25 % at 64 tokens, 36 % at 128) does it win: FFN time
+0.83–0.89× dense, whole model 1.07–1.13× at batch 1; at batch 32 it is even (1.01×). ``gather`` pays only at ≤ 5 %
+non-zeros, and building its per-token index (a ``nonzero`` over the codes) costs about as much as the GEMM it saves.
 
 Outputs equal the dense path up to float summation order: ``max |Δ| ≤ 1e-5·(1 + max |y|)`` on the tests' inputs
 (:data:`TOLERANCE`). Only the down-projection is sparse: the up-projection must be computed to know which neurons
@@ -85,10 +85,9 @@ def find_relu_ffns(model: nn.Module) -> list[FFNSite]:
 
 
 def active(h: Tensor) -> Tensor:
-    """Indices of the columns of ``h`` (2-D) with a non-zero entry (NaN counts): one float reduction over the tokens,
-    much cheaper on CPU than ``h.ne(0).any(0)``."""
-    lo, hi = torch.aminmax(h, dim=0)
-    return ((lo != 0) | (hi != 0)).nonzero().squeeze(1)
+    """Indices of the columns of ``h`` (2-D) with a non-zero entry (NaN counts: its |·| max is NaN, not 0): one
+    float reduction over the tokens, about 10× cheaper on this CPU than ``h.ne(0).any(0)`` or ``aminmax``."""
+    return h.abs().amax(0).ne(0).nonzero().squeeze(1)
 
 
 def union_linear(h: Tensor, weight_t: Tensor, bias: Tensor | None, idx: Tensor) -> Tensor:
