@@ -30,7 +30,7 @@ def test_near_zero_stats_selects_by_kind_in_order():
 
 
 # The published files' shape: consumers (cards, the zoo, other people's scripts) read these keys.
-METRICS_KEYS = {"complete", "recipe_hash", "environment", "final", "history", "definitions",
+METRICS_KEYS = {"complete", "recipe_hash", "environment", "splits", "final", "test", "history", "definitions",
                 "wall_seconds_this_session"}
 SUMMARY_KEYS = {"sites", "zero_frac_mean_sites", "zero_frac_all_entries", "l0_per_position_mean_sites",
                 "l0_per_position_frac_mean_sites", "near_zero_frac(abs,tau=0.01)_mean_sites",

@@ -49,7 +49,7 @@ def test_freed_activation_memory_is_reused_without_page_faults():
 
 def test_only_commands_that_run_models_change_the_allocator():
     runs = {c for c, path in COMMANDS.items() if getattr(import_module(path), "RUNS_MODELS", False)}
-    assert runs == {"finetune", "demo", "analyze", "explain", "dsc", "zoo"}
+    assert runs == {"finetune", "demo", "analyze", "explain", "dsc", "zoo", "compact"}
     parser = build_parser()  # what main() reads
     assert runs_models(parser.parse_args(["analyze", "resnet18"])) and not runs_models(parser.parse_args(["list"]))
 
