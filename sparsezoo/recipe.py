@@ -175,7 +175,8 @@ class RecoverySpec:
     """A recovery target instead of a guessed λ (:mod:`sparsezoo.train.recovery`): while training, validation top-1
     (on a fixed subset of at most ``subset`` samples, ``checks_per_epoch`` times an epoch) must stay ≥ ``min`` × the
     reference's top-1 on the same samples. The controller multiplies every penalty's λ by its pressure: ×``raise_by``
-    after a check that meets the target, ÷``back_off`` after one that misses it; the run keeps the sparsest checkpoint
+    after a check that meets the target, ÷``back_off`` after one that misses it (once the target has been met; before,
+    the pressure is held while the student learns the task); the run keeps the sparsest checkpoint
     (validation ``zero_frac_mean_sites``) that met it. ``reference``: a dense run folder, zoo ``ENTRY:VARIANT`` or Hub
     id (default: the distillation teacher)."""
 

@@ -8,7 +8,8 @@ times an epoch (``checks_per_epoch``) the controller validates on a fixed subset
 
 - when top-1 ≥ R × the reference's top-1 on the same samples, multiplies the pressure by ``raise_by`` and, if this
   checkpoint is the sparsest one so far that met the target (``zero_frac_mean_sites`` of the same pass), keeps it;
-- when it falls below, divides the pressure by ``back_off``.
+- when it falls below, divides the pressure by ``back_off`` (once the target has been met at least once: before that
+  the student is still learning the task, and the pressure is held).
 
 At the end the run goes back to the kept checkpoint (none met: the last one, and ``met: false`` is recorded). A
 threshold search after training (``--thresholds``) then spends only what is left above the target on the whole
@@ -61,9 +62,12 @@ class RecoveryController:
         record = {"step": step, "top1": top1, "zero_frac": zero_frac, "pressure": self.pressure, "met": met}
         self.checks.append(record)
         better = met and (self.best is None or zero_frac > self.best["zero_frac"])
+        if met:
+            self.pressure *= self.spec.raise_by
+        elif self.best is not None:  # before the student first reaches the target it is still learning the task:
+            self.pressure /= self.spec.back_off  # a miss then says nothing about the pressure, which is held
         if better:
             self.best = record
-        self.pressure = self.pressure * self.spec.raise_by if met else self.pressure / self.spec.back_off
         return better
 
     def state_dict(self) -> dict[str, Any]:
